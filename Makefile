@@ -1,0 +1,52 @@
+# tagqa: the two promised commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STATE := $(CURDIR)/.tagqa
+PORT ?= 3000
+
+export TAGQA_STORE ?= $(STATE)/store
+export DAGSTER_HOME ?= $(STATE)/dagster
+export YOLO_CONFIG_DIR ?= $(STATE)/ultralytics
+export YOLO_OFFLINE := 1
+export MPLCONFIGDIR ?= $(STATE)/matplotlib
+
+INSTALL_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+
+.PHONY: setup run test demo system-deps labelstudio-install labelstudio clean-state
+
+## setup: create the venv, install tagqa with its pinned dependencies, write .env and the Dagster instance config
+setup: $(INSTALL_STAMP) .env $(DAGSTER_HOME)/dagster.yaml
+
+$(INSTALL_STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+.env:
+	cp .env.example .env
+
+$(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
+	mkdir -p $(DAGSTER_HOME)
+	cp deploy/dagster/local/dagster.yaml $@
+
+## demo: write a small synthetic demo set into the store, only when raw/ is empty
+demo: setup
+	$(BIN)/tagqa demo --count 40 --if-empty
+
+## run: set up, seed the demo set if the store is empty, start Dagster on 127.0.0.1:$(PORT)
+run: setup demo
+	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+
+## system-deps: services the tests use (installed only when missing; needs root on Debian)
+system-deps:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { apt-get update && apt-get install -y mosquitto; }
+
+## test: set up, install what the tests need, run the whole suite
+test: setup system-deps
+	$(BIN)/python -m pytest
+
+clean-state:
+	rm -rf $(STATE)

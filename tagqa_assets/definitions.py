@@ -1,0 +1,21 @@
+"""The tagqa code location: each stage's definitions plus the resources they share.
+
+Every setting comes from the environment at run time (``dg.EnvVar``); ``make run`` and
+``make test`` write defaults into ``.env``, which the Dagster CLI loads (see .env.example).
+"""
+
+import dagster as dg
+
+from tagqa_assets import ingestion
+from tagqa_assets.storage import StoreResource
+
+store = StoreResource(
+    root=dg.EnvVar("TAGQA_STORE"),
+    s3_endpoint_url=dg.EnvVar("TAGQA_S3_ENDPOINT_URL"),
+    aws_region=dg.EnvVar("TAGQA_AWS_REGION"),
+)
+
+defs = dg.Definitions.merge(
+    ingestion.defs,
+    dg.Definitions(resources={"store": store}),
+)

@@ -1,0 +1,99 @@
+"""Shared fixtures: isolated state folders, a real S3 API endpoint, the real dataset."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATASET = REPO.parent / "shared" / "data" / "metal-tags"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Keep every tool's state inside the test session: no ~/.config, no network downloads."""
+    state = tmp_path_factory.mktemp("tagqa-state")
+    values = {
+        "TAGQA_STORE": str(state / "store"),
+        "TAGQA_S3_ENDPOINT_URL": "",
+        "TAGQA_AWS_REGION": "us-east-1",
+        "DAGSTER_HOME": str(state / "dagster"),
+        "YOLO_CONFIG_DIR": str(state / "ultralytics"),
+        "YOLO_OFFLINE": "1",
+        "MPLCONFIGDIR": str(state / "matplotlib"),
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    (state / "dagster").mkdir()
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    yield state
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@pytest.fixture
+def real_dataset() -> Path:
+    """The real metal-tag dataset beside the repository; skips (saying why) when absent."""
+    if not (REAL_DATASET / "labels.csv").is_file():
+        pytest.skip(f"real dataset not found at {REAL_DATASET} (external data, not part of the repository)")
+    return REAL_DATASET
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[str]:
+    """moto's standalone S3/SageMaker/IoT server on 127.0.0.1, spoken to over real HTTP."""
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_bucket(moto_endpoint: str) -> str:
+    """A fresh, empty bucket on the moto server; returns its name."""
+    name = f"tagqa-test-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1").create_bucket(Bucket=name)
+    return name
+
+
+@pytest.fixture
+def local_store(tmp_path: Path):
+    """A fresh local-folder store."""
+    from tagqa_assets.storage import LocalObjectStore
+
+    return LocalObjectStore(tmp_path / "store")
+
+
+@pytest.fixture
+def s3_store(moto_endpoint: str, s3_bucket: str):
+    """A fresh S3 store (bucket + prefix) on the moto server."""
+    from tagqa_assets.storage import S3ObjectStore
+
+    return S3ObjectStore(f"s3://{s3_bucket}/tagqa", endpoint_url=moto_endpoint, region="us-east-1")
+
+
+@pytest.fixture(params=["local", "s3"])
+def any_store(request: pytest.FixtureRequest):
+    """Each test using this runs once per store backend."""
+    return request.getfixturevalue(f"{request.param}_store")
