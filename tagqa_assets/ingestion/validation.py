@@ -68,6 +68,9 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
             raise InvalidImage(TOO_MANY_PIXELS, str(exc)) from exc
         except UnidentifiedImageError as exc:
             raise InvalidImage(NOT_AN_IMAGE, f"no known image format in the first bytes {data[:16]!r}") from exc
+        except (OSError, SyntaxError, ValueError) as exc:
+            # The header itself is cut off or malformed.
+            raise InvalidImage(TRUNCATED if "runcated" in str(exc) else CORRUPT, str(exc)) from exc
         with image:
             if image.format not in ACCEPTED_FORMATS:
                 raise InvalidImage(UNSUPPORTED_FORMAT, f"format {image.format} is not one of {sorted(ACCEPTED_FORMATS)}")
@@ -79,7 +82,7 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
             try:
                 image.load()
             except OSError as exc:
-                reason = TRUNCATED if "truncated" in str(exc) else CORRUPT
+                reason = TRUNCATED if "runcated" in str(exc) else CORRUPT
                 raise InvalidImage(reason, str(exc)) from exc
             except (SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                 raise InvalidImage(CORRUPT, str(exc)) from exc
