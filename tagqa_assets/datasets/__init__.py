@@ -1,0 +1,1 @@
+"""Datasets stage: immutable, versioned training sets built from the approved labels."""
