@@ -1,0 +1,254 @@
+"""The labelstudio labeling backend against a real Label Studio server.
+
+A session fixture starts Label Studio from its own venv (``make labelstudio-install``)
+through ``deploy/labelstudio/start.sh`` on a free port with a temporary data folder, so the
+start script, the token handling and the REST calls are all exercised for real. Box
+conversions are also tested as pure functions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+import requests
+
+from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation
+from tagqa_assets.ingestion.synthetic import generate_tags
+from tagqa_assets.labeling.backends.base import COMPLETED, FAILED, OPEN, ImageRef
+from tagqa_assets.labeling.backends.labelstudio import LabelStudioBackend
+from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, LabelStudioError, is_personal_access_token
+from tagqa_assets.labeling.backends.labelstudio_boxes import is_rejected, rotated_box_bounds, to_annotations, to_prediction_result
+from conftest import REPO, free_port
+
+LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"
+START_SCRIPT = REPO / "deploy" / "labelstudio" / "start.sh"
+TOKEN = "tagqa-test-token-0123456789"
+
+
+@dataclass(frozen=True)
+class LabelStudioServer:
+    url: str
+    token: str
+    log: Path
+
+
+def _ensure_installed() -> None:
+    if (LS_VENV / "bin" / "label-studio").exists():
+        return
+    done = subprocess.run(["make", "-C", str(REPO), "labelstudio-install"], capture_output=True, text=True, timeout=900)
+    if done.returncode != 0 or not (LS_VENV / "bin" / "label-studio").exists():
+        pytest.skip(f"Label Studio could not be installed (make labelstudio-install failed): {(done.stdout + done.stderr)[-800:]}")
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioServer]:
+    """A Label Studio 1.23 server on 127.0.0.1 with a fresh data folder, admin and legacy API token."""
+    _ensure_installed()
+    folder = tmp_path_factory.mktemp("labelstudio")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith("LABEL_STUDIO_")}
+    env.update(
+        LABEL_STUDIO_VENV=str(LS_VENV),
+        LABEL_STUDIO_DATA_DIR=str(folder / "data"),
+        LABEL_STUDIO_PORT=str(port),
+        LABEL_STUDIO_USERNAME="admin@tagqa.test",
+        LABEL_STUDIO_PASSWORD="tagqa-test-password",
+        LABEL_STUDIO_API_TOKEN=TOKEN,
+    )
+    log = folder / "labelstudio.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen([str(START_SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"Label Studio exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"Label Studio did not answer /health within 180 s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield LabelStudioServer(url, TOKEN, log)
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def _images(store, count: int, seed: int) -> tuple[list[ImageRef], list]:
+    tags = generate_tags(count, seed=seed)
+    images = []
+    for tag in tags:
+        key = f"raw/camera-1/2024/05/01/{tag.name}"
+        store.put_bytes(key, tag.jpeg)
+        images.append(ImageRef(key, hashlib.sha256(tag.jpeg).hexdigest(), tag.width, tag.height, store.uri_for(key)))
+    return images, tags
+
+
+def _box(left: float, top: float, width: float, height: float, *, w: int, h: int, label: str = "scratch") -> dict:
+    """A rectangle as the Label Studio editor submits it: percentages of the image."""
+    return {
+        "from_name": "label",
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        "value": {"x": left / w * 100, "y": top / h * 100, "width": width / w * 100, "height": height / h * 100, "rotation": 0, "rectanglelabels": [label]},
+    }
+
+
+def test_round_trip_with_pre_annotations_and_human_annotations(label_studio, local_store):
+    backend = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="round trip")
+    images, tags = _images(local_store, 3, seed=7)
+    suggestions = {images[0].key: list(tags[0].annotations), images[1].key: []}
+
+    job = backend.create_job(images, job_id="lj-roundtrip", pre_annotations=suggestions)
+
+    client, project = backend.client, job.detail["project_id"]
+    assert job.backend == "labelstudio" and job.external_id == str(project)
+    tasks = client.request("GET", "/api/tasks", params={"project": project, "fields": "all", "page_size": 50})["tasks"]
+    by_key = {task["data"]["source_ref"]: task for task in tasks}
+    assert sorted(by_key) == sorted(image.key for image in images)
+    assert {task["id"] for task in tasks} == set(job.detail["task_ids"].values())
+    # The champion's boxes arrive as predictions and convert back to the same pixels.
+    first = by_key[images[0].key]
+    assert len(first["predictions"]) == 1 and first["predictions"][0]["model_version"] == "tagqa-champion"
+    back = to_annotations(first["predictions"][0]["result"], 450, 300, where="prediction")
+    assert back == tuple(Annotation(a.class_id, round(a.left, 3), round(a.top, 3), round(a.width, 3), round(a.height, 3)) for a in tags[0].annotations)
+    assert by_key[images[1].key]["predictions"][0]["result"] == []  # the model saw no scratch
+    assert by_key[images[2].key]["predictions"] == []  # no suggestion given
+    # Label Studio serves the uploaded image bytes to the annotator.
+    assert client.get_bytes(first["data"]["image"]) == local_store.get_bytes(images[0].key)
+    assert backend.job_status(job).state == OPEN
+
+    # A human: two boxes on image 0 (one with irregular pixels on the 450x300, non-square image),
+    # 'reject' on image 1, skip then submit-without-boxes on image 2.
+    ids = job.detail["task_ids"]
+    first_annotation = client.request(
+        "POST",
+        f"/api/tasks/{ids[images[0].key]}/annotations",
+        json={"result": [_box(90, 45, 135, 60, w=450, h=300), _box(123.4, 56.7, 78.9, 12.3, w=450, h=300)]},
+    )
+    client.request(
+        "POST",
+        f"/api/tasks/{ids[images[1].key]}/annotations",
+        json={"result": [{"from_name": "verdict", "to_name": "image", "type": "choices", "value": {"choices": ["reject"]}}]},
+    )
+    client.request("POST", f"/api/tasks/{ids[images[2].key]}/annotations", json={"result": [], "was_cancelled": True})
+    status = backend.job_status(job)
+    assert (status.state, status.done, status.total) == (OPEN, 2, 3) and "1 skipped" in status.message
+    client.request("POST", f"/api/tasks/{ids[images[2].key]}/annotations", json={"result": []})
+
+    status = backend.job_status(job)
+    assert (status.state, status.done, status.total) == (COMPLETED, 3, 3)
+    records = {record.source_ref: record for record in backend.fetch_results(job)}
+    assert sorted(records) == sorted(image.key for image in images)
+    boxed = records[images[0].key]
+    assert boxed.annotations == (Annotation(0, 90.0, 45.0, 135.0, 60.0), Annotation(0, 123.4, 56.7, 78.9, 12.3))
+    assert (boxed.image_width, boxed.image_height, boxed.image_sha256) == (450, 300, images[0].sha256)
+    assert boxed.labeling_job == f"labelstudio/{project}" and boxed.status == APPROVED
+    assert boxed.event_time == datetime.fromisoformat(first_annotation["updated_at"]).timestamp()
+    assert records[images[1].key].status == REJECTED
+    assert records[images[2].key].status == APPROVED and records[images[2].key].annotations == ()
+    assert backend.fetch_results(job) == list(records.values())  # safe to call again
+
+    # The annotator corrects a box later: the newer annotation wins, with a newer event time.
+    client.request("PATCH", f"/api/annotations/{first_annotation['id']}", json={"result": [_box(10, 20, 30, 40, w=450, h=300)]})
+    corrected = {record.source_ref: record for record in backend.fetch_results(job)}[images[0].key]
+    assert corrected.annotations == (Annotation(0, 10.0, 20.0, 30.0, 40.0),) and corrected.event_time > boxed.event_time
+
+    # A retried run with the same job id reuses the tasks instead of importing them again.
+    again = backend.create_job(images, job_id="lj-roundtrip")
+    assert again.detail["task_ids"] == job.detail["task_ids"]
+    assert client.request("GET", "/api/tasks", params={"project": project, "page_size": 50})["total"] == 3
+
+
+def test_personal_access_token_is_exchanged_for_access_tokens(label_studio, local_store):
+    legacy = LabelStudioClient(label_studio.url, label_studio.token)
+    personal = legacy.request("POST", "/api/token/")["token"]
+    assert is_personal_access_token(personal) and not is_personal_access_token(label_studio.token)
+
+    by_legacy = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="pat")
+    by_personal = LabelStudioBackend(url=label_studio.url, api_token=personal, store=local_store, project_title="pat")
+    assert by_personal.project_id() == by_legacy.project_id()  # found, not created twice
+
+    with pytest.raises(LabelStudioError, match="401") as refused:
+        LabelStudioClient(label_studio.url, "not-a-valid-token").request("GET", "/api/projects")
+    assert refused.value.status == 401
+
+
+def test_deleted_tasks_fail_the_job(label_studio, local_store):
+    backend = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="deleted")
+    images, _ = _images(local_store, 2, seed=11)
+    job = backend.create_job(images, job_id="lj-deleted")
+    backend.client.request("DELETE", f"/api/tasks/{job.detail['task_ids'][images[1].key]}")
+
+    status = backend.job_status(job)
+    assert status.state == FAILED and images[1].key in status.message
+
+
+def test_create_job_rejects_suggestions_for_foreign_images(label_studio, local_store):
+    backend = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="foreign")
+    images, _ = _images(local_store, 1, seed=12)
+    with pytest.raises(ValueError, match="not in the job"):
+        backend.create_job(images, job_id="lj-foreign", pre_annotations={"raw/other.jpg": []})
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # Plain box on a non-square image: x scales with the width, y with the height.
+        ({"x": 20, "y": 15, "width": 30, "height": 20, "rotation": 0}, Annotation(0, 90.0, 45.0, 135.0, 60.0)),
+        # A box touching the right/bottom edges stays inside after float noise (100.0000001 %).
+        ({"x": 80, "y": 90, "width": 20.0000001, "height": 10.0000001, "rotation": 0}, Annotation(0, 360.0, 270.0, 90.0, 30.0)),
+        # Rotated 90° clockwise about its top-left corner: it swings to the left of that corner.
+        ({"x": 50, "y": 10, "width": 20, "height": 10, "rotation": 90}, Annotation(0, 195.0, 30.0, 30.0, 90.0)),
+    ],
+)
+def test_percent_boxes_become_pixels(value, expected):
+    item = {"from_name": "label", "to_name": "image", "type": "rectanglelabels", "value": {**value, "rectanglelabels": ["scratch"]}}
+    assert to_annotations([item], 450, 300, where="case") == (expected,)
+
+
+def test_prediction_result_round_trips_on_a_non_square_image():
+    box = Annotation(0, 12.5, 200.25, 333.0, 7.75)
+    assert to_annotations([to_prediction_result(box, 450, 300)], 450, 300, where="round trip") == (box,)
+
+
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        # A class the label store does not know must not become class 0 silently.
+        ({"value": {"x": 1, "y": 1, "width": 1, "height": 1, "rectanglelabels": ["dent"]}}, "dent"),
+        # Label Studio measured another image size: the task shows a different image.
+        ({"original_width": 300, "original_height": 450, "value": {"x": 1, "y": 1, "width": 1, "height": 1, "rectanglelabels": ["scratch"]}}, "300x450"),
+    ],
+)
+def test_bad_boxes_are_refused_with_the_task_named(item, message):
+    with pytest.raises(ValueError, match=message) as error:
+        to_annotations([{"from_name": "label", "type": "rectanglelabels", **item}], 450, 300, where="task 7")
+    assert "task 7" in str(error.value)
+
+
+def test_reject_choice_and_rotated_bounds():
+    assert is_rejected([{"from_name": "verdict", "type": "choices", "value": {"choices": ["reject"]}}])
+    assert not is_rejected([{"from_name": "label", "type": "rectanglelabels", "value": {"rectanglelabels": ["scratch"]}}])
+    x1, y1, x2, y2 = rotated_box_bounds(0, 0, 10, 10, 45)
+    assert (round(x1, 6), round(y1, 6), round(x2, 6), round(y2, 6)) == (round(-(10 / 2**0.5), 6), 0.0, round(10 / 2**0.5, 6), round(20 / 2**0.5, 6))
