@@ -14,8 +14,9 @@ from collections.abc import Sequence
 from dotenv import load_dotenv
 
 from tagqa_assets.ingestion import commands as ingestion_commands
+from tagqa_assets.labeling import commands as labeling_commands
 
-COMMAND_MODULES = [ingestion_commands]
+COMMAND_MODULES = [ingestion_commands, labeling_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,7 +6,7 @@ Every setting comes from the environment at run time (``dg.EnvVar``); ``make run
 
 import dagster as dg
 
-from tagqa_assets import ingestion
+from tagqa_assets import datasets, ingestion, labeling
 from tagqa_assets.storage import StoreResource
 
 store = StoreResource(
@@ -17,5 +17,7 @@ store = StoreResource(
 
 defs = dg.Definitions.merge(
     ingestion.defs,
+    labeling.defs,
+    datasets.defs,
     dg.Definitions(resources={"store": store}),
 )
