@@ -43,6 +43,7 @@ run: setup demo
 ## system-deps: services the tests use (installed only when missing; needs root on Debian)
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { apt-get update && apt-get install -y mosquitto; }
+	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
 
 ## test: set up, install what the tests need, run the whole suite
 test: setup system-deps labelstudio-install
