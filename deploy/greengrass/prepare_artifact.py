@@ -1,0 +1,58 @@
+"""Fill ``deploy/greengrass/wheels/`` with every wheel the edge component installs.
+
+The component's Install step runs ``pip install --no-index --find-links wheels "tagqa[edge]"``,
+so the device never reaches a package index (the reference component pip-installed
+ultralytics and torch from the internet at start-up). Run this on a build machine with
+index access, then ``gdk component build`` zips this folder, wheels included::
+
+    python deploy/greengrass/prepare_artifact.py                       # wheels for this machine
+    python deploy/greengrass/prepare_artifact.py --platform manylinux_2_28_aarch64 --python-version 3.11
+
+Versions come from the repository's constraints.txt, the same pins the tests ran with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+
+
+def build_wheels(out: Path, *, platform: str | None, python_version: str | None, constraints: Path | None) -> None:
+    """Project wheel (built locally) plus binary wheels of ``tagqa[edge]``'s dependencies."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    pip = [sys.executable, "-m", "pip"]
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True)
+    download = [*pip, "download", "--only-binary=:all:", "--dest", str(out), "--find-links", str(out)]
+    if constraints is not None:
+        download += ["--constraint", str(constraints)]
+    if platform:
+        download += ["--platform", platform, "--implementation", "cp"]
+    if python_version:
+        download += ["--python-version", python_version]
+    subprocess.run([*download, "tagqa[edge]"], check=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "wheels")
+    parser.add_argument("--platform", help="target wheel platform tag, e.g. manylinux_2_28_aarch64")
+    parser.add_argument("--python-version", help="target Python, e.g. 3.11 (the device's python3)")
+    parser.add_argument("--constraints", type=Path, default=REPO / "constraints.txt")
+    args = parser.parse_args(argv)
+    constraints = args.constraints if args.constraints and args.constraints.is_file() else None
+    build_wheels(args.out, platform=args.platform, python_version=args.python_version, constraints=constraints)
+    wheels = sorted(p.name for p in args.out.glob("*.whl"))
+    size = sum(p.stat().st_size for p in args.out.glob("*.whl")) / 1e6
+    print(f"{len(wheels)} wheels, {size:.1f} MB in {args.out}:", *wheels, sep="\n  ")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

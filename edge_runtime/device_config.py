@@ -1,0 +1,157 @@
+"""Device configuration: one schema whether it comes from Greengrass or a local JSON file.
+
+Keys are camelCase (the Greengrass recipe convention); the snake_case spelling of any key is
+accepted as an alias (``conf_threshold`` == ``confThreshold``), giving both is an error.
+Unknown keys are errors, so a typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+# Keys Greengrass puts into a component's configuration that are not ours to interpret.
+_GREENGRASS_KEYS = frozenset({"accessControl"})
+_DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+
+
+class DeviceConfigError(ValueError):
+    """The configuration is invalid; the message names the source, the key and the reason."""
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Validated runtime configuration (field names are the snake_case forms of the JSON keys)."""
+
+    model_dir: str = ""
+    device_id: str = ""
+    source: str = ""
+    frame_interval_seconds: float = 0.0
+    folder_on_read: str = "keep"
+    folder_settle_seconds: float = 0.2
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.7
+    decision_threshold: float = 0.5
+    max_detections: int = 300
+    capture_band: tuple[float, float] = (0.25, 0.6)
+    empty_sample_rate: float = 0.05
+    random_sample_rate: float = 0.01
+    ring_size: int = 64
+    upload_prefix: str = ""
+    s3_endpoint_url: str = ""
+    s3_region: str = ""
+    topic: str = "tagqa/{device}/detections"
+    health_topic: str = "tagqa/{device}/health"
+    feedback_topic: str = "tagqa/{device}/feedback"
+    health_interval_seconds: float = 30.0
+    queue_max_bytes: int = 512 * 1024 * 1024
+    result_buffer_max_bytes: int = 64 * 1024 * 1024
+    state_dir: str = "tagqa-edge-state"
+    broker: str = "127.0.0.1:1883"
+    broker_ca_file: str = ""
+    broker_cert_file: str = ""
+    broker_key_file: str = ""
+    workers: int = 0
+    inference_threads: int = 0
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], *, source: str, base: "DeviceConfig | None" = None
+                     ) -> "DeviceConfig":
+        """Validate ``data`` (JSON keys) on top of ``base`` (defaults when None)."""
+        if not isinstance(data, Mapping):
+            raise DeviceConfigError(f"{source}: expected a JSON object, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key in _GREENGRASS_KEYS:
+                continue
+            name = _snake(key)
+            if name not in fields:
+                raise DeviceConfigError(f"{source}: unknown key {key!r} (known: {', '.join(sorted(json_keys()))})")
+            if name in values:
+                raise DeviceConfigError(f"{source}: key {key!r} given twice (camelCase and snake_case)")
+            values[name] = _coerce(raw, fields[name].type, f"{source}: {key!r}")
+        config = dataclasses.replace(base or cls(), **values)
+        config.validate(source)
+        return config
+
+    def validate(self, source: str) -> None:
+        """Raise DeviceConfigError naming the first inconsistent key."""
+        def fail(key: str, why: str) -> None:
+            raise DeviceConfigError(f"{source}: {key!r} {why}")
+
+        for key in ("conf_threshold", "iou_threshold", "decision_threshold", "empty_sample_rate",
+                    "random_sample_rate"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                fail(_camel(key), "must be between 0 and 1")
+        lo, hi = self.capture_band
+        if not 0.0 <= lo <= hi <= 1.0:
+            fail("captureBand", f"must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(self.capture_band)}")
+        if self.folder_on_read not in ("keep", "delete"):
+            fail("folderOnRead", "must be 'keep' or 'delete'")
+        if self.device_id and not _DEVICE_ID.match(self.device_id):
+            fail("deviceId", "must be letters, digits, '_', '.', ':' or '-' (at most 128)")
+        for key in ("frame_interval_seconds", "folder_settle_seconds"):
+            if getattr(self, key) < 0:
+                fail(_camel(key), "must not be negative")
+        if self.health_interval_seconds <= 0:
+            fail("healthIntervalSeconds", "must be positive")
+        for key in ("max_detections", "ring_size", "queue_max_bytes", "result_buffer_max_bytes"):
+            if getattr(self, key) < 1:
+                fail(_camel(key), "must be at least 1")
+        for key in ("workers", "inference_threads"):
+            if getattr(self, key) < 0:
+                fail(_camel(key), "must be 0 (automatic) or positive")
+        for key in ("topic", "health_topic", "feedback_topic"):
+            topic = getattr(self, key)
+            if not topic or any(c in topic for c in "#+"):
+                fail(_camel(key), "must be a non-empty topic name without wildcards")
+        host, _, port = self.broker.rpartition(":")
+        if not host or not port.isdigit():
+            fail("broker", f"must be HOST:PORT, got {self.broker!r}")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The configuration with camelCase keys, as a config file would hold it."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[_camel(f.name)] = list(value) if isinstance(value, tuple) else value
+        return out
+
+
+def json_keys() -> list[str]:
+    """All accepted camelCase keys."""
+    return [_camel(f.name) for f in dataclasses.fields(DeviceConfig)]
+
+
+def _snake(key: str) -> str:
+    return re.sub(r"(?<=[a-z0-9])([A-Z])", r"_\1", key).lower()
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _coerce(raw: Any, annotation: str, where: str) -> Any:
+    if annotation == "str":
+        if not isinstance(raw, str):
+            raise DeviceConfigError(f"{where} must be a string, got {raw!r}")
+        return raw
+    if annotation == "float":
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+            raise DeviceConfigError(f"{where} must be a number, got {raw!r}")
+        return float(raw)
+    if annotation == "int":
+        # Greengrass hands configuration numbers over as floats (30 arrives as 30.0).
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
+            raise DeviceConfigError(f"{where} must be an integer, got {raw!r}")
+        return int(raw)
+    if annotation == "tuple[float, float]":
+        if (not isinstance(raw, (list, tuple)) or len(raw) != 2
+                or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
+            raise DeviceConfigError(f"{where} must be a list of two numbers, got {raw!r}")
+        return (float(raw[0]), float(raw[1]))
+    raise AssertionError(f"unhandled config type {annotation}")

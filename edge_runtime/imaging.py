@@ -1,0 +1,168 @@
+"""Image decoding and YOLO letterboxing as pure numpy functions.
+
+The letterbox reproduces Ultralytics' inference preprocessing exactly (``LetterBox`` with
+``cv2.resize(..., INTER_LINEAR)`` and grey 114 padding) without OpenCV: ``resize_bilinear``
+re-implements OpenCV's fixed-point bilinear kernel, so the model sees bit-identical
+pixels to the ones it was validated on (tests compare against cv2 when it is installed).
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+PAD_VALUE = 114
+_PAD = np.float32(PAD_VALUE) / np.float32(255)  # what Ultralytics gets from uint8 114 / 255
+_COEF_BITS = 11  # OpenCV's INTER_RESIZE_COEF_BITS
+_COEF_SCALE = np.float32(1 << _COEF_BITS)
+
+
+class ImageDecodeError(ValueError):
+    """The bytes are not a complete, decodable image."""
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Decode image bytes (any format Pillow knows, recognised by content) to HxWx3 uint8 RGB.
+
+    EXIF orientation is applied, as OpenCV's imread does. Raises ImageDecodeError for
+    corrupt, truncated or empty data.
+    """
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
+            rgb = image if image.mode == "RGB" else image.convert("RGB")
+            return np.asarray(rgb)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ImageDecodeError(str(exc) or type(exc).__name__) from None
+
+
+@dataclass(frozen=True)
+class LetterboxGeometry:
+    """Where the resized image sits inside the model input; maps boxes back exactly."""
+
+    src_height: int
+    src_width: int
+    dst_height: int
+    dst_width: int
+    resized_height: int
+    resized_width: int
+    pad_top: int
+    pad_left: int
+
+    @property
+    def gain_x(self) -> float:
+        return self.resized_width / self.src_width
+
+    @property
+    def gain_y(self) -> float:
+        return self.resized_height / self.src_height
+
+
+def letterbox_geometry(src_height: int, src_width: int, dst_height: int, dst_width: int) -> LetterboxGeometry:
+    """Scale to fit ``dst`` keeping the aspect ratio (up or down) and centre, as Ultralytics' LetterBox."""
+    ratio = min(dst_height / src_height, dst_width / src_width)
+    resized_w = max(round(src_width * ratio), 1)
+    resized_h = max(round(src_height * ratio), 1)
+    pad_w = (dst_width - resized_w) / 2
+    pad_h = (dst_height - resized_h) / 2
+    return LetterboxGeometry(src_height, src_width, dst_height, dst_width, resized_h, resized_w,
+                             pad_top=round(pad_h - 0.1), pad_left=round(pad_w - 0.1))
+
+
+@lru_cache(maxsize=64)
+def _linear_taps(n_in: int, n_out: int, clamp_weights: bool) -> tuple[np.ndarray, ...]:
+    """Source indices and fixed-point weights of OpenCV's INTER_LINEAR along one axis."""
+    scale = n_in / n_out
+    pos = ((np.arange(n_out) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(pos).astype(np.intp)
+    frac = (pos - first.astype(np.float32)).astype(np.float32)
+    if clamp_weights:  # OpenCV clamps horizontal taps at the borders, vertical ones only by row index
+        low = first < 0
+        frac[low], first[low] = 0, 0
+        high = first >= n_in - 1
+        frac[high], first[high] = 0, n_in - 1
+    w0 = np.rint((np.float32(1) - frac) * _COEF_SCALE).astype(np.int32)
+    w1 = np.rint(frac * _COEF_SCALE).astype(np.int32)
+    i0 = np.clip(first, 0, n_in - 1)
+    i1 = np.clip(first + 1, 0, n_in - 1)
+    for array in (w0, w1, i0, i1):
+        array.flags.writeable = False
+    return i0, i1, w0, w1
+
+
+def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize HxWxC uint8 to CxHxW int32 in [0, 255], bit-identical to ``cv2.resize(INTER_LINEAR)``.
+
+    Returns channel-first because the model input is; values are exact integers.
+    """
+    x0, x1, wx0, wx1 = _linear_taps(image.shape[1], width, True)
+    y0, y1, wy0, wy1 = _linear_taps(image.shape[0], height, False)
+    planes = np.ascontiguousarray(image.transpose(2, 0, 1))
+    horizontal = planes[:, :, x0] * wx0
+    horizontal += planes[:, :, x1] * wx1
+    horizontal >>= 4
+    # OpenCV's SIMD vertical pass: ((w0 * (a >> 4)) >> 16) + ((w1 * (b >> 4)) >> 16), rounded by 2 >> 2.
+    out = (horizontal[:, y0] * wy0[:, None]) >> 16
+    out += (horizontal[:, y1] * wy1[:, None]) >> 16
+    out += 2
+    out >>= 2
+    return out
+
+
+def letterbox_into(image: np.ndarray, tensor: np.ndarray) -> LetterboxGeometry:
+    """Letterbox HxWx3 uint8 RGB ``image`` into ``tensor`` (1x3xHxW float32, values / 255).
+
+    ``tensor`` is overwritten completely, so callers can reuse one buffer per thread.
+    """
+    dst_h, dst_w = tensor.shape[2], tensor.shape[3]
+    geometry = letterbox_geometry(image.shape[0], image.shape[1], dst_h, dst_w)
+    rh, rw, top, left = geometry.resized_height, geometry.resized_width, geometry.pad_top, geometry.pad_left
+    tensor[0, :, :top, :] = _PAD
+    tensor[0, :, top + rh:, :] = _PAD
+    tensor[0, :, top:top + rh, :left] = _PAD
+    tensor[0, :, top:top + rh, left + rw:] = _PAD
+    region = tensor[0, :, top:top + rh, left:left + rw]
+    if (rh, rw) == image.shape[:2]:
+        np.divide(image.transpose(2, 0, 1), 255, out=region, dtype=np.float32)
+    else:
+        np.divide(resize_bilinear(image, rh, rw), 255, out=region, dtype=np.float32)
+    return geometry
+
+
+def letterbox(image: np.ndarray, height: int, width: int) -> tuple[np.ndarray, LetterboxGeometry]:
+    """Allocate and fill a 1x3xHxW float32 model input for ``image``."""
+    tensor = np.empty((1, 3, height, width), dtype=np.float32)
+    return tensor, letterbox_into(image, tensor)
+
+
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "jpg", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "png", "image/png"),
+    (b"BM", "bmp", "image/bmp"),
+    (b"GIF87a", "gif", "image/gif"),
+    (b"GIF89a", "gif", "image/gif"),
+    (b"II*\x00", "tif", "image/tiff"),
+    (b"MM\x00*", "tif", "image/tiff"),
+)
+
+
+def image_format(data: bytes) -> tuple[str, str]:
+    """File extension and MIME type of encoded image bytes, by content (``("bin", ...)`` when unknown)."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp", "image/webp"
+    for magic, extension, mime in _SIGNATURES:
+        if data.startswith(magic):
+            return extension, mime
+    return "bin", "application/octet-stream"
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 95) -> bytes:
+    """Encode HxWx3 uint8 RGB pixels (camera frames) as JPEG so they can be captured and uploaded."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -1,0 +1,155 @@
+"""Loading a model directory with verification, and the slot that makes swaps atomic.
+
+A model directory holds ``model.onnx`` and ``model_card.json`` (edge_runtime.contracts.ModelCard).
+``load_verified_model`` accepts it only when the ONNX bytes hash to the card's
+``onnx_sha256``, ONNX Runtime loads exactly those bytes, the input is 1x3ximgszximgsz,
+the output is a YOLO detection head for the card's classes, and a smoke inference on a
+blank image decodes cleanly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_runtime.contracts import MODEL_CARD_FILE, ContractError, ModelCard
+from edge_runtime.imaging import PAD_VALUE, letterbox
+from edge_runtime.yolo_decode import decode_predictions
+
+
+class ModelRejected(Exception):
+    """A model directory failed verification; the message names the directory and the reason."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model: one ONNX Runtime session plus what the card says about it."""
+
+    directory: Path
+    card: ModelCard
+    session: ort.InferenceSession
+    input_name: str
+    input_height: int
+    input_width: int
+    loaded_at: float
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        """Run the session on a 1x3xHxW float32 tensor and return the raw detection output."""
+        return self.session.run(None, {self.input_name: tensor})[0]
+
+    @property
+    def label(self) -> str:
+        """A short name for logs: model id and version."""
+        return f"{self.card.model_id}@{self.card.model_version or 'unversioned'}"
+
+
+def session_options(intra_op_threads: int) -> ort.SessionOptions:
+    """Session options for the device: ``intra_op_threads`` 0 lets ONNX Runtime decide."""
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if intra_op_threads:
+        options.intra_op_num_threads = intra_op_threads
+    # Spinning threads would steal the core the decode work runs on.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 3
+    return options
+
+
+def model_dir_signature(model_dir: Path) -> tuple:
+    """Cheap change detector: (size, mtime) of the card and every ONNX file in the directory."""
+    entries = []
+    try:
+        for entry in sorted(os.scandir(model_dir), key=lambda e: e.name):
+            if entry.name == MODEL_CARD_FILE or entry.name.endswith(".onnx"):
+                stat = entry.stat()
+                entries.append((entry.name, stat.st_size, stat.st_mtime_ns, stat.st_ino))
+    except OSError as exc:
+        return ("unreadable", str(exc))
+    return tuple(entries)
+
+
+def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0) -> LoadedModel:
+    """Load ``model_dir`` or raise ModelRejected saying which check failed."""
+    model_dir = Path(model_dir)
+    try:
+        card = ModelCard.read(model_dir)
+    except ContractError as exc:
+        raise ModelRejected(str(exc)) from None
+    onnx_path = model_dir / card.onnx_file
+    try:
+        data = onnx_path.read_bytes()
+    except OSError as exc:
+        raise ModelRejected(f"{onnx_path}: cannot read ({exc.strerror or exc})") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != card.onnx_sha256:
+        raise ModelRejected(f"{onnx_path}: sha256 {digest} does not match model card onnx_sha256 {card.onnx_sha256}")
+    try:
+        # Loading the verified bytes (not the path) means a file swapped after hashing cannot slip in.
+        session = ort.InferenceSession(data, session_options(intra_op_threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises several unrelated types for bad graphs
+        raise ModelRejected(f"{onnx_path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from None
+    del data
+    model = _check_signature(model_dir, card, session)
+    _smoke_test(model)
+    return model
+
+
+def _check_signature(model_dir: Path, card: ModelCard, session: ort.InferenceSession) -> LoadedModel:
+    where = model_dir / card.onnx_file
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise ModelRejected(f"{where}: expected one input, found {len(inputs)}")
+    shape = inputs[0].shape
+    if len(shape) != 4 or shape[1] != 3:
+        raise ModelRejected(f"{where}: input shape {shape} is not N x 3 x H x W")
+    height = shape[2] if isinstance(shape[2], int) else card.imgsz
+    width = shape[3] if isinstance(shape[3], int) else card.imgsz
+    if (height, width) != (card.imgsz, card.imgsz):
+        raise ModelRejected(f"{where}: input is {height}x{width} but the model card says imgsz {card.imgsz}")
+    rows = session.get_outputs()[0].shape
+    expected_rows = 4 + len(card.class_names)
+    if len(rows) != 3 or (isinstance(rows[1], int) and rows[1] != expected_rows):
+        raise ModelRejected(f"{where}: output shape {rows} is not 1 x {expected_rows} x anchors "
+                            f"(4 box rows + {len(card.class_names)} classes from the model card)")
+    return LoadedModel(model_dir, card, session, inputs[0].name, height, width, time.time())
+
+
+def _smoke_test(model: LoadedModel) -> None:
+    blank = np.full((model.input_height, model.input_width, 3), PAD_VALUE, dtype=np.uint8)
+    tensor, _ = letterbox(blank, model.input_height, model.input_width)
+    where = model.directory / model.card.onnx_file
+    try:
+        output = model.infer(tensor)
+    except Exception as exc:  # an ORT kernel error on a well-formed input is a broken model
+        raise ModelRejected(f"{where}: smoke inference failed ({type(exc).__name__}: {exc})") from None
+    expected_rows = 4 + len(model.card.class_names)
+    if output.ndim != 3 or output.shape[:2] != (1, expected_rows) or output.shape[2] < 1:
+        raise ModelRejected(f"{where}: smoke inference returned shape {output.shape}, expected (1, {expected_rows}, N)")
+    if not np.isfinite(output).all():
+        raise ModelRejected(f"{where}: smoke inference returned NaN or infinite values")
+    decode_predictions(output, 0.25, 0.7, 300)
+
+
+class ModelSlot:
+    """Holds the serving model; readers take ``current`` once per frame, so a swap lands between frames."""
+
+    def __init__(self, model: LoadedModel) -> None:
+        self._model = model
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel:
+        return self._model
+
+    def swap(self, model: LoadedModel) -> LoadedModel:
+        """Install ``model`` and return the one it replaces (frames already running finish on that one)."""
+        with self._lock:
+            previous, self._model = self._model, model
+        return previous

@@ -1,0 +1,263 @@
+"""The edge runtime: wires configuration, model, pipeline, outbox, capture queue and health together.
+
+Threads: the pipeline's source, workers and sink; the result outbox's sender; the capture
+uploader; and one control thread that applies configuration changes, verifies and swaps
+models, handles operator feedback and publishes health every ``healthIntervalSeconds``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
+from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
+from edge_runtime.contracts import DetectionResult, resolve_topic, verdict_for
+from edge_runtime.detector import Thresholds
+from edge_runtime.device_config import DeviceConfig, DeviceConfigError
+from edge_runtime.feedback import FeedbackHandler, build_sidecar
+from edge_runtime.metrics import RuntimeMetrics, health_message
+from edge_runtime.models import ModelRejected, ModelSlot, load_verified_model, model_dir_signature
+from edge_runtime.outbox import ResultOutbox
+from edge_runtime.pipeline import FrameOutcome, FramePipeline
+from edge_runtime.publishers import Publisher
+from edge_runtime.sources import open_source
+from edge_runtime.stores import FeedbackStore, open_store
+from edge_runtime.uploader import CaptureUploader
+
+log = logging.getLogger(__name__)
+
+# Changing these needs a restart (they shape connections, threads and files opened at start).
+RESTART_KEYS = ("device_id", "broker", "broker_ca_file", "broker_cert_file", "broker_key_file", "state_dir",
+                "workers", "inference_threads", "feedback_topic")
+_CONTROL_TICK = 0.25
+
+
+class EdgeRuntime:
+    """One device runtime. ``run()`` blocks until ``request_stop()`` or ``max_frames`` frames are done."""
+
+    def __init__(self, *, config_source: Any, overrides: dict[str, Any],
+                 publisher_factory: Callable[[DeviceConfig], Publisher],
+                 store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
+                 max_frames: int | None = None, seed: int | None = None) -> None:
+        self._config_source = config_source
+        self._overrides = overrides
+        self._publisher_factory = publisher_factory
+        self._store_factory = store_factory or (lambda c: open_store(c.upload_prefix, endpoint_url=c.s3_endpoint_url,
+                                                                      region=c.s3_region))
+        self._max_frames = max_frames
+        self._rng = random.Random(seed)
+        self._stop = threading.Event()
+        self._errors: dict[str, str] = {}
+        self.metrics = RuntimeMetrics()
+        self.config = self._load_config()
+        if not self.config.device_id:
+            raise DeviceConfigError(f"{config_source.description}: 'deviceId' is required (or --device-id)")
+        if not self.config.model_dir:
+            raise DeviceConfigError(f"{config_source.description}: 'modelDir' is required (or --model)")
+        cpus = os.cpu_count() or 1
+        self.workers = self.config.workers or min(2, cpus)
+        self._threads = self.config.inference_threads or max(1, cpus // self.workers)
+        self.slot = ModelSlot(load_verified_model(self.config.model_dir, intra_op_threads=self._threads))
+        self._model_watch = (self.config.model_dir, model_dir_signature(Path(self.config.model_dir)))
+        state = Path(self.config.state_dir)
+        self.publisher = publisher_factory(self.config)
+        self.outbox = ResultOutbox(state / "results", self.publisher, max_bytes=self.config.result_buffer_max_bytes)
+        self.captures = CaptureQueue(state / "captures", self.config.queue_max_bytes)
+        self._store = self._store_factory(self.config)
+        self.uploader = CaptureUploader(self.captures, lambda: self._store)
+        self.ring = FrameRing(self.config.ring_size)
+        self.feedback = FeedbackHandler(ring=self.ring, captures=self.captures, metrics=self.metrics,
+                                        device=lambda: self.config.device_id)
+        self._feedback_inbox: queue.Queue[bytes] = queue.Queue(maxsize=1000)
+        self.pipeline = FramePipeline(
+            slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
+            on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
+            max_frames=max_frames)
+        self._last_health = 0.0
+        self._frames_at_last_health = 0
+
+    # ------------------------------------------------------------ configuration
+    def _load_config(self) -> DeviceConfig:
+        """Source configuration with command-line flags on top (flags pin their keys)."""
+        raw = {**self._config_source.read(), **self._overrides}
+        return DeviceConfig.from_mapping(raw, source=self._config_source.description)
+
+    def _thresholds(self) -> Thresholds:
+        c = self.config
+        return Thresholds(conf=c.conf_threshold, iou=c.iou_threshold, max_detections=c.max_detections)
+
+    def _open_source(self):
+        c = self.config
+        if not c.source:
+            raise ValueError("no source configured ('source' or --source)")
+        return open_source(c.source, interval_seconds=c.frame_interval_seconds, on_read=c.folder_on_read,
+                           settle_seconds=c.folder_settle_seconds)
+
+    def _apply_config_change(self) -> None:
+        try:
+            new = self._load_config()
+        except DeviceConfigError as exc:
+            log.error("configuration update refused, keeping the current one: %s", exc)
+            self._set_error("config", str(exc))
+            self.publish_health()
+            return
+        old = self.config
+        for key in RESTART_KEYS:
+            if getattr(new, key) != getattr(old, key):
+                log.warning("configuration %s changed; it takes effect after a restart", key)
+        new = dataclasses.replace(new, **{k: getattr(old, k) for k in RESTART_KEYS})
+        self.config = new
+        self._set_error("config", None)
+        self.captures.max_bytes = new.queue_max_bytes
+        self.outbox.max_bytes = new.result_buffer_max_bytes
+        self.ring.resize(new.ring_size)
+        store_keys = ("upload_prefix", "s3_endpoint_url", "s3_region")
+        if any(getattr(new, k) != getattr(old, k) for k in store_keys):
+            self._store = self._store_factory(new)
+            self.captures.wake()
+        source_keys = ("source", "frame_interval_seconds", "folder_on_read", "folder_settle_seconds")
+        if any(getattr(new, k) != getattr(old, k) for k in source_keys):
+            self.pipeline.switch_source()
+        log.info("configuration updated from %s", self._config_source.description)
+
+    # ------------------------------------------------------------------- models
+    def _check_model(self) -> None:
+        """Verify and swap in a changed model directory once it has stopped changing."""
+        directory = self.config.model_dir
+        signature = model_dir_signature(Path(directory))
+        if (directory, signature) == self._model_watch:
+            return
+        time.sleep(_CONTROL_TICK)  # let a writer finish: verify only a directory that stays the same
+        if model_dir_signature(Path(directory)) != signature:
+            return
+        self._model_watch = (directory, signature)
+        try:
+            model = load_verified_model(directory, intra_op_threads=self._threads)
+        except ModelRejected as exc:
+            self.metrics.count("model_rejections")
+            log.error("new model refused, still serving %s: %s", self.slot.current.label, exc)
+            self._set_error("model", f"model refused: {exc}")
+            self.publish_health()
+            return
+        previous = self.slot.swap(model)
+        self.metrics.count("model_swaps")
+        self._set_error("model", None)
+        log.info("model swapped: %s -> %s", previous.label, model.label)
+        self.publish_health()
+
+    # ----------------------------------------------------------------- frames
+    def _on_outcome(self, outcome: FrameOutcome) -> None:
+        frame = outcome.frame
+        if outcome.found is None:
+            self.metrics.count("frames_corrupt" if outcome.error_kind == "corrupt" else "frames_failed")
+            log.warning("skipped frame %s (%s): %s", frame.source_name, frame.image_id, outcome.error)
+            return
+        config, card, found = self.config, outcome.model.card, outcome.found
+        reason = CapturePolicy(config.capture_band, config.empty_sample_rate,
+                               config.random_sample_rate).decide(found.best_score, bool(found.detections), self._rng)
+        result = DetectionResult(
+            device=config.device_id, image_id=frame.image_id, timestamp=frame.captured_at, model_id=card.model_id,
+            model_version=card.model_version, dataset_version=card.dataset_version, detections=found.detections,
+            best_score=found.best_score, latency_ms=outcome.latency_ms,
+            verdict=verdict_for(found.detections, config.decision_threshold), image_width=found.image_width,
+            image_height=found.image_height, source_name=frame.source_name, captured=reason)
+        self.outbox.put(resolve_topic(config.topic, config.device_id), result.to_json())
+        entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", result.to_dict())
+        self.ring.add(entry)
+        if reason is not None:
+            self.captures.put(*build_sidecar(config.device_id, entry, [reason], None), priority=PRIORITY_AUTOMATIC)
+        self.metrics.frame_done(outcome.latency_ms, result.verdict == "defect", reason is not None)
+        if frame.on_done is not None:
+            frame.on_done()
+
+    # ------------------------------------------------------------------ health
+    def _set_error(self, kind: str, message: str | None) -> None:
+        if message is None:
+            self._errors.pop(kind, None)
+        else:
+            self._errors[kind] = message
+
+    def health(self) -> dict[str, Any]:
+        now = time.monotonic()
+        frames = self.metrics.frames
+        elapsed = now - self._last_health if self._last_health else now - self.metrics.started
+        fps = (frames - self._frames_at_last_health) / elapsed if elapsed > 0 else 0.0
+        self._last_health, self._frames_at_last_health = now, frames
+        connected = self.publisher.is_connected()
+        status = "error" if self._errors else ("degraded" if not connected or self.uploader.last_error else "ok")
+        card = self.slot.current.card
+        return health_message(
+            device=self.config.device_id, status=status, error="; ".join(self._errors.values()) or None,
+            model={"model_id": card.model_id, "model_version": card.model_version,
+                   "dataset_version": card.dataset_version, "directory": str(self.slot.current.directory)},
+            metrics=self.metrics, frames_per_second=fps,
+            queues={"broker_connected": connected, "results_buffered": self.outbox.backlog(),
+                    "results_published": self.outbox.published, "results_evicted": self.outbox.evicted,
+                    "capture_queue_depth": self.captures.depth, "capture_queue_bytes": self.captures.bytes,
+                    "captures_evicted": self.captures.evicted, "captures_uploaded": self.uploader.uploaded,
+                    "upload_failures": self.uploader.failures, "upload_error": self.uploader.last_error})
+
+    def publish_health(self) -> None:
+        """Publish health now (QoS 1, not buffered: a stale health report is worth nothing)."""
+        if self.publisher.is_connected():
+            topic = resolve_topic(self.config.health_topic, self.config.device_id)
+            future = self.publisher.publish(topic, json.dumps(self.health(), separators=(",", ":")).encode(), qos=1)
+            future.add_done_callback(lambda f: f.exception() and log.warning("health publish failed: %s",
+                                                                             f.exception()))
+
+    # --------------------------------------------------------------- lifecycle
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def run(self) -> None:
+        """Start everything, serve until stopped (or ``max_frames`` done), then shut down cleanly."""
+        self.publisher.start()
+        self.publisher.subscribe(resolve_topic(self.config.feedback_topic, self.config.device_id),
+                                 self._on_feedback_message)
+        self.outbox.start()
+        self.uploader.start()
+        self.pipeline.start()
+        self.publisher.wait_connected(2.0)
+        self.publish_health()
+        try:
+            while not self._stop.is_set() and not self.pipeline.finished.is_set():
+                self._control_tick()
+                self._stop.wait(_CONTROL_TICK)
+        finally:
+            self.shutdown()
+
+    def _on_feedback_message(self, payload: bytes) -> None:
+        try:
+            self._feedback_inbox.put_nowait(payload)
+        except queue.Full:
+            log.error("feedback inbox full; dropping a feedback message")
+
+    def _control_tick(self) -> None:
+        if self._config_source.poll_changed():
+            self._apply_config_change()
+        self._check_model()
+        while not self._feedback_inbox.empty():
+            self.feedback.handle(self._feedback_inbox.get_nowait())
+        if time.monotonic() - self._last_health >= self.config.health_interval_seconds:
+            self.publish_health()
+
+    def shutdown(self) -> None:
+        self.pipeline.stop()
+        while not self._feedback_inbox.empty():
+            self.feedback.handle(self._feedback_inbox.get_nowait())
+        self.publish_health()
+        self.outbox.stop(flush_timeout=5.0)
+        self.uploader.stop()
+        self.publisher.close()
+        self._config_source.close()
+        log.info("stopped after %d frames", self.metrics.frames)
+

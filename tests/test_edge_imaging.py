@@ -1,0 +1,121 @@
+"""Decoding and letterboxing as pure functions, on non-square images like the real 450x300 tags."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from edge_runtime.imaging import (ImageDecodeError, decode_image, encode_jpeg, image_format, letterbox,
+                                  letterbox_geometry, resize_bilinear)
+
+
+def _jpeg(width: int, height: int, **save) -> bytes:
+    rng = np.random.default_rng(width * 1000 + height)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("src, dst, resized, pad_top, pad_left", [
+    ((300, 450), (480, 480), (320, 480), 80, 0),  # the dataset's landscape tags, scaled up at imgsz 480
+    ((300, 450), (640, 640), (427, 640), 106, 0),  # odd padding: 213 rows split 106 above / 107 below
+    ((300, 450), (128, 128), (85, 128), 21, 0),  # scaled down (the test models)
+    ((450, 300), (480, 480), (480, 320), 0, 80),  # portrait: padding moves to the sides
+    ((480, 480), (480, 480), (480, 480), 0, 0),  # already the input size: no resize, no padding
+    ((1, 3000), (640, 640), (1, 640), 319, 0),  # a sliver keeps one row; 639 rows split 319 above
+])
+def test_letterbox_geometry(src, dst, resized, pad_top, pad_left) -> None:
+    g = letterbox_geometry(src[0], src[1], dst[0], dst[1])
+    assert (g.resized_height, g.resized_width) == resized
+    assert (g.pad_top, g.pad_left) == (pad_top, pad_left)
+
+
+def test_letterbox_pads_with_grey_and_places_the_image() -> None:
+    image = np.zeros((300, 450, 3), np.uint8)
+    image[:, :, 0] = 255  # pure red
+    tensor, g = letterbox(image, 480, 480)
+    assert tensor.shape == (1, 3, 480, 480) and tensor.dtype == np.float32
+    assert np.all(tensor[0, :, : g.pad_top] == np.float32(114) / np.float32(255))
+    assert np.all(tensor[0, :, g.pad_top + g.resized_height:] == np.float32(114) / np.float32(255))
+    inside = tensor[0, :, g.pad_top: g.pad_top + g.resized_height]
+    assert np.all(inside[0] == 1.0) and np.all(inside[1:] == 0.0)
+
+
+def test_letterbox_reuses_a_buffer_completely() -> None:
+    from edge_runtime.imaging import letterbox_into
+
+    buffer = np.full((1, 3, 160, 160), 7.0, np.float32)  # garbage from a previous frame
+    letterbox_into(np.full((90, 160, 3), 200, np.uint8), buffer)
+    assert buffer.max() <= 1.0
+
+
+@pytest.fixture
+def cv2():
+    """OpenCV is the reference implementation (installed with the dev extras through ultralytics)."""
+    return pytest.importorskip("cv2", reason="OpenCV (the reference for the resize kernel) is not installed")
+
+
+@pytest.mark.parametrize("src, dst", [
+    ((300, 450), (320, 480)),  # upscale, as at imgsz 480 on the real tags
+    ((300, 450), (427, 640)),  # upscale at imgsz 640, odd target height
+    ((300, 450), (85, 128)),  # downscale by 3.5x
+    ((300, 450), (43, 64)),  # strong downscale
+    ((301, 451), (213, 320)),  # odd sizes everywhere
+    ((450, 300), (480, 320)),  # portrait
+    ((7, 5), (64, 46)),  # tiny source, big upscale: border clamping dominates
+])
+def test_resize_is_bit_identical_to_opencv(cv2, src, dst) -> None:
+    rng = np.random.default_rng(src[0] * dst[1])
+    image = rng.integers(0, 256, (*src, 3), dtype=np.uint8)
+    expected = cv2.resize(image, (dst[1], dst[0]), interpolation=cv2.INTER_LINEAR)
+    ours = resize_bilinear(image, *dst).transpose(1, 2, 0)
+    assert np.array_equal(ours, expected)
+
+
+def test_decode_matches_opencv_on_a_jpeg(cv2) -> None:
+    data = _jpeg(450, 300, quality=90)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[:, :, ::-1]
+    assert np.array_equal(decode_image(data), expected)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P"])
+def test_decode_converts_other_modes_to_rgb(mode: str) -> None:
+    buffer = io.BytesIO()
+    Image.new(mode, (45, 30)).save(buffer, "PNG")
+    assert decode_image(buffer.getvalue()).shape == (30, 45, 3)
+
+
+def test_decode_applies_exif_orientation() -> None:
+    buffer = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": a camera held sideways
+    Image.new("RGB", (450, 300)).save(buffer, "JPEG", exif=exif)
+    assert decode_image(buffer.getvalue()).shape == (450, 300, 3)
+
+
+@pytest.mark.parametrize("data", [
+    b"",  # empty file (camera wrote nothing yet)
+    b"not an image at all",  # a stray text file
+    _jpeg(450, 300)[:2000],  # half-written JPEG
+])
+def test_decode_rejects_corrupt_input(data: bytes) -> None:
+    with pytest.raises(ImageDecodeError):
+        decode_image(data)
+
+
+@pytest.mark.parametrize("data, extension", [
+    (_jpeg(20, 10), "jpg"),  # content, not the file name, decides (the dataset's .jpg_0 files)
+    (b"\x89PNG\r\n\x1a\n....", "png"),
+    (b"RIFF\x00\x00\x00\x00WEBPVP8 ", "webp"),
+    (b"garbage", "bin"),
+])
+def test_image_format_by_content(data: bytes, extension: str) -> None:
+    assert image_format(data)[0] == extension
+
+
+def test_encode_jpeg_round_trips_camera_pixels() -> None:
+    pixels = np.full((30, 45, 3), 120, np.uint8)
+    assert decode_image(encode_jpeg(pixels)).shape == (30, 45, 3)
