@@ -27,6 +27,7 @@ from tagqa_assets.contracts.datasets import (
     parse_dataset_version,
 )
 from tagqa_assets.contracts.keys import DATASETS_PREFIX, dataset_prefix
+from tagqa_assets.datasets.yolo_export import yolo_label_path
 from tagqa_assets.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
 STAGED_MARKER = ".tagqa-staged.json"
@@ -127,7 +128,7 @@ class DatasetVersionStore:
         manifest = self.manifest(version)
         prefix = dataset_prefix(version) + YOLO_DIR + "/"
         relative = list(manifest["yolo_image"])
-        relative += [path.replace("images/", "labels/", 1).rsplit(".", 1)[0] + ".txt" for path in manifest["yolo_image"]]
+        relative += [yolo_label_path(path) for path in manifest["yolo_image"]]
         with ThreadPoolExecutor(DOWNLOAD_THREADS) as pool:
             list(pool.map(lambda rel: self._fetch(prefix + rel, directory / rel), relative))
         splits = {split: bool((manifest["split"] == split).any()) for split in ("train", "val", "test")}

@@ -53,7 +53,11 @@ def label_store(
         if key not in present:
             context.log.info(f"{key} is no longer in the inbox (imported by an earlier run)")
             continue
-        reports.append(import_inbox_object(object_store, label_store_, key, index=index))
+        report = import_inbox_object(object_store, label_store_, key, index=index)
+        if report is None:
+            context.log.info(f"{key} was imported by another run meanwhile")
+            continue
+        reports.append(report)
     book = JobBook(object_store)
     jobs = book.open_jobs() if config.job_ids is None else [book.get(job_id) for job_id in config.job_ids]
     failures = []

@@ -31,7 +31,7 @@ from tagqa_assets.labeling.label_import import IMPORTS_PREFIX, ImportReport, imp
 from tagqa_assets.labeling.label_store import LabelStore
 from tagqa_assets.labeling.matching import RawImageIndex
 from tagqa_assets.labeling.yolo_coco import parse_coco, parse_yolo_folder
-from tagqa_assets.storage import ObjectStore
+from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 
 def parse_label_bytes(data: bytes, name: str, *, fmt: str | None, event_time: float, images_root: Path | None = None) -> ParsedFile:
@@ -88,9 +88,16 @@ def inbox_keys(store: ObjectStore) -> list[str]:
     return [info.key for info in store.list_objects(LABELS_INBOX_PREFIX)]
 
 
-def import_inbox_object(store: ObjectStore, label_store: LabelStore, key: str, *, index: RawImageIndex | None = None) -> ImportReport:
-    """Import one inbox object and move it beside its report (see module docstring)."""
-    data = store.get_bytes(key)
+def import_inbox_object(store: ObjectStore, label_store: LabelStore, key: str, *, index: RawImageIndex | None = None) -> ImportReport | None:
+    """Import one inbox object and move it beside its report (see module docstring).
+
+    Returns ``None`` when the object is gone (another run imported it first); importing the
+    same object twice stores its records once.
+    """
+    try:
+        data = store.get_bytes(key)
+    except ObjectNotFound:
+        return None
     name = key.rsplit("/", 1)[-1]
     import_id = new_import_id(key.encode() + hashlib.sha256(data).digest())
     info = next(iter(store.list_objects(key)), None)
@@ -100,5 +107,8 @@ def import_inbox_object(store: ObjectStore, label_store: LabelStore, key: str, *
     except ValueError as exc:
         parsed = ParsedFile("unknown", rejects=[Reject(0, key, UNPARSEABLE, str(exc))])
     report = import_parsed(store, label_store, parsed, source=store.uri_for(key), index=index, import_id=import_id)
-    store.move(key, f"{IMPORTS_PREFIX}{import_id}/source/{name}")
+    try:
+        store.move(key, f"{IMPORTS_PREFIX}{import_id}/source/{name}")
+    except ObjectNotFound:
+        pass  # a concurrent run moved it after importing the same records
     return report

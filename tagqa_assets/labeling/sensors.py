@@ -29,10 +29,12 @@ CURSOR_VERSION = 1
 
 @dataclass
 class LabelingCursor:
-    """The newest raw-inventory part seen, and per open job the finished count already imported."""
+    """The newest raw-inventory part seen, per open job the finished count already imported, and
+    the fingerprint of the last import work requested (so a tick during that run adds none)."""
 
     catalog: str = ""
     progress: dict[str, int] = field(default_factory=dict)
+    requested: str = ""
 
     @classmethod
     def parse(cls, text: str | None) -> "LabelingCursor":
@@ -41,10 +43,15 @@ class LabelingCursor:
         data = json.loads(text)
         if data.get("v") != CURSOR_VERSION:
             raise ValueError(f"labeling_job_sensor cursor has an unknown shape: {text[:80]!r}")
-        return cls(catalog=data.get("catalog", ""), progress=dict(data.get("progress", {})))
+        return cls(catalog=data.get("catalog", ""), progress=dict(data.get("progress", {})), requested=data.get("requested", ""))
 
     def serialize(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "catalog": self.catalog, "progress": dict(sorted(self.progress.items()))}, separators=(",", ":"))
+        data = {"v": CURSOR_VERSION, "catalog": self.catalog, "progress": dict(sorted(self.progress.items())), "requested": self.requested}
+        return json.dumps(data, separators=(",", ":"))
+
+
+def _fingerprint(work: object) -> str:
+    return hashlib.sha256(json.dumps(work, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 @dg.sensor(
@@ -79,30 +86,31 @@ def labeling_job_sensor(
     new_parts = [i.key for i in object_store.list_objects(RAW_CATALOG_PREFIX, start_after=cursor.catalog or None) if i.key.endswith(".parquet")]
     retry = bool(new_parts) and next(iter(object_store.list_objects(UNMATCHED_PREFIX)), None) is not None
     closed = any(state != OPEN for _, state, _ in progressed)
+    label_work = {"inbox": [(i.key, i.size, i.last_modified.isoformat()) for i in inbox], "jobs": progressed, "retry": new_parts if retry else []}
+    label_fingerprint = _fingerprint(label_work) if (inbox or progressed or retry) else ""
     selection = []
-    if inbox or progressed or retry:
+    # The same files and jobs seen while their import run is still going are not requested twice.
+    if label_fingerprint and label_fingerprint != cursor.requested:
         selection.append(label_store.key)
-    if new_parts or closed:
+    # A closed job hands its unlabeled images back: recount them after its import, in the same run.
+    if new_parts or (closed and label_store.key in selection):
         selection.append(unlabeled_images.key)
-    next_cursor = LabelingCursor(catalog=new_parts[-1] if new_parts else cursor.catalog, progress=polled).serialize()
+    next_cursor = LabelingCursor(
+        catalog=new_parts[-1] if new_parts else cursor.catalog, progress=polled, requested=label_fingerprint or cursor.requested
+    ).serialize()
     if not selection:
         note = f"; could not poll {len(problems)} job(s): {problems[0]}" if problems else ""
-        return dg.SensorResult(skip_reason=f"inbox empty, {len(jobs)} open job(s) without news, no new raw images{note}", cursor=next_cursor)
-    work = {
-        "inbox": [(i.key, i.size, i.last_modified.isoformat()) for i in inbox],
-        "jobs": progressed,
-        "catalog": new_parts,
-        "assets": [key.to_user_string() for key in selection],
-    }
+        waiting = f"{len(inbox)} inbox file(s) already requested" if inbox else "inbox empty"
+        return dg.SensorResult(skip_reason=f"{waiting}, {len(jobs)} open job(s) without news, no new raw images{note}", cursor=next_cursor)
     run_config = {}
     if label_store.key in selection:
         config = {"inbox_keys": [i.key for i in inbox], "job_ids": [job_id for job_id, _, _ in progressed], "retry_unmatched": retry}
         run_config = {"ops": {"label_store": {"config": config}}}
-    digest = hashlib.sha256(json.dumps(work, sort_keys=True).encode()).hexdigest()[:16]
+    run_key = f"labeling-{_fingerprint({'labels': label_fingerprint if label_store.key in selection else '', 'catalog': new_parts, 'closed': closed})}"
     return dg.SensorResult(
         run_requests=[
             dg.RunRequest(
-                run_key=f"labeling-{digest}",
+                run_key=run_key,
                 asset_selection=selection,
                 run_config=run_config,
                 tags={"tagqa/trigger": "labeling_job_sensor", "tagqa/inbox_files": str(len(inbox)), "tagqa/jobs": str(len(progressed))},
