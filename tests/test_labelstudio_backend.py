@@ -180,6 +180,60 @@ def test_round_trip_with_pre_annotations_and_human_annotations(label_studio, loc
     assert client.request("GET", "/api/tasks", params={"project": project, "page_size": 50})["total"] == 3
 
 
+def test_sensor_brings_label_studio_annotations_into_the_label_store(label_studio, local_store):
+    """End to end: unlabeled_images opens the job, a human annotates, labeling_job_sensor imports and closes it."""
+    import dagster as dg
+
+    from tagqa_assets.ingestion.ingest import ingest_keys
+    from tagqa_assets.labeling.assets import label_store, unlabeled_images
+    from tagqa_assets.labeling.jobs import JobBook
+    from tagqa_assets.labeling.label_store import LocalLabelStore
+    from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
+    from tagqa_assets.labeling.sensors import labeling_job_sensor
+    from tagqa_assets.storage import StoreResource
+
+    tags = generate_tags(2, seed=21)
+    raw = {f"raw/camera-1/2024/05/03/{tag.name}": tag.jpeg for tag in tags}
+    for key, data in raw.items():
+        local_store.put_bytes(key, data)
+    ingest_keys(local_store, list(raw), run_id="labelstudio-e2e")
+    resources = {
+        "store": StoreResource(root=str(local_store.root)),
+        "labels": LabelStoreResource(),
+        "labeling": LabelingResource(
+            backend="labelstudio", label_studio_url=label_studio.url, label_studio_api_token=label_studio.token, label_studio_project_title="sensor e2e"
+        ),
+    }
+    assert dg.materialize([unlabeled_images], resources=resources).success
+    [job] = JobBook(local_store).open_jobs()
+    assert job.backend == "labelstudio" and {image.key for image in job.images} == set(raw)
+
+    backend = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="sensor e2e")
+    scratched, clean = sorted(raw)
+    ids = job.detail["task_ids"]
+    backend.client.request("POST", f"/api/tasks/{ids[scratched]}/annotations", json={"result": [_box(45, 30, 90, 15, w=450, h=300)]})
+    backend.client.request("POST", f"/api/tasks/{ids[clean]}/annotations", json={"result": []})
+
+    result = labeling_job_sensor(dg.build_sensor_context(cursor=None, resources=resources))
+    [run] = result.run_requests
+    assert label_store.key in run.asset_selection
+    assert dg.materialize([label_store], run_config=run.run_config, resources=resources).success
+
+    records = LocalLabelStore(local_store).records()
+    assert sorted(records["source_ref"]) == sorted(raw)
+    boxed = records[records["source_ref"] == scratched].iloc[0]
+    assert boxed["annotations"] == '[{"class_id":0,"left":45.0,"top":30.0,"width":90.0,"height":15.0}]'
+    assert boxed["status"] == APPROVED and boxed["labeling_job"] == f"labelstudio/{job.external_id}"
+    assert records[records["source_ref"] == clean].iloc[0]["annotations"] == "[]"
+    assert JobBook(local_store).open_jobs() == [] and JobBook(local_store).get(job.job_id).state == COMPLETED
+
+    # The next tick has nothing to do, and importing the same job again adds nothing.
+    later = labeling_job_sensor(dg.build_sensor_context(cursor=result.cursor, resources=resources))
+    assert not later.run_requests
+    assert dg.materialize([label_store], run_config=run.run_config, resources=resources).success
+    assert len(LocalLabelStore(local_store).records()) == 2
+
+
 def test_personal_access_token_is_exchanged_for_access_tokens(label_studio, local_store):
     legacy = LabelStudioClient(label_studio.url, label_studio.token)
     personal = legacy.request("POST", "/api/token/")["token"]
