@@ -1,0 +1,108 @@
+"""``registered_model``: a gated, evaluated model becomes a numbered version in the registry."""
+
+import dagster as dg
+
+from tagqa_assets.contracts.models import (
+    APPROVED,
+    COMMIT_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    ONNX_FILE,
+    PENDING,
+    WEIGHTS_FILE,
+    ModelVersion,
+    model_key,
+)
+from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.previews import markdown_table
+from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.storage import ObjectStore, StoreResource
+from tagqa_assets.training.artifacts import model_dir_uri, read_model_record
+from tagqa_assets.training.evaluation_asset import EVALUATION_KEY, model_evaluation
+from tagqa_assets.training.gates import compare_with_champion, gate
+from tagqa_assets.training.lineage import MODEL_ID, upstream_metadata
+from tagqa_assets.training.resources import PromotionPolicyResource
+
+REGISTRY_CODE_VERSION = "register-v1"
+
+
+def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str) -> dict[str, str]:
+    """Addresses of a registered model's files."""
+    return {
+        "model_dir": model_dir_uri(store, model_id),
+        "weights": store.uri_for(model_key(model_id, WEIGHTS_FILE)),
+        "onnx": store.uri_for(model_key(model_id, ONNX_FILE)),
+        "model_card": store.uri_for(model_key(model_id, MODEL_CARD_FILE)),
+        "metrics": store.uri_for(model_key(model_id, METRICS_FILE)),
+        "commit": store.uri_for(model_key(model_id, COMMIT_FILE)),
+        "evaluation": store.uri_for(evaluation_key),
+    }
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    deps=[model_evaluation],
+    group_name="registry",
+    kinds={"python"},
+    code_version=REGISTRY_CODE_VERSION,
+    pool="tagqa_registry",
+)
+def registered_model(
+    context: dg.AssetExecutionContext, store: StoreResource, model_registry: ModelRegistryResource,
+    promotion_policy: PromotionPolicyResource,
+) -> dg.MaterializeResult:
+    """The evaluated model as the next registry version: ``Approved`` or ``PendingManualApproval``.
+
+    Runs only after the blocking ``onnx_parity`` and ``promotion_gate`` checks passed, and
+    re-applies the gate itself, so nothing below the gate is ever registered. A challenger
+    is approved automatically only if it beats the champion on its own test split by the
+    policy's margin; otherwise a person approves it (``tagqa models approve VERSION``).
+    """
+    object_store = store.open()
+    version = context.partition_key
+    upstream = upstream_metadata(context.instance, "model_evaluation", version)
+    model_id, evaluation_key = str(upstream[MODEL_ID]), str(upstream[EVALUATION_KEY])
+    evaluation = object_store.get_json(evaluation_key)
+    record = read_model_record(object_store, model_id)
+    policy = promotion_policy.policy()
+    result = gate(evaluation["metrics"], policy)
+    if not result.passed:
+        raise dg.Failure(f"{model_id} is not registered: {result.describe()}")
+    registry = model_registry.open(object_store)
+    entry = registry.find_model(model_id)
+    if entry is not None:
+        context.log.info(f"{model_id} is already registered as version {entry.version} ({entry.status})")
+    else:
+        champion = registry.champion()
+        evaluated = evaluation.get("champion")
+        champion_test = None
+        if champion is not None and evaluated and evaluated["version"] == champion.version:
+            champion_test = evaluated["metrics"]["test"]
+        comparison = compare_with_champion(evaluation["metrics"]["test"], champion_test,
+                                           champion.version if champion else None, policy)
+        if champion is not None and champion_test is None:
+            comparison = comparison.__class__(False, f"champion v{champion.version} was not evaluated on this test "
+                                              "split (it changed after the evaluation): re-run model_evaluation",
+                                              comparison.metric, comparison.challenger, None, champion.version,
+                                              comparison.margin)
+        entry = registry.register(ModelVersion(
+            version=0, model_id=model_id, dataset_version=version, status=APPROVED if comparison.approve else PENDING,
+            created_at="", metrics=evaluation["metrics"], training_config=record.training_config,
+            config_sha256=record.config_sha256, code_version=record.git_sha,
+            artifacts=artifact_uris(object_store, model_id, evaluation_key), status_reason=comparison.reason,
+        ))
+        context.log.info(f"registered {model_id} as version {entry.version}: {entry.status} ({entry.status_reason})")
+    return dg.MaterializeResult(
+        metadata={
+            "model_version": entry.version,
+            "status": entry.status,
+            "status_reason": entry.status_reason,
+            MODEL_ID: model_id,
+            "dataset_version": version,
+            "registry": registry.name,
+            "gate": result.describe(),
+            "code_version": entry.code_version,
+            "metrics": markdown_table([{"split": split, **values} for split, values in entry.metrics.items()]),
+            "artifacts": dg.MetadataValue.json(entry.artifacts),
+        }
+    )

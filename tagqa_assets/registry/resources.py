@@ -1,0 +1,51 @@
+"""The model registry resource (TAGQA_REGISTRY_BACKEND) and the same choice for command-line tools."""
+
+import os
+
+import dagster as dg
+
+from tagqa_assets.registry.backends import LocalModelRegistry, ModelRegistry
+from tagqa_assets.storage import ObjectStore
+
+REGISTRY_BACKENDS = ("local", "sagemaker")
+DEFAULT_GROUP = "tagqa-scratch-detector"
+
+
+def open_registry(store: ObjectStore, *, backend: str = "local", group: str = DEFAULT_GROUP,
+                  endpoint_url: str = "", region: str = "") -> ModelRegistry:
+    """``local`` (records in ``store``) or ``sagemaker`` (model package ``group``); ``ValueError`` otherwise."""
+    if backend in ("", "local"):
+        return LocalModelRegistry(store)
+    if backend == "sagemaker":
+        import boto3
+
+        from tagqa_assets.registry.sagemaker import SageMakerModelRegistry
+
+        client = boto3.client("sagemaker", endpoint_url=endpoint_url or None, region_name=region or None)
+        return SageMakerModelRegistry(client, group or DEFAULT_GROUP)
+    raise ValueError(f"unknown registry backend {backend!r}; use one of {REGISTRY_BACKENDS}")
+
+
+def registry_from_environment(store: ObjectStore) -> ModelRegistry:
+    """The registry the code location uses, from the same variables, read when called."""
+    return open_registry(
+        store,
+        backend=os.environ.get("TAGQA_REGISTRY_BACKEND", "local"),
+        group=os.environ.get("TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
+        endpoint_url=os.environ.get("TAGQA_SAGEMAKER_ENDPOINT_URL", ""),
+        region=os.environ.get("TAGQA_AWS_REGION", ""),
+    )
+
+
+class ModelRegistryResource(dg.ConfigurableResource):
+    """Where model versions are registered: ``local`` (in the store) or ``sagemaker`` (Model Registry)."""
+
+    backend: str = "local"
+    sagemaker_model_package_group: str = DEFAULT_GROUP
+    sagemaker_endpoint_url: str = ""
+    aws_region: str = ""
+
+    def open(self, store: ObjectStore) -> ModelRegistry:
+        """The configured registry over ``store``."""
+        return open_registry(store, backend=self.backend, group=self.sagemaker_model_package_group,
+                             endpoint_url=self.sagemaker_endpoint_url, region=self.aws_region)

@@ -1,0 +1,12 @@
+"""Training stage: YOLO training per dataset version, ONNX export with parity check, evaluation and gates."""
+
+import dagster as dg
+
+from tagqa_assets.training.assets import onnx_model, trained_model
+from tagqa_assets.training.checks import beats_champion, onnx_parity, promotion_gate
+from tagqa_assets.training.evaluation_asset import model_evaluation
+
+defs = dg.Definitions(
+    assets=[trained_model, onnx_model, model_evaluation],
+    asset_checks=[onnx_parity, promotion_gate, beats_champion],
+)

@@ -1,0 +1,80 @@
+"""Reading and writing model directories ``models/<model_id>/`` (layout: contracts/models.py).
+
+Writers add files in any order and ``commit_model`` writes ``model.json`` last; every reader
+here refuses a directory without it, so a failed, killed or gate-blocked run never hands
+out half a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+from tagqa_assets.contracts.keys import MODELS_PREFIX, model_prefix
+from tagqa_assets.contracts.models import (
+    COMMIT_FILE,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    ONNX_FILE,
+    ModelRecord,
+    model_key,
+)
+from tagqa_assets.storage import ObjectNotFound, ObjectStore
+
+
+def put_model_file(store: ObjectStore, model_id: str, name: str, data: bytes) -> str:
+    """Store one file of a model directory; returns its sha256."""
+    store.put_bytes(model_key(model_id, name), data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def model_dir_uri(store: ObjectStore, model_id: str) -> str:
+    """Address of a model directory (local path or ``s3://`` URI, no trailing slash)."""
+    return store.uri_for(model_prefix(model_id).rstrip("/"))
+
+
+def is_committed(store: ObjectStore, model_id: str) -> bool:
+    """Whether ``models/<model_id>/model.json`` exists."""
+    return store.exists(model_key(model_id, COMMIT_FILE))
+
+
+def commit_model(store: ObjectStore, record: ModelRecord, metrics_document: dict) -> None:
+    """Write ``metrics.json`` then the commit record ``model.json`` (last)."""
+    store.put_json(model_key(record.model_id, METRICS_FILE), metrics_document)
+    store.put_json(model_key(record.model_id, COMMIT_FILE), record.to_dict())
+
+
+def read_model_record(store: ObjectStore, model_id: str) -> ModelRecord:
+    """The commit record; raises ``ValueError`` naming the key when the model is not committed."""
+    key = model_key(model_id, COMMIT_FILE)
+    try:
+        return ModelRecord.from_dict(store.get_json(key))
+    except ObjectNotFound:
+        raise ValueError(f"model {model_id!r} is not committed (no {store.uri_for(key)}); it is incomplete or failed") from None
+
+
+def committed_model_ids(store: ObjectStore) -> list[str]:
+    """Ids of all committed models, sorted (dataset version first, so oldest versions first)."""
+    ids = [prefix[len(MODELS_PREFIX) :].rstrip("/") for prefix in store.list_prefixes(MODELS_PREFIX)]
+    return [model_id for model_id in ids if is_committed(store, model_id)]
+
+
+def stage_onnx(store: ObjectStore, model_id: str, directory: Path) -> Path:
+    """Download ``model.onnx`` + ``model_card.json`` of a model into ``directory`` (for ``OnnxModel``)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in (ONNX_FILE, MODEL_CARD_FILE):
+        store.download_file(model_key(model_id, name), directory / name)
+    return directory
+
+
+@lru_cache(maxsize=1)
+def git_sha(start: Path = Path(__file__).resolve().parent) -> str:
+    """The commit of the checkout this code runs from, or ``"unknown"`` outside a git checkout."""
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], cwd=start, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    sha = result.stdout.strip()
+    return sha if result.returncode == 0 and len(sha) == 40 else "unknown"

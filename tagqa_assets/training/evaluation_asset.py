@@ -1,0 +1,145 @@
+"""``model_evaluation``: the ONNX model's metrics on its dataset version, next to the champion's."""
+
+import hashlib
+import shutil
+from datetime import datetime, timezone
+
+import dagster as dg
+
+from tagqa_assets.contracts.keys import model_prefix
+from tagqa_assets.contracts.models import (
+    COMMIT_FILE,
+    EVALUATIONS_DIR,
+    MODEL_CARD_FILE,
+    TRAINING_CONFIG_FILE,
+    TRAINING_SUMMARY_FILE,
+    ModelRecord,
+    config_sha256,
+    model_key,
+)
+from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.previews import Tile, grid_markdown, image_markdown, markdown_table
+from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.storage import ObjectStore, StoreResource
+from tagqa_assets.training.artifacts import commit_model, git_sha, is_committed, stage_onnx
+from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION, onnx_model
+from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
+from tagqa_assets.training.evaluation import SplitMetrics, evaluate
+from tagqa_assets.training.lineage import MODEL_ID, staged_dataset, upstream_model_id
+from tagqa_assets.training.plots import pr_curves_png
+from tagqa_assets.training.resources import TrainingBackendResource
+
+EVALUATION_CODE_VERSION = "eval-v1"
+EVALUATION_KEY = "evaluation_key"
+
+
+class EvaluationConfig(dg.Config):
+    """What the preview grid shows."""
+
+    preview_conf: float = 0.25  # predicted boxes drawn (red) at or above this score
+    preview_images: int = 12
+
+
+def _file_hashes(store: ObjectStore, model_id: str) -> dict[str, str]:
+    prefix = model_prefix(model_id)
+    hashes = {}
+    for info in store.list_objects(prefix):
+        name = info.key[len(prefix) :]
+        if not name.startswith(EVALUATIONS_DIR + "/") and "/sagemaker/" not in "/" + name:
+            hashes[name] = hashlib.sha256(store.get_bytes(info.key)).hexdigest()
+    return hashes
+
+
+def _commit(store: ObjectStore, model_id: str, version: str, run_id: str, document: dict) -> None:
+    card = store.get_json(model_key(model_id, MODEL_CARD_FILE))
+    config = store.get_json(model_key(model_id, TRAINING_CONFIG_FILE))
+    record = ModelRecord(
+        model_id=model_id, dataset_version=version, created_at=document["evaluated_at"], run_id=run_id,
+        class_names=tuple(card["class_names"]), imgsz=int(card["imgsz"]), training_config=config,
+        config_sha256=config_sha256(config),
+        code_versions={"trained_model": TRAINING_CODE_VERSION, "onnx_model": EXPORT_CODE_VERSION,
+                       "model_evaluation": EVALUATION_CODE_VERSION},
+        git_sha=git_sha(), files=_file_hashes(store, model_id),
+        metrics={split: values for split, values in document["metrics"].items()}, opset=int(card["opset"]),
+        training=store.get_json(model_key(model_id, TRAINING_SUMMARY_FILE)),
+    )
+    commit_model(store, record, document)
+
+
+@dg.asset(
+    partitions_def=dataset_versions,
+    deps=[onnx_model],
+    group_name="training",
+    kinds={"onnx", "python"},
+    code_version=EVALUATION_CODE_VERSION,
+)
+def model_evaluation(
+    context: dg.AssetExecutionContext, config: EvaluationConfig, store: StoreResource,
+    training_backend: TrainingBackendResource, model_registry: ModelRegistryResource,
+) -> dg.MaterializeResult:
+    """mAP50, mAP50-95, precision and recall of the ONNX model on the version's test (and val) split.
+
+    Predictions go through the edge runtime's own pipeline. The current champion is
+    evaluated on the same test split. Each evaluation is stored as
+    ``models/<id>/evaluations/<run_id>.json``; the first one also commits the model
+    (``metrics.json``, then ``model.json``). The blocking ``promotion_gate`` check reads it.
+    """
+    object_store = store.open()
+    version = context.partition_key
+    model_id = upstream_model_id(context.instance, "onnx_model", version)
+    scratch = training_backend.work_root() / "evaluate" / f"{model_id}-{context.run.run_id[:8]}"
+    champion = model_registry.open(object_store).champion()
+    champion_test: SplitMetrics | None = None
+    try:
+        with staged_dataset(object_store, version, scratch) as dataset_dir:
+            test, val = load_split(dataset_dir, "test"), load_split(dataset_dir, "val")
+            model = OnnxModel(stage_onnx(object_store, model_id, scratch / "challenger"))
+            test_predictions = model.predict_all(test)
+            metrics = {"test": evaluate(test, test_predictions), "val": evaluate(val, model.predict_all(val))}
+            if champion is not None:
+                champion_model = model if champion.model_id == model_id else OnnxModel(
+                    stage_onnx(object_store, champion.model_id, scratch / "champion"))
+                champion_test = evaluate(test, champion_model.predict_all(test))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    document = {
+        "model_id": model_id, "dataset_version": version, "run_id": context.run.run_id, "evaluated_at": now,
+        "code_version": EVALUATION_CODE_VERSION, "source": "onnx (edge_runtime pipeline)",
+        "thresholds": {"conf": EVAL_THRESHOLDS.conf, "iou": EVAL_THRESHOLDS.iou, "max_det": EVAL_THRESHOLDS.max_detections},
+        "metrics": {split: m.headline() for split, m in metrics.items()},
+        "details": {split: m.to_dict() for split, m in metrics.items()},
+        "champion": None if champion is None else {
+            "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
+    }
+    evaluation_key = model_key(model_id, f"{EVALUATIONS_DIR}/{context.run.run_id}.json")
+    object_store.put_json(evaluation_key, document)
+    if not is_committed(object_store, model_id):
+        _commit(object_store, model_id, version, context.run.run_id, document)
+        context.log.info(f"committed {model_id} ({object_store.uri_for(model_key(model_id, COMMIT_FILE))})")
+    curves = {f"challenger {model_id}": (metrics["test"].pr_recall, metrics["test"].pr_precision, metrics["test"].map50)}
+    if champion_test is not None:
+        curves[f"champion v{champion.version}"] = (champion_test.pr_recall, champion_test.pr_precision, champion_test.map50)
+    tiles = [
+        Tile(image.data, image.name[:20], boxes=[tuple(b) for b in image.boxes],
+             other_boxes=[tuple(b) for b in prediction.above(config.preview_conf).boxes])
+        for image, prediction in list(zip(test, test_predictions))[: config.preview_images]
+    ]
+    rows = [{"model": "challenger", **metrics["test"].headline()}]
+    if champion_test is not None:
+        rows.append({"model": f"champion v{champion.version}", **champion_test.headline()})
+    return dg.MaterializeResult(
+        metadata={
+            MODEL_ID: model_id,
+            EVALUATION_KEY: evaluation_key,
+            "dataset_version": version,
+            **{f"{split}_{name}": value for split, m in metrics.items() for name, value in m.headline().items()},
+            "test_images": metrics["test"].images,
+            "test_instances": metrics["test"].instances,
+            "champion_version": champion.version if champion else 0,
+            **({f"champion_test_{k}": v for k, v in champion_test.headline().items()} if champion_test else {}),
+            "test_split_comparison": markdown_table(rows),
+            "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),
+            "test_predictions": grid_markdown(tiles, "test images: truth green, predictions red"),
+        }
+    )

@@ -1,0 +1,87 @@
+"""Promotion rules as pure functions: the metric gate and the champion/challenger comparison.
+
+The default gate is mAP50-95 >= 0.40 on the TEST split, measured on the exported ONNX
+model: the reference pipeline's metric and threshold, on the split no training decision
+has seen (validation picks the best epoch, so its numbers flatter the model). The
+reference's own gate (``split="val"``) is one setting away; docs/training.md says why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tagqa_assets.contracts.models import METRIC_NAMES
+
+GATE_SPLITS = ("test", "val")
+
+
+@dataclass(frozen=True)
+class PromotionPolicy:
+    """What a model must reach to be registered, and to be approved without a person."""
+
+    gate_metric: str = "map50_95"
+    gate_split: str = "test"
+    gate_threshold: float = 0.40
+    champion_margin: float = 0.01
+    approve_without_champion: bool = False
+
+    def __post_init__(self) -> None:
+        if self.gate_metric not in METRIC_NAMES:
+            raise ValueError(f"gate_metric {self.gate_metric!r} is not one of {METRIC_NAMES}")
+        if self.gate_split not in GATE_SPLITS:
+            raise ValueError(f"gate_split {self.gate_split!r} is not one of {GATE_SPLITS}")
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """The gate's verdict with the numbers behind it."""
+
+    passed: bool
+    metric: str
+    split: str
+    value: float
+    threshold: float
+
+    def describe(self) -> str:
+        """One line for logs and check descriptions."""
+        verdict = "passes" if self.passed else "fails"
+        return f"{self.metric} on {self.split} = {self.value:.4f} {verdict} the gate (>= {self.threshold:.4f})"
+
+
+@dataclass(frozen=True)
+class ChampionComparison:
+    """Challenger vs champion on the challenger's test split."""
+
+    approve: bool
+    reason: str
+    metric: str
+    challenger: float
+    champion: float | None
+    champion_version: int | None
+    margin: float
+
+
+def gate(metrics: dict[str, dict[str, float]], policy: PromotionPolicy) -> GateResult:
+    """Apply the gate to ``metrics`` (split -> metric -> value); a missing split fails it, naming it."""
+    if policy.gate_split not in metrics or policy.gate_metric not in metrics[policy.gate_split]:
+        raise ValueError(f"the evaluation has no {policy.gate_metric} for split {policy.gate_split!r}")
+    value = float(metrics[policy.gate_split][policy.gate_metric])
+    return GateResult(value >= policy.gate_threshold, policy.gate_metric, policy.gate_split, value, policy.gate_threshold)
+
+
+def compare_with_champion(challenger_test: dict[str, float], champion_test: dict[str, float] | None,
+                          champion_version: int | None, policy: PromotionPolicy) -> ChampionComparison:
+    """Approve only when the challenger beats the champion by ``champion_margin`` on the same test split."""
+    metric = policy.gate_metric
+    value = float(challenger_test[metric])
+    if champion_test is None:
+        approve = policy.approve_without_champion
+        reason = ("no champion yet; approve_without_champion is set" if approve
+                  else "no champion yet: the first model waits for a person to approve it")
+        return ChampionComparison(approve, reason, metric, value, None, None, policy.champion_margin)
+    best = float(champion_test[metric])
+    approve = value >= best + policy.champion_margin
+    relation = "beats" if approve else "does not beat"
+    reason = (f"challenger {metric} {value:.4f} {relation} champion v{champion_version} {best:.4f} "
+              f"+ margin {policy.champion_margin:.4f} on the challenger's test split")
+    return ChampionComparison(approve, reason, metric, value, best, champion_version, policy.champion_margin)

@@ -1,0 +1,50 @@
+"""Where a training run starts: the architecture, a given checkpoint, or the champion's weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from tagqa_assets.contracts.models import WEIGHTS_FILE, model_key
+from tagqa_assets.registry.backends import ModelRegistry
+from tagqa_assets.storage import ObjectStore
+from tagqa_assets.training.params import TrainingParams
+
+
+def resolve_start_weights(params: TrainingParams, store: ObjectStore, registry: ModelRegistry, log: Any) -> str:
+    """A store key or absolute local path of the ``.pt`` to start from, or ``""`` for the architecture.
+
+    ``base_weights`` may be a local path, a URI inside the store (``s3://bucket/prefix/...``
+    or the local store's folder) or a store key; ``warm_start="champion"`` takes the
+    champion's ``weights/best.pt`` and falls back to the architecture, with a warning, when
+    there is no champion yet. Raises ``dg.Failure`` naming a checkpoint that does not exist.
+    """
+    if params.base_weights:
+        return _locate(params.base_weights, store)
+    if params.warm_start == "champion":
+        champion = registry.champion()
+        if champion is None:
+            log.warning("warm_start=champion but no model version is Approved yet: training from the architecture")
+            return ""
+        key = model_key(champion.model_id, WEIGHTS_FILE)
+        log.info(f"warm start from champion v{champion.version} ({champion.model_id})")
+        return _locate(key, store)
+    return ""
+
+
+def _locate(reference: str, store: ObjectStore) -> str:
+    root = store.uri.rstrip("/") + "/"
+    if reference.startswith(root):
+        reference = reference[len(root) :]
+    elif reference.startswith("s3://"):
+        raise dg.Failure(f"base_weights {reference!r} is not inside the store {store.uri}")
+    path = Path(reference).expanduser()
+    if path.is_absolute():
+        if not path.is_file():
+            raise dg.Failure(f"base_weights {reference!r}: no such file")
+        return str(path)
+    if not store.exists(reference):
+        raise dg.Failure(f"base_weights {reference!r}: no such object in the store {store.uri}")
+    return reference

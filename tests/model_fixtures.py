@@ -1,0 +1,104 @@
+"""Shared pieces of the model-stage tests: dataset versions built by the real pipeline, resources, runs.
+
+``build_version`` goes the way production data goes (raw images -> ingestion -> label store
+-> approved snapshot -> ``build_dataset_version``), with synthetic tags whose boxes are
+exact. ``TINY`` is a training configuration small enough for CI (2 cores, no GPU).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import dagster as dg
+
+from tagqa_assets.contracts.datasets import dataset_version_name
+from tagqa_assets.contracts.keys import raw_key
+from tagqa_assets.contracts.labels import LabelRecord
+from tagqa_assets.datasets.build import build_dataset_version
+from tagqa_assets.datasets.split import split_for
+from tagqa_assets.datasets.versions import DatasetVersionStore
+from tagqa_assets.ingestion.ingest import ingest_keys
+from tagqa_assets.ingestion.synthetic import generate_tags
+from tagqa_assets.labeling.label_store import LocalLabelStore
+from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.registry.assets import registered_model
+from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.storage import ObjectStore, StoreResource
+from tagqa_assets.training.assets import onnx_model, trained_model
+from tagqa_assets.training.checks import beats_champion, onnx_parity, promotion_gate
+from tagqa_assets.training.evaluation_asset import model_evaluation
+from tagqa_assets.training.resources import PromotionPolicyResource, TrainingBackendResource
+
+TINY = {"epochs": 2, "imgsz": 64, "batch": 8, "workers": 0, "patience": 100}
+TEST_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
+CHAIN = [trained_model, onnx_model, onnx_parity, model_evaluation, promotion_gate, beats_champion, registered_model]
+
+
+def pick_tags(count: int, *, seed: int, ratios: dict[str, float]) -> list:
+    """``count`` synthetic tags, at least a fifth of them (>= 2) in each split with a positive ratio.
+
+    Splits follow the content hash, so a small random set can leave a split empty by chance;
+    picking from a larger pool keeps the tests independent of that luck.
+    """
+    per_split = {split: max(2, count // 5) for split, ratio in ratios.items() if ratio > 0 and split != "train"}
+    per_split["train"] = count - sum(per_split.values())
+    chosen, taken = [], dict.fromkeys(per_split, 0)
+    for tag in generate_tags(count * 6, seed=seed, prefix=f"t{seed}"):
+        split = split_for(hashlib.sha256(tag.jpeg).hexdigest(), ratios)
+        if taken.get(split, 0) < per_split.get(split, 0):
+            taken[split] += 1
+            chosen.append(tag)
+    assert taken == per_split, f"seed {seed}: could not fill the splits {per_split} (got {taken})"
+    return chosen
+
+
+def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str, float] | None = None) -> str:
+    """Add ``count`` labeled synthetic images to the store and commit the next dataset version."""
+    ratios = ratios or TEST_RATIOS
+    keys, records = [], []
+    for tag in pick_tags(count, seed=seed, ratios=ratios):
+        now = datetime.now(timezone.utc)
+        key = raw_key("camera-test", f"{now:%H%M%S%f}-{tag.name}", now)
+        store.put_bytes(key, tag.jpeg)
+        keys.append(key)
+        records.append(LabelRecord(
+            source_ref=key, image_sha256=hashlib.sha256(tag.jpeg).hexdigest(), image_width=tag.width,
+            image_height=tag.height, annotations=tag.annotations, event_time=now.timestamp(), labeling_job="test",
+        ))
+    ingest_keys(store, keys, run_id=f"test-{seed}")
+    labels = LocalLabelStore(store)
+    labels.append(records)
+    snapshot = labels.snapshot()
+    sequence = len(DatasetVersionStore(store).list_versions()) + 1
+    version = dataset_version_name(sequence, snapshot.snapshot_id)
+    build_dataset_version(store, snapshot, version, ratios=ratios)
+    return version
+
+
+def resources(store_root: Path, work: Path, **policy: object) -> dict[str, object]:
+    """Resources for the model assets: a local store and registry, scratch under ``work``."""
+    return {
+        "store": StoreResource(root=str(store_root)),
+        "training_backend": TrainingBackendResource(work_dir=str(work)),
+        "model_registry": ModelRegistryResource(),
+        "promotion_policy": PromotionPolicyResource(**policy),
+    }
+
+
+def run_config(training: dict | None = None, parity_conf: float = 0.01) -> dict:
+    """Run config for the chain: the training config and the parity check's threshold."""
+    return {"ops": {"trained_model": {"config": {**TINY, **(training or {})}},
+                    "onnx_model_onnx_parity": {"config": {"conf": parity_conf}}}}
+
+
+def materialize_chain(instance: dg.DagsterInstance, version: str, resources_: dict, *, training: dict | None = None,
+                      selection: list | None = None, raise_on_error: bool = True) -> dg.ExecuteInProcessResult:
+    """One run of the model chain (or ``selection`` of it) for ``version``, like one partition of a backfill."""
+    if not instance.has_dynamic_partition(dataset_versions.name, version):
+        instance.add_dynamic_partitions(dataset_versions.name, [version])
+    return dg.materialize(
+        selection or CHAIN, partition_key=version, instance=instance, resources=resources_,
+        run_config=run_config(training), raise_on_error=raise_on_error,
+    )
