@@ -307,22 +307,29 @@ def test_lambda_arns_per_region(region, task, pre):
 
 
 @pytest.mark.parametrize(
-    ("job_id", "expected"),
+    ("job_id", "prefix", "expected"),
     [
         # The labeling stage's ids are valid names as they are.
-        ("lj-20240502T090000-1a2b3c4d", "tagqa-lj-20240502T090000-1a2b3c4d"),
+        ("lj-20240502T090000-1a2b3c4d", "tagqa", "tagqa-lj-20240502T090000-1a2b3c4d"),
         # Characters Ground Truth refuses become '-', plus a hash so 'a_b' and 'a-b' stay distinct.
-        ("a_b", "tagqa-a-b-" + hashlib.sha256(b"a_b").hexdigest()[:8]),
+        ("a_b", "tagqa", "tagqa-a-b-" + hashlib.sha256(b"a_b").hexdigest()[:8]),
         # Long ids are cut so that '<name>-verify' still fits in 63 characters.
-        ("x" * 80, "tagqa-" + "x" * 41 + "-" + hashlib.sha256(b"x" * 80).hexdigest()[:8]),
+        ("x" * 80, "tagqa", "tagqa-" + "x" * 41 + "-" + hashlib.sha256(b"x" * 80).hexdigest()[:8]),
+        # Another deployment's project name (the IAM policy allows "<ProjectName>*" job names).
+        ("lj-1", "acme-qa", "acme-qa-lj-1"),
     ],
 )
-def test_job_names_are_valid_and_unique(job_id, expected):
+def test_job_names_are_valid_and_unique(job_id, prefix, expected):
     import re
 
-    name = labeling_job_name(job_id)
+    name = labeling_job_name(job_id, prefix)
     assert name == expected
     assert re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}", name + "-verify")
+
+
+def test_job_name_prefix_is_checked():
+    with pytest.raises(ValueError, match="prefix"):
+        labeling_job_name("lj-1", "tag_qa")
 
 
 @pytest.mark.parametrize(

@@ -31,10 +31,16 @@ _ENDED_BADLY = ("Failed", "Stopped")
 _NAME_MAX = 56  # leaves room for "-verify" within Ground Truth's 63 characters
 
 
-def labeling_job_name(job_id: str) -> str:
-    """A valid Ground Truth job name for ``job_id`` (``[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``), unique per job id."""
-    name = "tagqa-" + re.sub(r"[^a-zA-Z0-9]+", "-", job_id).strip("-")
-    if len(name) > _NAME_MAX or name != f"tagqa-{job_id}":
+def labeling_job_name(job_id: str, prefix: str = "tagqa") -> str:
+    """A valid Ground Truth job name ``<prefix>-<job_id>`` (``[a-zA-Z0-9](-*[a-zA-Z0-9]){0,62}``), unique per job id.
+
+    Characters Ground Truth refuses become ``-`` and too long names are cut; either way a
+    hash of ``job_id`` is appended so that two job ids never share a name.
+    """
+    if not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,19}", prefix):
+        raise ValueError(f"Ground Truth job name prefix {prefix!r} must be 1-20 letters, digits and inner hyphens")
+    name = f"{prefix}-" + re.sub(r"[^a-zA-Z0-9]+", "-", job_id).strip("-")
+    if len(name) > _NAME_MAX or name != f"{prefix}-{job_id}":
         digest = hashlib.sha256(job_id.encode()).hexdigest()[:8]
         name = f"{name[: _NAME_MAX - 9].rstrip('-')}-{digest}"
     return name
@@ -58,6 +64,7 @@ class GroundTruthBackend(LabelingBackend):
         workers_per_image: int = 1,
         task_time_limit_s: int = 300,
         task_availability_s: int = 6 * 3600,
+        name_prefix: str = "tagqa",
     ) -> None:
         if not store.uri.startswith("s3://"):
             raise ValueError(f"the groundtruth backend needs an S3 store (Ground Truth reads images from S3), not {store.uri!r}")
@@ -70,6 +77,7 @@ class GroundTruthBackend(LabelingBackend):
         self.workers_per_image = workers_per_image
         self.task_time_limit_s = task_time_limit_s
         self.task_availability_s = task_availability_s
+        self.name_prefix = name_prefix  # IAM policies scope labeling jobs by name: deploy/aws grants "<ProjectName>*"
         if sagemaker_client is None:
             import boto3
 
@@ -92,7 +100,7 @@ class GroundTruthBackend(LabelingBackend):
         if unknown:
             raise ValueError(f"labeling job {job_id!r}: pre-annotations for images not in the job: {unknown[:5]}")
         prefix = check_key(f"{JOBS_PREFIX}{job_id}") + "/"
-        name = labeling_job_name(job_id)
+        name = labeling_job_name(job_id, self.name_prefix)
         task = ADJUSTMENT if pre_annotations else BOUNDING_BOX
         uris = {image.key: self.store.uri_for(image.key) for image in images}
         self.store.put_bytes(prefix + "input.manifest", manifests.input_manifest(images, uris, pre_annotations or None, when=datetime.now(timezone.utc)))
