@@ -32,7 +32,7 @@ VERDICTS = (
     "A box is wrong or a scratch has no box",
     "The image is unusable (blurred, cut off, not a tag)",
 )
-_TEMPLATES = Path(__file__).with_name("groundtruth_templates")
+_TEMPLATES = Path(__file__).parent  # groundtruth-<name>.liquid.html, shipped as package data
 _CLASS_NAMES_MARK = "__TAGQA_CLASS_NAMES_JSON__"
 
 
@@ -78,7 +78,7 @@ def verification_categories() -> dict[str, Any]:
 
 def template(name: str) -> bytes:
     """A worker task template (``bounding-box`` or ``verification``) with tagqa's class names filled in."""
-    text = (_TEMPLATES / f"{name}.liquid.html").read_text()
+    text = (_TEMPLATES / f"groundtruth-{name}.liquid.html").read_text()
     return text.replace(_CLASS_NAMES_MARK, json.dumps(list(CLASS_NAMES)).replace('"', "&quot;")).encode()
 
 

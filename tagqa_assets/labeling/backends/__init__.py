@@ -1,0 +1,1 @@
+"""Labeling backends: ``inbox``, ``labelstudio`` and ``groundtruth`` behind ``base.LabelingBackend``."""
