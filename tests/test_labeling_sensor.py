@@ -190,13 +190,13 @@ def test_label_store_run_reports_rejects_in_metadata(tmp_path: Path):
 
 
 def test_pre_annotations_are_empty_without_a_champion(local_store):
+    import importlib.util
+
     from tagqa_assets.labeling.pre_annotations import champion_pre_annotations
 
     refs = [ImageRef("raw/a.jpg", "0" * 64, 450, 300, "raw/a.jpg")]
-    try:
-        import tagqa_assets.registry.champion  # noqa: F401
-    except ModuleNotFoundError:
-        assert champion_pre_annotations(local_store, refs) == {}
+    suggestions = champion_pre_annotations(local_store, refs)
+    if importlib.util.find_spec("tagqa_assets.registry.champion") is None:
+        assert suggestions == {}  # no registry stage yet: jobs open without suggestions
     else:
-        suggestions = champion_pre_annotations(local_store, refs)
         assert all(isinstance(box, Annotation) for boxes in suggestions.values() for box in boxes)

@@ -1,6 +1,6 @@
-"""Parsing label files into rows: the reference ``labels.csv``, Ground Truth output
-manifests, label-record JSON lines (``tagqa demo``), COCO JSON and YOLO txt folders
-(the last two in ``yolo_coco.py``).
+"""Parsing label files into rows: the reference ``labels.csv`` and label-record JSON lines
+(``tagqa demo``) here; Ground Truth output manifests in ``groundtruth_manifest.py``; COCO
+JSON and YOLO txt folders in ``yolo_coco.py``.
 
 A parser never stops at a bad row: every row becomes either a ``LabelRow`` or a
 ``Reject`` with a reason (``box_checks.REJECT_REASONS``) and its line number, so the
@@ -15,10 +15,9 @@ import csv
 import io
 import json
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-from tagqa_assets.contracts.labels import APPROVED, REJECTED, STATUSES, Annotation
+from tagqa_assets.contracts.labels import APPROVED, STATUSES, Annotation
 from tagqa_assets.labeling.box_checks import INVALID_VALUE, MISSING_FIELD, UNPARSEABLE, RowRejected, class_id_for
 
 LABELS_CSV = "labels-csv"
@@ -27,7 +26,6 @@ RECORDS = "records"
 COCO = "coco"
 YOLO = "yolo"
 FORMATS = (LABELS_CSV, GROUNDTRUTH, RECORDS, COCO, YOLO)
-VERIFICATION_APPROVED_CLASS = 0  # the reference pipeline's verification job: class 0 = approve
 
 
 @dataclass
@@ -107,7 +105,7 @@ def _status(value: Any) -> str:
     return status
 
 
-def _positive_int(value: Any, name: str) -> int:
+def positive_int(value: Any, name: str) -> int:
     try:
         number = int(float(value))
     except (TypeError, ValueError):
@@ -124,7 +122,7 @@ def _float(value: Any, name: str) -> float:
         raise RowRejected(INVALID_VALUE, f"{name} {value!r} is not a number") from None
 
 
-def _annotations(items: Any, class_map: dict[str, str] | None = None) -> list[Annotation]:
+def annotations_of(items: Any, class_map: dict[str, str] | None = None) -> list[Annotation]:
     if not isinstance(items, list):
         raise RowRejected(INVALID_VALUE, f"annotations must be a list, got {type(items).__name__}")
     boxes = []
@@ -139,7 +137,7 @@ def _annotations(items: Any, class_map: dict[str, str] | None = None) -> list[An
     return boxes
 
 
-def _require(row: dict[str, Any], names: tuple[str, ...]) -> None:
+def require(row: dict[str, Any], names: tuple[str, ...]) -> None:
     missing = [name for name in names if row.get(name) in (None, "")]
     if missing:
         raise RowRejected(MISSING_FIELD, f"missing {', '.join(missing)}")
@@ -166,7 +164,7 @@ def parse_labels_csv(data: bytes, name: str) -> ParsedFile:
         try:
             if None in row or any(value is None for value in row.values()):
                 raise RowRejected(UNPARSEABLE, f"expected {len(reader.fieldnames or [])} columns")
-            _require(row, required)
+            require(row, required)
             try:
                 items = ast.literal_eval(row["annotations"])
             except (ValueError, SyntaxError) as exc:
@@ -175,13 +173,13 @@ def parse_labels_csv(data: bytes, name: str) -> ParsedFile:
                 LabelRow(
                     line=line,
                     source_ref=ref,
-                    annotations=_annotations(items),
+                    annotations=annotations_of(items),
                     event_time=_float(row["event_time"], "event_time"),
                     labeling_job=row["labeling_job"],
                     status=_status(row["status"]),
-                    width=_positive_int(row["image_width"], "image_width"),
-                    height=_positive_int(row["image_height"], "image_height"),
-                    depth=_positive_int(row.get("image_depth") or 3, "image_depth"),
+                    width=positive_int(row["image_width"], "image_width"),
+                    height=positive_int(row["image_height"], "image_height"),
+                    depth=positive_int(row.get("image_depth") or 3, "image_depth"),
                     image_sha256=row.get("image_sha256") or None,
                 )
             )
@@ -190,7 +188,7 @@ def parse_labels_csv(data: bytes, name: str) -> ParsedFile:
     return parsed
 
 
-def _json_lines(data: bytes, parsed: ParsedFile, name: str):
+def json_lines(data: bytes, parsed: ParsedFile, name: str):
     for line, raw in enumerate(data.splitlines(), start=1):
         if not raw.strip():
             continue
@@ -208,10 +206,10 @@ def _json_lines(data: bytes, parsed: ParsedFile, name: str):
 def parse_records(data: bytes, name: str) -> ParsedFile:
     """Label-record JSON lines (``LabelRecord.to_row``), as ``tagqa demo`` writes them."""
     parsed = ParsedFile(RECORDS)
-    for line, item in _json_lines(data, parsed, name):
+    for line, item in json_lines(data, parsed, name):
         ref = str(item.get("source_ref") or "")
         try:
-            _require(item, ("source_ref", "image_width", "image_height", "event_time", "labeling_job", "status"))
+            require(item, ("source_ref", "image_width", "image_height", "event_time", "labeling_job", "status"))
             annotations = item.get("annotations", [])
             if isinstance(annotations, str):
                 try:
@@ -222,83 +220,14 @@ def parse_records(data: bytes, name: str) -> ParsedFile:
                 LabelRow(
                     line=line,
                     source_ref=ref,
-                    annotations=_annotations(annotations),
+                    annotations=annotations_of(annotations),
                     event_time=_float(item["event_time"], "event_time"),
                     labeling_job=str(item["labeling_job"]),
                     status=_status(item["status"]),
-                    width=_positive_int(item["image_width"], "image_width"),
-                    height=_positive_int(item["image_height"], "image_height"),
-                    depth=_positive_int(item.get("image_depth") or 3, "image_depth"),
+                    width=positive_int(item["image_width"], "image_width"),
+                    height=positive_int(item["image_height"], "image_height"),
+                    depth=positive_int(item.get("image_depth") or 3, "image_depth"),
                     image_sha256=item.get("image_sha256") or None,
-                )
-            )
-        except RowRejected as exc:
-            parsed.rejects.append(Reject(line, ref, exc.reason, exc.detail))
-    return parsed
-
-
-def groundtruth_time(text: str) -> float:
-    """Unix seconds of a Ground Truth ``creation-date`` (``%Y-%m-%dT%H:%M:%S.%f``, UTC)."""
-    for pattern in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(text.rstrip("Z"), pattern).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    raise RowRejected(INVALID_VALUE, f"creation-date {text!r} is not %Y-%m-%dT%H:%M:%S.%f")
-
-
-def _groundtruth_attributes(item: dict[str, Any]) -> tuple[str, str | None]:
-    label = next((k for k, v in item.items() if isinstance(v, dict) and "annotations" in v), None)
-    if label is None:
-        failed = next((v.get("failure-reason") for k, v in item.items() if k.endswith("-metadata") and isinstance(v, dict) and v.get("failure-reason")), None)
-        raise RowRejected(MISSING_FIELD, f"no bounding-box attribute (an object with 'annotations'){f': {failed}' if failed else ''}")
-    verification = None
-    for key, value in item.items():
-        meta = item.get(f"{key}-metadata")
-        if key != label and not key.endswith("-metadata") and (key == "verified" or (isinstance(meta, dict) and meta.get("type") == "groundtruth/label-verification")):
-            verification = key
-    return label, verification
-
-
-def parse_groundtruth(data: bytes, name: str) -> ParsedFile:
-    """Ground Truth output manifests: a bounding-box job's, or its verification job's.
-
-    The verification attribute (``verified``, or any attribute whose metadata type is
-    ``groundtruth/label-verification``) is a class: ``0`` approves, anything else rejects,
-    as in the reference pipeline. Without one, the labels count as approved. The event
-    time is the later of the labeling and verification ``creation-date``s.
-    """
-    parsed = ParsedFile(GROUNDTRUTH)
-    for line, item in _json_lines(data, parsed, name):
-        ref = str(item.get("source-ref") or "")
-        try:
-            _require(item, ("source-ref",))
-            label, verification = _groundtruth_attributes(item)
-            value, meta = item[label], item.get(f"{label}-metadata") or {}
-            _require(meta, ("creation-date", "job-name"))
-            sizes = value.get("image_size") or []
-            if not sizes or not isinstance(sizes[0], dict):
-                raise RowRejected(MISSING_FIELD, f"{label}.image_size is missing")
-            class_map = {str(k): str(v) for k, v in (meta.get("class-map") or {}).items()} or None
-            event_time = groundtruth_time(str(meta["creation-date"]))
-            status = APPROVED
-            if verification is not None:
-                verdict = item[verification]
-                status = APPROVED if str(verdict) == str(VERIFICATION_APPROVED_CLASS) else REJECTED
-                verified_meta = item.get(f"{verification}-metadata") or {}
-                if verified_meta.get("creation-date"):
-                    event_time = max(event_time, groundtruth_time(str(verified_meta["creation-date"])))
-            parsed.rows.append(
-                LabelRow(
-                    line=line,
-                    source_ref=ref,
-                    annotations=_annotations(value.get("annotations"), class_map),
-                    event_time=event_time,
-                    labeling_job=str(meta["job-name"]),
-                    status=status,
-                    width=_positive_int(sizes[0].get("width"), "image_size.width"),
-                    height=_positive_int(sizes[0].get("height"), "image_size.height"),
-                    depth=_positive_int(sizes[0].get("depth") or 3, "image_size.depth"),
                 )
             )
         except RowRejected as exc:

@@ -23,10 +23,10 @@ from tagqa_assets.labeling.importers import (
     ParsedFile,
     Reject,
     detect_format,
-    parse_groundtruth,
     parse_labels_csv,
     parse_records,
 )
+from tagqa_assets.labeling.groundtruth_manifest import parse_groundtruth
 from tagqa_assets.labeling.label_import import IMPORTS_PREFIX, ImportReport, import_parsed, new_import_id
 from tagqa_assets.labeling.label_store import LabelStore
 from tagqa_assets.labeling.matching import RawImageIndex

@@ -148,8 +148,8 @@ def snapshot_of(records: pd.DataFrame) -> LabelSnapshot:
 def snapshot_hash(frame: pd.DataFrame) -> str:
     """sha256 over ``sha256 <TAB> canonical boxes`` lines, sorted: what training sees, nothing else."""
     digest = hashlib.sha256()
-    for sha, annotations in sorted(zip(frame["sha256"], frame["annotations"])):
-        digest.update(f"{sha}\t{canonical_annotations(annotations)}\n".encode())
+    for sha, boxes in sorted(zip(frame["sha256"], frame["annotations"])):
+        digest.update(f"{sha}\t{canonical_annotations(boxes)}\n".encode())
     return digest.hexdigest()
 
 
