@@ -15,8 +15,9 @@ from dotenv import load_dotenv
 
 from tagqa_assets.ingestion import commands as ingestion_commands
 from tagqa_assets.labeling import commands as labeling_commands
+from tagqa_assets.registry import commands as registry_commands
 
-COMMAND_MODULES = [ingestion_commands, labeling_commands]
+COMMAND_MODULES = [ingestion_commands, labeling_commands, registry_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

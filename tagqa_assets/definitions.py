@@ -6,7 +6,8 @@ Every setting comes from the environment at run time (``dg.EnvVar``); ``make run
 
 import dagster as dg
 
-from tagqa_assets import datasets, ingestion, labeling
+from tagqa_assets import datasets, ingestion, labeling, training
+from tagqa_assets.registry import definitions as registry
 from tagqa_assets.storage import StoreResource
 
 store = StoreResource(
@@ -19,5 +20,7 @@ defs = dg.Definitions.merge(
     ingestion.defs,
     labeling.defs,
     datasets.defs,
+    training.defs,
+    registry.defs,
     dg.Definitions(resources={"store": store}),
 )

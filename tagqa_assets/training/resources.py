@@ -52,7 +52,8 @@ class TrainingBackendResource(dg.ConfigurableResource):
                                   region_name=self.aws_region or None)
             return SageMakerTrainingBackend(
                 client, role_arn=self.sagemaker_role_arn, image_uri=self.sagemaker_image_uri,
-                work_root=self.work_root(), instance_type=self.sagemaker_instance_type, poll_seconds=self.poll_seconds,
+                work_root=self.work_root(), instance_type=self.sagemaker_instance_type or "ml.m5.xlarge",
+                poll_seconds=self.poll_seconds,
             )
         raise ValueError(f"unknown training backend {self.backend!r}; use one of {TRAINING_BACKENDS}")
 
