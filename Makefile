@@ -53,14 +53,22 @@ LABEL_STUDIO_VERSION := 1.23.2
 LABEL_STUDIO_VENV := $(STATE)/labelstudio/venv
 LABEL_STUDIO_STAMP := $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION)
 
+LABEL_STUDIO_TEMPLATE := $(STATE)/labelstudio/template/label_studio.sqlite3
+
 ## labelstudio-install: Label Studio in its own venv under .tagqa/ (about 1 GB, a minute; instant when present)
-labelstudio-install: $(LABEL_STUDIO_STAMP)
+labelstudio-install: $(LABEL_STUDIO_STAMP) $(LABEL_STUDIO_TEMPLATE)
 
 $(LABEL_STUDIO_STAMP):
 	test -x $(LABEL_STUDIO_VENV)/bin/python || $(PYTHON) -m venv $(LABEL_STUDIO_VENV)
 	$(LABEL_STUDIO_VENV)/bin/pip install --quiet --upgrade pip
 	$(LABEL_STUDIO_VENV)/bin/pip install --quiet label-studio==$(LABEL_STUDIO_VERSION)
 	rm -f $(LABEL_STUDIO_VENV)/.installed-* && touch $@
+
+# A migrated empty database that start.sh copies into new data folders (first starts skip ~20 s of migrations).
+$(LABEL_STUDIO_TEMPLATE): $(LABEL_STUDIO_STAMP) deploy/labelstudio/prepare_template.py
+	rm -rf $(@D).tmp && mkdir -p $(@D).tmp
+	LABEL_STUDIO_BASE_DATA_DIR=$(@D).tmp $(LABEL_STUDIO_VENV)/bin/python deploy/labelstudio/prepare_template.py
+	rm -rf $(@D) && mv $(@D).tmp $(@D)
 
 ## labelstudio: start Label Studio on 127.0.0.1 (LABEL_STUDIO_PORT, default 8080) with the admin and API token from .env
 labelstudio: labelstudio-install .env

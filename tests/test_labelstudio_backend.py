@@ -30,6 +30,7 @@ from tagqa_assets.labeling.backends.labelstudio_boxes import is_rejected, rotate
 from conftest import REPO, free_port
 
 LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"
+LS_TEMPLATE_DB = REPO / ".tagqa" / "labelstudio" / "template" / "label_studio.sqlite3"
 START_SCRIPT = REPO / "deploy" / "labelstudio" / "start.sh"
 TOKEN = "tagqa-test-token-0123456789"
 
@@ -42,7 +43,8 @@ class LabelStudioServer:
 
 
 def _ensure_installed() -> None:
-    if (LS_VENV / "bin" / "label-studio").exists():
+    """Run ``make labelstudio-install`` unless Label Studio and its migrated template database are there."""
+    if (LS_VENV / "bin" / "label-studio").exists() and LS_TEMPLATE_DB.exists():
         return
     done = subprocess.run(["make", "-C", str(REPO), "labelstudio-install"], capture_output=True, text=True, timeout=900)
     if done.returncode != 0 or not (LS_VENV / "bin" / "label-studio").exists():
