@@ -8,6 +8,7 @@ exact. ``TINY`` is a training configuration small enough for CI (2 cores, no GPU
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.resources import ModelRegistryResource
-from tagqa_assets.storage import ObjectStore, StoreResource
+from tagqa_assets.storage import LocalObjectStore, ObjectStore, StoreResource
 from tagqa_assets.training.assets import onnx_model, trained_model
 from tagqa_assets.training.checks import beats_champion, onnx_parity, promotion_gate
 from tagqa_assets.training.evaluation_asset import model_evaluation
@@ -87,10 +88,14 @@ def resources(store_root: Path, work: Path, **policy: object) -> dict[str, objec
     }
 
 
-def run_config(training: dict | None = None, parity_conf: float = 0.01) -> dict:
-    """Run config for the chain: the training config and the parity check's threshold."""
-    return {"ops": {"trained_model": {"config": {**TINY, **(training or {})}},
-                    "onnx_model_onnx_parity": {"config": {"conf": parity_conf}}}}
+def run_config(selection: list, training: dict | None = None, parity_conf: float = 0.01) -> dict:
+    """Run config for the selected part of the chain: training config, parity check threshold."""
+    ops: dict = {}
+    if trained_model in selection:
+        ops["trained_model"] = {"config": {**TINY, **(training or {})}}
+    if onnx_parity in selection:
+        ops["onnx_model_onnx_parity"] = {"config": {"conf": parity_conf}}
+    return {"ops": ops}
 
 
 def materialize_chain(instance: dg.DagsterInstance, version: str, resources_: dict, *, training: dict | None = None,
@@ -98,7 +103,67 @@ def materialize_chain(instance: dg.DagsterInstance, version: str, resources_: di
     """One run of the model chain (or ``selection`` of it) for ``version``, like one partition of a backfill."""
     if not instance.has_dynamic_partition(dataset_versions.name, version):
         instance.add_dynamic_partitions(dataset_versions.name, [version])
+    selection = selection or CHAIN
+    assets = [item for item in selection if isinstance(item, dg.AssetsDefinition) and not isinstance(item, dg.AssetChecksDefinition)]
+    checks = [item for item in selection if isinstance(item, dg.AssetChecksDefinition)]
+    # Checks of assets outside the selection run only when selected on their own.
+    chosen = dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(*checks)
     return dg.materialize(
-        selection or CHAIN, partition_key=version, instance=instance, resources=resources_,
-        run_config=run_config(training), raise_on_error=raise_on_error,
+        CHAIN, selection=chosen, partition_key=version, instance=instance, resources=resources_,
+        run_config=run_config(selection, training), raise_on_error=raise_on_error,
     )
+
+
+@dataclass(frozen=True)
+class Chain:
+    """One finished run of the whole model chain on a small synthetic dataset version."""
+
+    instance: dg.DagsterInstance
+    store: ObjectStore
+    root: Path
+    version: str
+    model_id: str
+    result: dg.ExecuteInProcessResult
+
+    def resources(self, **policy: object) -> dict[str, object]:
+        """Resources over the same store and scratch folder."""
+        return resources(self.root / "store", self.root / "work", **policy)
+
+
+_CHAINS: dict[str, Chain] = {}
+
+
+def trained_chain(tmp_path_factory) -> Chain:
+    """Train, export, check, evaluate and register once per test session (shared by the test files)."""
+    if "chain" not in _CHAINS:
+        root = tmp_path_factory.mktemp("model-chain")
+        store = LocalObjectStore(root / "store")
+        version = build_version(store, 30, seed=11)
+        instance = dg.DagsterInstance.ephemeral()
+        result = materialize_chain(instance, version, resources(root / "store", root / "work", gate_threshold=0.0))
+        model_id = materialization(result, "trained_model")["model_id"]
+        _CHAINS["chain"] = Chain(instance, store, root, version, model_id, result)
+    return _CHAINS["chain"]
+
+
+def materialization(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, object]:
+    """Metadata values of ``asset``'s materialization in ``result``."""
+    events = result.asset_materializations_for_node(asset)
+    assert events, f"{asset} was not materialized"
+    return {key: getattr(value, "value", value) for key, value in events[-1].metadata.items()}
+
+
+def check_results(result: dg.ExecuteInProcessResult) -> dict[str, object]:
+    """Asset check evaluations of a run by check name."""
+    return {
+        event.event_specific_data.check_name: event.event_specific_data
+        for event in result.all_events if event.event_type_value == "ASSET_CHECK_EVALUATION"
+    }
+
+
+def step_failure(result: dg.ExecuteInProcessResult, step: str) -> str:
+    """The error message (with its cause chain) of a failed step."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE" and event.step_key == step:
+            return event.event_specific_data.error.to_string()
+    raise AssertionError(f"step {step} did not fail")
