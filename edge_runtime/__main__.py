@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="auto: Greengrass IPC when running as a component, else MQTT")
     run.add_argument("--max-frames", type=int, help="stop after this many frames (batch runs, benchmarks)")
     run.add_argument("--seed", type=int, help="seed for the capture sampling (reproducible runs)")
+    run.add_argument("--flush-timeout", type=float, default=10.0,
+                     help="on stop, seconds to keep delivering buffered results before leaving them on disk")
     verify = commands.add_parser("verify-model", help="verify a model directory as a hot swap would")
     verify.add_argument("model_dir", type=Path)
     return parser
@@ -78,7 +80,7 @@ def _run(args: argparse.Namespace) -> int:
                                  cert_file=config.broker_cert_file, key_file=config.broker_key_file)
     try:
         runtime = EdgeRuntime(config_source=config_source, overrides=overrides, publisher_factory=publisher_factory,
-                              max_frames=args.max_frames, seed=args.seed)
+                              max_frames=args.max_frames, seed=args.seed, flush_timeout=args.flush_timeout)
     except DeviceConfigError as exc:
         logging.getLogger("edge_runtime").error("invalid configuration: %s", exc)
         return EXIT_CONFIG

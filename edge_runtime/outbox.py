@@ -228,9 +228,9 @@ class ResultOutbox:
             self._memory.extendleft(reversed(failed))
 
     def stop(self, flush_timeout: float = 5.0) -> None:
-        """Try to deliver what is queued for ``flush_timeout`` seconds, then persist the rest to disk."""
+        """Keep delivering (and reconnecting) for up to ``flush_timeout`` seconds, then persist the rest to disk."""
         deadline = time.monotonic() + flush_timeout
-        while time.monotonic() < deadline and self._publisher.is_connected() and self.backlog():
+        while time.monotonic() < deadline and self.backlog():
             time.sleep(0.05)
         self._stop.set()
         if self._thread is not None:

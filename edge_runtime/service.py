@@ -47,13 +47,14 @@ class EdgeRuntime:
     def __init__(self, *, config_source: Any, overrides: dict[str, Any],
                  publisher_factory: Callable[[DeviceConfig], Publisher],
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
-                 max_frames: int | None = None, seed: int | None = None) -> None:
+                 max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0) -> None:
         self._config_source = config_source
         self._overrides = overrides
         self._publisher_factory = publisher_factory
         self._store_factory = store_factory or (lambda c: open_store(c.upload_prefix, endpoint_url=c.s3_endpoint_url,
                                                                       region=c.s3_region))
         self._max_frames = max_frames
+        self._flush_timeout = flush_timeout
         self._rng = random.Random(seed)
         self._stop = threading.Event()
         self._errors: dict[str, str] = {}
@@ -255,7 +256,7 @@ class EdgeRuntime:
         while not self._feedback_inbox.empty():
             self.feedback.handle(self._feedback_inbox.get_nowait())
         self.publish_health()
-        self.outbox.stop(flush_timeout=5.0)
+        self.outbox.stop(flush_timeout=self._flush_timeout)
         self.uploader.stop()
         self.publisher.close()
         self._config_source.close()

@@ -2,8 +2,9 @@
 
 Models are exported by Ultralytics in a subprocess (the edge package itself never imports
 torch or ultralytics) and cached for the whole session under pytest's basetemp. Run as a
-script, this module is that exporter: ``python edge_fixtures.py export OUT_DIR IMGSZ SEED
-VERSION DATASET_VERSION CALIBRATION_DIR``.
+script, this module is that exporter (``python edge_fixtures.py export CALIBRATION_DIR
+OUT_DIR=IMGSZ:SEED:VERSION:DATASET_VERSION ...``) and the Ultralytics predictor the parity
+test compares against (``predict``).
 """
 
 from __future__ import annotations
@@ -70,13 +71,12 @@ def ultralytics_env(state: Path) -> dict[str, str]:
             "MPLCONFIGDIR": str(state / "matplotlib"), "OMP_NUM_THREADS": "2"}
 
 
-def export_model_dir(out_dir: Path, *, imgsz: int, seed: int, version: str, dataset_version: str,
-                     calibration_dir: Path, state: Path) -> Path:
-    """Export a tiny yolov8n (subprocess) into ``out_dir`` with model.onnx + model_card.json."""
-    subprocess.run([sys.executable, __file__, "export", str(out_dir), str(imgsz), str(seed), version,
-                    dataset_version, str(calibration_dir)], check=True, env=ultralytics_env(state),
-                   capture_output=True, timeout=300)
-    return out_dir
+def export_model_dirs(specs: dict[Path, dict], *, calibration_dir: Path, state: Path) -> None:
+    """Export tiny yolov8n models (one Ultralytics subprocess for all): ``{out_dir: spec}`` with
+    spec keys imgsz, seed, version, dataset_version; each out_dir gets model.onnx + model_card.json."""
+    args = [f"{out}={s['imgsz']}:{s['seed']}:{s['version']}:{s['dataset_version']}" for out, s in specs.items()]
+    subprocess.run([sys.executable, __file__, "export", str(calibration_dir), *args], check=True,
+                   env=ultralytics_env(state), capture_output=True, timeout=600)
 
 
 def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
@@ -88,11 +88,8 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shutil.rmtree(cache, ignore_errors=True)
     calibration = cache / "calibration"
     sample_images(calibration, 16)
-    dirs = {}
-    for name, spec in (("a", MODEL_A), ("b", MODEL_B)):
-        dirs[name] = export_model_dir(cache / f"model-{name}", imgsz=spec["imgsz"], seed=spec["seed"],
-                                      version=spec["version"], dataset_version=spec["dataset_version"],
-                                      calibration_dir=calibration, state=cache / "state")
+    dirs = {"a": cache / "model-a", "b": cache / "model-b"}
+    export_model_dirs({dirs["a"]: MODEL_A, dirs["b"]: MODEL_B}, calibration_dir=calibration, state=cache / "state")
     done.write_text(json.dumps({k: str(v) for k, v in dirs.items()}))
     return dirs
 
@@ -105,7 +102,14 @@ def copy_model(source: Path, target: Path) -> Path:
     return target
 
 
-def _export_main(out: str, imgsz: str, seed: str, version: str, dataset_version: str, calibration: str) -> None:
+def _export_main(calibration: str, *specs: str) -> None:
+    """Export every ``OUT_DIR=IMGSZ:SEED:VERSION:DATASET_VERSION`` spec (see ``_export_one``)."""
+    for spec in specs:
+        out, _, rest = spec.rpartition("=")
+        _export_one(out, *rest.split(":"), calibration)
+
+
+def _export_one(out: str, imgsz: str, seed: str, version: str, dataset_version: str, calibration: str) -> None:
     """Build yolov8n from yolov8n.yaml (1 class), calibrate BatchNorm on images, export ONNX + card.
 
     A freshly initialised network in eval mode gives nearly the same scores for every image
@@ -226,8 +230,12 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
 class MqttCollector:
     """An independent MQTT 5 subscriber (awscrt) that records every message per topic, in arrival order."""
 
-    def __init__(self, port: int, topics: list[str], client_id: str = "test-collector") -> None:
+    def __init__(self, port: int, topics: list[str], client_id: str | None = None) -> None:
+        import uuid
+
         from awscrt import mqtt5
+
+        client_id = client_id or f"test-collector-{uuid.uuid4().hex[:8]}"
 
         self.messages: dict[str, list[bytes]] = {t: [] for t in topics}
         self._cond = threading.Condition()
@@ -237,7 +245,8 @@ class MqttCollector:
         self.client = mqtt5.Client(mqtt5.ClientOptions(
             host_name="127.0.0.1", port=port,
             connect_options=mqtt5.ConnectPacket(client_id=client_id, session_expiry_interval_sec=600),
-            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_POST_SUCCESS,
+            # REJOIN_ALWAYS: a new collector with the same id resumes the (persisted) session and its queue.
+            session_behavior=mqtt5.ClientSessionBehaviorType.REJOIN_ALWAYS,
             min_reconnect_delay_ms=100, max_reconnect_delay_ms=500,
             on_publish_callback_fn=self._on_publish,
             on_lifecycle_event_connection_success_fn=self._on_connected,
@@ -246,7 +255,7 @@ class MqttCollector:
         assert self._connected.wait(10), "collector could not connect to mosquitto"
 
     def _on_connected(self, data) -> None:
-        if data.connack_packet.session_present:
+        if data.connack_packet.session_present or not self._topics:
             self._connected.set()
             return
         mqtt5 = self._mqtt5  # never block in an awscrt callback: mark connected once the SUBACK arrives
@@ -314,7 +323,7 @@ def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return model_dirs(tmp_path_factory)
 
 
-if __name__ == "__main__" and len(sys.argv) == 8 and sys.argv[1] == "export":
+if __name__ == "__main__" and len(sys.argv) > 3 and sys.argv[1] == "export":
     _export_main(*sys.argv[2:])
 elif __name__ == "__main__" and len(sys.argv) > 6 and sys.argv[1] == "predict":
     _predict_main(*sys.argv[2:])

@@ -1,0 +1,48 @@
+"""The device package stays small and permissively licensed: no torch, no ultralytics (AGPL), no Dagster.
+
+The install size itself (``pip install .[edge]`` into an empty venv) is measured in
+docs/edge_runtime.md; this checks the imports that decide it.
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+
+from edge_fixtures import REPO
+
+ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "PIL", "awscrt", "awsiot", "cv2"}  # cv2: optional camera source
+FORBIDDEN = ("torch", "torchvision", "ultralytics", "dagster", "tagqa_assets", "boto3", "botocore", "pandas")
+
+
+def _imports(path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_edge_runtime_imports_only_the_stdlib_and_its_declared_dependencies() -> None:
+    for path in sorted((REPO / "edge_runtime").glob("*.py")):
+        third_party = {n for n in _imports(path) if n not in sys.stdlib_module_names and n != "edge_runtime"}
+        assert third_party <= ALLOWED_THIRD_PARTY, f"{path.name} imports {third_party - ALLOWED_THIRD_PARTY}"
+
+
+def test_running_the_runtime_loads_no_heavy_or_copyleft_module() -> None:
+    code = ("import sys, edge_runtime.__main__, edge_runtime.service, edge_runtime.publishers, "
+            "edge_runtime.stores, edge_runtime.config_sources; "
+            f"print([m for m in {FORBIDDEN!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_contracts_import_without_onnxruntime() -> None:
+    """The platform imports edge_runtime.contracts; that must not drag ONNX Runtime in."""
+    code = "import sys, edge_runtime.contracts; print('onnxruntime' in sys.modules, 'numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert out.stdout.strip() == "False False"
