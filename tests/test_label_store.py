@@ -222,3 +222,31 @@ def test_featurestore_reads_the_offline_store_written_by_other_tools(local_store
     assert snapshot.unresolved == 1  # a foreign record without content hash is counted, not guessed
     assert "raw/b.jpg" not in labels.labeled_keys()  # deleted: the image needs a label again
     assert labels.revision().endswith("part-0.parquet")
+
+
+def test_label_store_sanity_check(local_store):
+    import dagster as dg
+
+    from image_fixtures import encoded_image
+    from tagqa_assets.ingestion.ingest import ingest_keys
+    from tagqa_assets.labeling.assets import label_store, unlabeled_images
+    from tagqa_assets.labeling.checks import label_store_sanity
+    from tagqa_assets.labeling.resources import LabelingResource
+    from tagqa_assets.storage import StoreResource
+
+    local_store.put_bytes("raw/camera-1/2026/11/25/a.jpg", encoded_image(size=(450, 300)))
+    [image] = ingest_keys(local_store, ["raw/camera-1/2026/11/25/a.jpg"], run_id="t").accepted
+    resources = {"store": StoreResource(root=str(local_store.root)), "labels": LabelStoreResource(), "labeling": LabelingResource()}
+
+    def check() -> dg.AssetCheckEvaluation:
+        outcome = dg.materialize([label_store, unlabeled_images, label_store_sanity], selection=[label_store], resources=resources)
+        [evaluation] = outcome.get_asset_check_evaluations()
+        return evaluation
+
+    LocalLabelStore(local_store).append([record(image.key, 1.0, sha=image.sha256)])
+    assert check().passed
+    # A label written around the import path for an image that was never ingested.
+    LocalLabelStore(local_store).append([record("raw/camera-1/2026/11/25/ghost.jpg", 1.0, sha="e" * 64)])
+    failed = check()
+    assert not failed.passed and failed.metadata["problems"].value == 1
+    assert "ghost.jpg" in failed.metadata["examples"].value

@@ -7,6 +7,7 @@ Its resources are shared with the datasets stage: ``labels`` (the label store) a
 import dagster as dg
 
 from tagqa_assets.labeling.assets import label_store, unlabeled_images
+from tagqa_assets.labeling.checks import label_store_sanity
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.sensors import labeling_job_sensor
 
@@ -29,4 +30,6 @@ resources = {
     ),
 }
 
-defs = dg.Definitions(assets=[label_store, unlabeled_images], sensors=[labeling_job_sensor], resources=resources)
+defs = dg.Definitions(
+    assets=[label_store, unlabeled_images], asset_checks=[label_store_sanity], sensors=[labeling_job_sensor], resources=resources
+)
