@@ -1,0 +1,106 @@
+"""``tagqa deploy history | rollback`` and ``tagqa edge up``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import uuid
+
+from tagqa_assets.deployment.deployer import DeploymentFailed, roll_back
+from tagqa_assets.deployment.device_process import exec_runtime, register_device, runtime_argv, wait_for_first_deployment
+from tagqa_assets.deployment.history import DeploymentHistory, history_rows
+from tagqa_assets.deployment.resources import TARGET_KINDS, deployment_from_environment
+from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
+from tagqa_assets.registry.resources import registry_from_environment
+from tagqa_assets.settings import store_from_environment
+
+HISTORY_COLUMNS = ("started_at", "kind", "model_version", "components", "status", "devices", "deployment_id", "error")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``tagqa deploy ...`` and ``tagqa edge ...`` to the ``tagqa`` parser."""
+    deploy = subparsers.add_parser("deploy", help="edge deployment history and rollback")
+    commands = deploy.add_subparsers(dest="deploy_command", required=True)
+    history = commands.add_parser("history", help="deployments of a target, newest first")
+    history.add_argument("--target", help="target kind (local | greengrass) or id; default TAGQA_DEPLOY_TARGET")
+    history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true", help="print the records as JSON")
+    history.set_defaults(handler=_history)
+    rollback = commands.add_parser("rollback", help="redeploy the previous good release, reject the current model")
+    rollback.add_argument("--target", help="target kind (local | greengrass) or id; default TAGQA_DEPLOY_TARGET")
+    rollback.add_argument("--reason", default="", help="why (kept in the registry with the Rejected status)")
+    rollback.set_defaults(handler=_rollback)
+
+    edge = subparsers.add_parser("edge", help="run a local edge device")
+    edge_commands = edge.add_subparsers(dest="edge_command", required=True)
+    up = edge_commands.add_parser("up", help="start a local device: tagqa-edge on the local broker and store, "
+                                             "following the deployments to its device folder")
+    up.add_argument("--device-id", help="default: the first of TAGQA_DEVICE_ID")
+    up.add_argument("--devices-root", help="default: TAGQA_DEVICES_ROOT")
+    up.add_argument("--broker", help="MQTT broker HOST:PORT; default TAGQA_MQTT_BROKER")
+    up.add_argument("--source", help="camera source (folder, loop:PATH, camera:N); default <device>/incoming")
+    up.add_argument("--health-interval", type=float, help="seconds between health messages")
+    up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    up.set_defaults(handler=_edge_up)
+
+
+def _settings(target: str | None):
+    """Deployment settings from the environment with ``--target`` applied (a kind or a target id)."""
+    if not target:
+        return deployment_from_environment()
+    kind = target.split(":", 1)[0]
+    if kind not in TARGET_KINDS:
+        raise ValueError(f"unknown target {target!r}; use one of {TARGET_KINDS} or a target id such as 'local'")
+    return deployment_from_environment(target=kind)
+
+
+def _history(args: argparse.Namespace) -> int:
+    store = store_from_environment()
+    target = args.target if args.target and ":" in args.target else _settings(args.target).open_target(store).target_id
+    records = DeploymentHistory(store).records(target)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in reversed(records)][: args.limit], indent=2))
+        return 0
+    if not records:
+        print(f"no deployments on target {target}")
+        return 0
+    rows = [{c: str(row[c]) for c in HISTORY_COLUMNS} for row in history_rows(records)[: args.limit]]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in HISTORY_COLUMNS}
+    print("  ".join(c.ljust(widths[c]) for c in HISTORY_COLUMNS))
+    for row in rows:
+        print("  ".join(row[c].ljust(widths[c]) for c in HISTORY_COLUMNS))
+    return 0
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    store = store_from_environment()
+    target = _settings(args.target).open_target(store)
+    try:
+        report = roll_back(target, store, registry_from_environment(store), run_id=f"cli-{uuid.uuid4().hex[:8]}",
+                           reason=args.reason or "tagqa deploy rollback")
+    except (DeploymentFailed, TargetNotFound, DeploymentError) as exc:
+        print(f"tagqa deploy rollback: {exc}")
+        return 1
+    release = report.record.release
+    print(f"{target.target_id} runs model version {release.model_version} again ({release.model} + {release.inference})")
+    if report.marked:
+        print(f"model version {report.marked.version} is now {report.marked.status}: {report.marked.status_reason}")
+    return 0
+
+
+def _edge_up(args: argparse.Namespace) -> int:
+    settings = deployment_from_environment()
+    device = args.device_id or settings.device_ids.split(",")[0].strip()
+    broker = args.broker or settings.mqtt_broker
+    folder = register_device(args.devices_root or settings.devices_root, device, broker=broker)
+    argv = runtime_argv(folder, device, broker=broker, source=args.source or str(folder / "incoming"),
+                        store=os.environ.get("TAGQA_STORE") or ".tagqa/store",
+                        s3_endpoint_url=os.environ.get("TAGQA_S3_ENDPOINT_URL", ""),
+                        health_interval=args.health_interval, log_level=args.log_level)
+    try:
+        wait_for_first_deployment(folder)
+    except KeyboardInterrupt:
+        return 0
+    exec_runtime(argv)
+    return 0

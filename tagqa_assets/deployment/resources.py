@@ -1,0 +1,112 @@
+"""``DeploymentResource``: where releases go (TAGQA_DEPLOY_TARGET) and how components are built.
+
+The same settings serve the code location (``dg.EnvVar`` in definitions.py) and the command
+line (``deployment_from_environment``, read when a command runs).
+"""
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from tagqa_assets.contracts.edge import INFERENCE_COMPONENT, MODEL_COMPONENT
+from tagqa_assets.deployment.greengrass_target import GreengrassTarget
+from tagqa_assets.deployment.local_target import LocalDeviceTarget
+from tagqa_assets.deployment.targets import DeploymentTarget
+from tagqa_assets.deployment.wheels import REPO, WheelBundle, prepare_wheel_bundle
+from tagqa_assets.storage import ObjectStore
+
+TARGET_KINDS = ("local", "greengrass")
+INFERENCE_TEMPLATE = REPO / "deploy" / "greengrass" / "recipe.yaml"
+
+
+class DeploymentResource(dg.ConfigurableResource):
+    """Edge deployment settings: the target, its devices, component names and the wheel bundle."""
+
+    target: str = "local"
+    device_ids: str = "line-1"  # local target: comma-separated device ids
+    devices_root: str = ".tagqa/devices"
+    mqtt_broker: str = "127.0.0.1:1883"  # local target: where devices publish their health
+    greengrass_target_arn: str = ""  # thing group (or thing) ARN
+    greengrass_root: str = "/greengrass/v2"  # the nucleus root on the core devices
+    aws_region: str = ""
+    component_prefix: str = "com.tagqa."
+    component_author: str = "tagqa"
+    timeout_seconds: int = 600
+    poll_interval_seconds: float = 10.0
+    device_configuration: str = ""  # JSON object merged into the inference component's configuration
+    inference_recipe_template: str = str(INFERENCE_TEMPLATE)
+    edge_wheels_dir: str = ".tagqa/edge-wheels"
+    edge_wheel_platform: str = ""  # e.g. manylinux_2_28_aarch64; empty = this machine
+    edge_python_version: str = ""  # e.g. 3.11; empty = this interpreter
+
+    def component_names(self) -> tuple[str, str]:
+        """``(model component name, inference component name)``."""
+        return self.component_prefix + MODEL_COMPONENT, self.component_prefix + INFERENCE_COMPONENT
+
+    def configuration_overrides(self) -> dict[str, Any]:
+        """``device_configuration`` parsed; ValueError naming the setting when it is not a JSON object."""
+        if not self.device_configuration.strip():
+            return {}
+        try:
+            value = json.loads(self.device_configuration)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"TAGQA_DEVICE_CONFIGURATION is not valid JSON: {exc}") from None
+        if not isinstance(value, dict):
+            raise ValueError("TAGQA_DEVICE_CONFIGURATION must be a JSON object of device configuration keys")
+        return value
+
+    def wheel_bundle(self) -> WheelBundle:
+        """The inference component's wheels, built by deploy/greengrass/prepare_artifact.py when needed."""
+        return prepare_wheel_bundle(self.edge_wheels_dir, platform=self.edge_wheel_platform,
+                                    python_version=self.edge_python_version)
+
+    def open_target(self, store: ObjectStore, *, greengrass: Any = None, iot: Any = None) -> DeploymentTarget:
+        """The configured target over ``store``; ValueError for an unknown kind or incomplete settings."""
+        if self.target == "local":
+            devices = [d.strip() for d in self.device_ids.split(",") if d.strip()]
+            return LocalDeviceTarget(store, devices_root=Path(self.devices_root), device_ids=devices,
+                                     broker=self.mqtt_broker, timeout_seconds=self.timeout_seconds,
+                                     device_configuration=self.configuration_overrides())
+        if self.target == "greengrass":
+            if greengrass is None or iot is None:
+                import boto3
+
+                parts = self.greengrass_target_arn.split(":")
+                region = self.aws_region or (parts[3] if len(parts) > 3 else "") or None
+                greengrass = greengrass or boto3.client("greengrassv2", region_name=region)
+                iot = iot or boto3.client("iot", region_name=region)
+            return GreengrassTarget(store, target_arn=self.greengrass_target_arn, greengrass=greengrass, iot=iot,
+                                    managed_components=self.component_names(), greengrass_root=self.greengrass_root,
+                                    timeout_seconds=self.timeout_seconds,
+                                    poll_interval_seconds=self.poll_interval_seconds,
+                                    device_configuration=self.configuration_overrides())
+        raise ValueError(f"unknown deployment target {self.target!r}; use one of {TARGET_KINDS} (TAGQA_DEPLOY_TARGET)")
+
+
+# Environment variable -> resource field, for the command line (the code location uses dg.EnvVar).
+ENVIRONMENT = {
+    "TAGQA_DEPLOY_TARGET": "target",
+    "TAGQA_DEVICE_ID": "device_ids",
+    "TAGQA_DEVICES_ROOT": "devices_root",
+    "TAGQA_MQTT_BROKER": "mqtt_broker",
+    "TAGQA_GREENGRASS_TARGET_ARN": "greengrass_target_arn",
+    "TAGQA_GREENGRASS_ROOT": "greengrass_root",
+    "TAGQA_AWS_REGION": "aws_region",
+    "TAGQA_COMPONENT_PREFIX": "component_prefix",
+    "TAGQA_DEPLOY_TIMEOUT_SECONDS": "timeout_seconds",
+    "TAGQA_DEVICE_CONFIGURATION": "device_configuration",
+    "TAGQA_EDGE_WHEELS_DIR": "edge_wheels_dir",
+    "TAGQA_EDGE_WHEEL_PLATFORM": "edge_wheel_platform",
+    "TAGQA_EDGE_PYTHON_VERSION": "edge_python_version",
+}
+
+
+def deployment_from_environment(**overrides: Any) -> DeploymentResource:
+    """The resource from the same variables the code location uses, read now; unset ones keep defaults."""
+    values: dict[str, Any] = {field: os.environ[name] for name, field in ENVIRONMENT.items() if os.environ.get(name)}
+    if "timeout_seconds" in values:
+        values["timeout_seconds"] = int(values["timeout_seconds"])
+    return DeploymentResource(**{**values, **overrides})

@@ -1,0 +1,119 @@
+"""The wheel bundle of the inference component: every wheel ``tagqa[edge]`` installs, offline.
+
+``deploy/greengrass/prepare_artifact.py`` builds the bundle (the project wheel plus binary
+wheels of its edge dependencies, pinned by constraints.txt); this module runs it when the
+bundle is missing or its ``tagqa`` wheel carries other ``edge_runtime`` code than this
+checkout, then checks that the bundle is complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+
+from packaging.requirements import Requirement
+
+import edge_runtime
+
+REPO = Path(__file__).resolve().parents[2]
+PREPARE_SCRIPT = REPO / "deploy" / "greengrass" / "prepare_artifact.py"
+RUNTIME_SOURCE = Path(edge_runtime.__file__).resolve().parent
+
+
+class WheelBundleError(RuntimeError):
+    """The bundle cannot be built or is incomplete; the message says what to run."""
+
+
+@dataclass(frozen=True)
+class WheelBundle:
+    """A folder of wheels that installs ``tagqa[edge]`` with ``pip install --no-index``."""
+
+    directory: Path
+    wheels: tuple[Path, ...]
+
+    def fingerprint(self) -> str:
+        """sha256 over the wheel names and contents: equal fingerprints install the same code."""
+        digest = hashlib.sha256()
+        for wheel in self.wheels:
+            digest.update(wheel.name.encode() + b"\0" + hashlib.sha256(wheel.read_bytes()).digest())
+        return digest.hexdigest()
+
+
+def _normalize(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def edge_requirements() -> list[str]:
+    """Distribution names ``tagqa[edge]`` needs besides ``tagqa`` (from the installed metadata)."""
+    names = []
+    for line in importlib.metadata.requires("tagqa") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate({"extra": "edge"}):
+            names.append(_normalize(requirement.name))
+    return sorted(set(names))
+
+
+def _wheel_name(path: Path) -> str:
+    return _normalize(path.name.split("-", 1)[0])
+
+
+def runtime_is_current(wheel: Path) -> bool:
+    """Whether the ``tagqa`` wheel holds exactly this checkout's ``edge_runtime/*.py``."""
+    source = {p.name: p.read_bytes() for p in RUNTIME_SOURCE.glob("*.py")}
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            packed = {Path(n).name: archive.read(n) for n in archive.namelist()
+                      if n.startswith("edge_runtime/") and n.endswith(".py") and n.count("/") == 1}
+    except (OSError, zipfile.BadZipFile):
+        return False
+    return packed == source
+
+
+def _load_prepare_script() -> ModuleType:
+    if not PREPARE_SCRIPT.is_file():
+        raise WheelBundleError(f"{PREPARE_SCRIPT} not found: building the inference component needs a source checkout")
+    spec = importlib.util.spec_from_file_location("tagqa_prepare_artifact", PREPARE_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _problems(directory: Path) -> list[str]:
+    wheels = sorted(directory.glob("*.whl")) if directory.is_dir() else []
+    names = {_wheel_name(w) for w in wheels}
+    problems = [f"no wheel for {name}" for name in ["tagqa", *edge_requirements()] if name not in names]
+    project = [w for w in wheels if _wheel_name(w) == "tagqa"]
+    if len(project) > 1:
+        problems.append(f"several tagqa wheels ({[w.name for w in project]})")
+    elif project and not runtime_is_current(project[0]):
+        problems.append(f"{project[0].name} holds other edge_runtime code than {RUNTIME_SOURCE}")
+    return problems
+
+
+def prepare_wheel_bundle(directory: Path | str, *, platform: str = "", python_version: str = "") -> WheelBundle:
+    """The bundle in ``directory``, (re)built with prepare_artifact.py when missing, incomplete or stale.
+
+    ``platform``/``python_version`` select the device's wheels (e.g. ``manylinux_2_28_aarch64``,
+    ``3.11``); empty means this machine. Raises WheelBundleError when it cannot be completed.
+    """
+    directory = Path(directory).resolve()
+    if _problems(directory):
+        script = _load_prepare_script()
+        constraints = REPO / "constraints.txt"
+        try:
+            script.build_wheels(directory, platform=platform or None, python_version=python_version or None,
+                                constraints=constraints if constraints.is_file() else None)
+        except Exception as exc:  # pip failures surface as CalledProcessError; name the command either way
+            raise WheelBundleError(
+                f"could not build the wheel bundle in {directory} ({exc}); run `python {PREPARE_SCRIPT} --out "
+                f"{directory}` on a machine that reaches the package index") from None
+    problems = _problems(directory)
+    if problems:
+        raise WheelBundleError(f"wheel bundle {directory} is incomplete: {'; '.join(problems)}")
+    return WheelBundle(directory, tuple(sorted(directory.glob("*.whl"))))
