@@ -200,3 +200,26 @@ def test_pre_annotations_are_empty_without_a_champion(local_store):
         assert suggestions == {}  # no registry stage yet: jobs open without suggestions
     else:
         assert all(isinstance(box, Annotation) for boxes in suggestions.values() for box in boxes)
+
+
+def test_labeling_resource_builds_each_backend_or_names_the_missing_setting(local_store, s3_store):
+    from tagqa_assets.labeling.backends.groundtruth import GroundTruthBackend
+    from tagqa_assets.labeling.backends.inbox import InboxBackend
+    from tagqa_assets.labeling.backends.labelstudio import LabelStudioBackend
+
+    labels = LocalLabelStore(local_store)
+    assert isinstance(LabelingResource().open(local_store, labels), InboxBackend)
+    studio = LabelingResource(backend="labelstudio", label_studio_api_token="t").open(local_store, labels)
+    assert isinstance(studio, LabelStudioBackend) and studio.project_title == "tagqa scratches"
+    ground_truth = LabelingResource(
+        backend="groundtruth",
+        groundtruth_role_arn="arn:aws:iam::123456789012:role/gt",
+        groundtruth_workteam_arn="arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/tagqa",
+    ).open(s3_store, labels)
+    assert isinstance(ground_truth, GroundTruthBackend)
+    with pytest.raises(ValueError, match="LABEL_STUDIO_API_TOKEN"):
+        LabelingResource(backend="labelstudio").open(local_store, labels)
+    with pytest.raises(ValueError, match="TAGQA_GROUNDTRUTH_ROLE_ARN, TAGQA_GROUNDTRUTH_WORKTEAM_ARN"):
+        LabelingResource(backend="groundtruth").open(s3_store, labels)
+    with pytest.raises(ValueError, match="TAGQA_LABELING_BACKEND='mturk'"):
+        LabelingResource(backend="mturk").open(local_store, labels)
