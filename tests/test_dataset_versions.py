@@ -255,3 +255,13 @@ def test_hand_added_partition_for_other_labels_fails_clearly(local_store):
     assert not outcome.success
     [failure] = [e for e in outcome.all_events if e.event_type_value == "STEP_FAILURE"]
     assert "names approved-label snapshot deadbeef" in failure.step_failure_data.error.message
+
+
+def test_a_new_instance_gets_committed_versions_back_as_partitions(local_store):
+    labels = _labeled_images(local_store, 4)
+    snapshot = labels.snapshot()
+    version = dataset_version_name(1, snapshot.snapshot_id)
+    build_dataset_version(local_store, snapshot, version)
+    result = _sensor(_resources(local_store), None, dg.DagsterInstance.ephemeral())
+    assert result.dynamic_partitions_requests[0].partition_keys == [version]
+    assert result.run_requests == []  # already built: nothing to run
