@@ -33,6 +33,7 @@ class HealthWatcher:
         self._messages: dict[str, list[dict[str, Any]]] = {device: [] for device in topics}
         self._cond = threading.Condition()
         self._ready = threading.Event()
+        self._answered = threading.Event()  # connected and subscribed, or the connection failed
         self._failed: list[str] = []
         self._connect_timeout = connect_timeout
         self._client = mqtt5.Client(mqtt5.ClientOptions(
@@ -42,11 +43,12 @@ class HealthWatcher:
             min_reconnect_delay_ms=200, max_reconnect_delay_ms=1000, disable_metrics=True,
             on_publish_callback_fn=self._on_publish,
             on_lifecycle_event_connection_success_fn=self._on_connected,
-            on_lifecycle_event_connection_failure_fn=lambda data: self._failed.append(str(data.exception))))
+            on_lifecycle_event_connection_failure_fn=self._on_failure))
 
     def __enter__(self) -> HealthWatcher:
         self._client.start()
-        if not self._ready.wait(self._connect_timeout):
+        self._answered.wait(self._connect_timeout)
+        if not self._ready.is_set():
             self._client.stop()
             reason = self._failed[-1] if self._failed else "no answer"
             raise DeploymentError(f"cannot watch device health: MQTT broker {self.broker} unreachable or refused "
@@ -61,7 +63,18 @@ class HealthWatcher:
         # Never block in an awscrt callback: the SUBACK marks the watcher ready.
         future = self._client.subscribe(mqtt5.SubscribePacket(subscriptions=[
             mqtt5.Subscription(topic_filter=topic, qos=mqtt5.QoS.AT_LEAST_ONCE) for topic in self._topics.values()]))
-        future.add_done_callback(lambda f: f.exception() is None and self._ready.set())
+        future.add_done_callback(self._on_subscribed)
+
+    def _on_subscribed(self, future: Any) -> None:
+        if future.exception() is None:
+            self._ready.set()
+        else:
+            self._failed.append(f"subscribe failed: {future.exception()}")
+        self._answered.set()
+
+    def _on_failure(self, data: Any) -> None:
+        self._failed.append(str(data.exception))
+        self._answered.set()
 
     def _on_publish(self, data: Any) -> None:
         packet = data.publish_packet
