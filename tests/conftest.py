@@ -37,6 +37,17 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
+        # The embedded default of every backend (.env.example); tests that need another
+        # backend configure its resource directly.
+        "TAGQA_LABELING_BACKEND": "inbox",
+        "TAGQA_LABEL_STORE": "local",
+        "TAGQA_FEATURE_GROUP": "tagqa-labels",
+        "LABEL_STUDIO_URL": "http://127.0.0.1:8080",
+        "LABEL_STUDIO_API_TOKEN": "",
+        "TAGQA_GROUNDTRUTH_ROLE_ARN": "",
+        "TAGQA_GROUNDTRUTH_WORKTEAM_ARN": "",
+        "TAGQA_FEATURE_STORE_ROLE_ARN": "",
+        "TAGQA_FEATURE_STORE_OFFLINE_URI": "",
     }
     (state / "dagster").mkdir()
     saved = {key: os.environ.get(key) for key in values}

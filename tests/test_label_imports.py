@@ -229,6 +229,25 @@ def test_groundtruth_verification_manifest(local_store, tmp_path: Path):
     assert latest.loc["raw/camera-1/2026/11/25/tag-2.jpg", "event_time"] == pd.Timestamp("2022-07-07T12:00:00.123456Z").timestamp()
 
 
+def test_adjustment_job_output_imports_the_human_boxes_not_the_model_prelabel(local_store, tmp_path: Path):
+    # An adjustment job's output manifest lists the model's ``prelabel`` attribute first.
+    _ingest(local_store, {"raw/camera-1/2026/11/25/adj.jpg": encoded_image(shade=77)})
+    item = {
+        "source-ref": "s3://gt-bucket/pipeline/images/adj.jpg",
+        "prelabel": {"image_size": [{"width": W, "height": H, "depth": 3}], "annotations": [{"class_id": 0, "top": 1, "left": 1, "width": 3, "height": 3}]},
+        "prelabel-metadata": {"class-map": {"0": "scratch"}, "human-annotated": "no", "creation-date": "2022-07-07T11:00:00.000000", "job-name": "model"},
+        "category": {"image_size": [{"width": W, "height": H, "depth": 3}], "annotations": [{"class_id": 0, "top": 10, "left": 12, "width": 9, "height": 7}]},
+        "category-metadata": {"class-map": {"0": "scratch"}, "human-annotated": "yes", "creation-date": "2022-07-07T12:00:00.000000", "job-name": "labeling-job/adjust-1", "type": "groundtruth/object-detection"},
+    }
+    manifest = tmp_path / "adjusted.manifest"
+    manifest.write_text(json.dumps(item) + "\n")
+    labels = LocalLabelStore(local_store)
+    assert import_path(local_store, labels, manifest).imported == 1
+    [record] = latest_records(labels.records()).to_dict("records")
+    assert json.loads(record["annotations"]) == [{"class_id": 0, "left": 12.0, "top": 10.0, "width": 9.0, "height": 7.0}]
+    assert record["labeling_job"] == "labeling-job/adjust-1"
+
+
 def test_coco_file_with_images_matches_by_content(local_store, tmp_path: Path):
     images = tmp_path / "coco" / "images"
     images.mkdir(parents=True)

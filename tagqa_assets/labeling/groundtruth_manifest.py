@@ -14,6 +14,7 @@ from typing import Any
 
 from tagqa_assets.contracts.labels import APPROVED, REJECTED
 from tagqa_assets.labeling.box_checks import INVALID_VALUE, MISSING_FIELD, RowRejected
+from tagqa_assets.labeling.backends.groundtruth_manifests import PRELABEL_ATTRIBUTE
 from tagqa_assets.labeling.importers import GROUNDTRUTH, LabelRow, ParsedFile, Reject, annotations_of, json_lines, positive_int, require
 
 VERIFICATION_APPROVED_CLASS = 0  # the reference pipeline's verification job: class 0 = approve
@@ -30,7 +31,11 @@ def groundtruth_time(text: str) -> float:
 
 
 def _groundtruth_attributes(item: dict[str, Any]) -> tuple[str, str | None]:
-    label = next((k for k, v in item.items() if isinstance(v, dict) and "annotations" in v), None)
+    candidates = [k for k, v in item.items() if isinstance(v, dict) and "annotations" in v]
+    # An adjustment job's output also carries its input's model suggestions (``prelabel``):
+    # the people's boxes are the attribute Ground Truth marks human-annotated.
+    human = [k for k in candidates if (item.get(f"{k}-metadata") or {}).get("human-annotated") == "yes"]
+    label = next(iter(human or [k for k in candidates if k != PRELABEL_ATTRIBUTE] or candidates), None)
     if label is None:
         failed = next((v.get("failure-reason") for k, v in item.items() if k.endswith("-metadata") and isinstance(v, dict) and v.get("failure-reason")), None)
         raise RowRejected(MISSING_FIELD, f"no bounding-box attribute (an object with 'annotations'){f': {failed}' if failed else ''}")
