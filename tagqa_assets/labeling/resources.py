@@ -53,6 +53,10 @@ class LabelingResource(dg.ConfigurableResource):
     groundtruth_role_arn: str = ""
     groundtruth_workteam_arn: str = ""
     groundtruth_verification: bool = True
+    # Job names start with the deploy/aws stack's ProjectName: its IAM policy allows only those.
+    groundtruth_name_prefix: str = "tagqa"
+    # Account of the pre/post-annotation Lambdas, for regions outside the built-in table.
+    groundtruth_lambda_account_id: str = ""
     aws_region: str = "us-east-1"
 
     def open(self, store: ObjectStore, label_store: LabelStore) -> LabelingBackend:
@@ -84,5 +88,7 @@ class LabelingResource(dg.ConfigurableResource):
                 workteam_arn=self.groundtruth_workteam_arn,
                 region=self.aws_region or "us-east-1",
                 verification=self.groundtruth_verification,
+                name_prefix=self.groundtruth_name_prefix,
+                lambda_account_id=self.groundtruth_lambda_account_id,
             )
         raise ValueError(f"TAGQA_LABELING_BACKEND={self.backend!r} is not one of {LABELING_BACKENDS}")
