@@ -73,7 +73,7 @@ def test_parity_check_passed_with_boxes_compared(chain: Chain):
 
 def test_export_records_the_requested_opset_and_a_static_input(chain: Chain, tmp_path: Path):
     weights = chain.store.download_file(model_key(chain.model_id, WEIGHTS_FILE), tmp_path / "best.pt")
-    result = export_onnx(weights, 96, tmp_path / "out", opset=17)
+    result = export_onnx(weights, 96, tmp_path / "out", opset=17, settings_dir=chain.root / "work" / "ultralytics")
     assert result.opset == 17 and result.input_shape == (1, 3, 96, 96) and result.output_shape[:2] == (1, 5)
     assert result.sha256 == hashlib.sha256(result.onnx_path.read_bytes()).hexdigest()
     assert not (tmp_path / "best.onnx").exists(), "the export wrote beside the source checkpoint"
@@ -101,9 +101,18 @@ def test_parity_fails_on_a_model_that_differs(chain: Chain, tmp_path: Path):
     dataset = DatasetVersionStore(chain.store).stage_yolo(chain.version, tmp_path / "dataset").parent
     report = check_parity(chain.store.download_file(model_key(chain.model_id, WEIGHTS_FILE), tmp_path / "best.pt"), 64,
                           Path(store.uri_for(model_key(chain.model_id, ONNX_FILE))).parent, load_split(dataset, "test"),
-                          conf=0.001)
+                          conf=0.001, settings_dir=chain.root / "work" / "ultralytics", scratch=tmp_path / "torch")
     assert not report.passed and report.problems
     assert report.max_raw_output_diff > 1e-3
+
+
+def test_the_dagster_process_never_imports_ultralytics(chain: Chain):
+    # Ultralytics patches PIL.Image.open and cv2.imread in any process that imports it, which
+    # would change how every other stage in the same run worker decodes images.
+    import sys
+
+    assert chain.result.success
+    assert not [name for name in sys.modules if name == "ultralytics" or name.startswith("ultralytics.")]
 
 
 def test_failed_parity_blocks_evaluation_and_registration(tmp_path: Path):

@@ -114,7 +114,7 @@ class LocalModelRegistry(ModelRegistry):
         try:
             return ModelVersion.from_dict(self.store.get_json(key))
         except ObjectNotFound:
-            raise UnknownModelVersion(f"no model version {version} in the registry at {self.store.uri_for(LOCAL_REGISTRY_PREFIX)}") from None
+            raise UnknownModelVersion(f"no model version {version} in the registry ({self.store.uri_for(key)} does not exist)") from None
 
     def set_status(self, version: int, status: str, reason: str = "") -> ModelVersion:
         entry = replace(self.get(version), status=check_status(status), status_reason=reason, updated_at=utc_now())

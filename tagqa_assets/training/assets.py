@@ -28,7 +28,6 @@ from tagqa_assets.training.artifacts import model_dir_uri
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
 from tagqa_assets.training.export import export_onnx, model_card
 from tagqa_assets.training.lineage import MODEL_ID, upstream_model_id
-from tagqa_assets.training.offline import isolate_in_process
 from tagqa_assets.training.plots import epochs_csv, training_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
 from tagqa_assets.training.start_weights import resolve_start_weights
@@ -196,9 +195,9 @@ def onnx_model(
     record = DatasetVersionStore(object_store).read(version)
     scratch = training_backend.work_root() / "export" / model_id
     shutil.rmtree(scratch, ignore_errors=True)
-    isolate_in_process(training_backend.work_root() / "ultralytics", scratch / "runs")
     weights = object_store.download_file(model_key(model_id, WEIGHTS_FILE), scratch / "best.pt")
-    result = export_onnx(weights, int(params["imgsz"]), scratch / "onnx", opset=config.opset or None)
+    result = export_onnx(weights, int(params["imgsz"]), scratch / "onnx", opset=config.opset or None,
+                         settings_dir=training_backend.work_root() / "ultralytics")
     card = model_card(model_id, version, record.class_names, int(params["imgsz"]), result)
     object_store.put_file(model_key(model_id, ONNX_FILE), result.onnx_path)
     object_store.put_json(model_key(model_id, MODEL_CARD_FILE), card.to_dict())

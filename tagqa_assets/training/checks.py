@@ -15,7 +15,6 @@ from tagqa_assets.training.detections import load_split
 from tagqa_assets.training.evaluation_asset import EVALUATION_KEY, model_evaluation
 from tagqa_assets.training.gates import compare_with_champion, gate
 from tagqa_assets.training.lineage import MODEL_ID, staged_dataset, upstream_metadata, upstream_model_id
-from tagqa_assets.training.offline import isolate_in_process
 from tagqa_assets.training.parity import MAX_SCORE_DIFF, MIN_IOU, check_parity
 from tagqa_assets.training.resources import PromotionPolicyResource, TrainingBackendResource
 
@@ -52,7 +51,6 @@ def onnx_parity(
     version = context.partition_key
     model_id = upstream_model_id(context.instance, "onnx_model", version)
     scratch = training_backend.work_root() / "parity" / f"{model_id}-{context.run.run_id[:8]}"
-    isolate_in_process(training_backend.work_root() / "ultralytics", scratch / "runs")
     imgsz = int(object_store.get_json(model_key(model_id, TRAINING_CONFIG_FILE))["imgsz"])
     try:
         weights = object_store.download_file(model_key(model_id, WEIGHTS_FILE), scratch / "best.pt")
@@ -60,7 +58,8 @@ def onnx_parity(
         with staged_dataset(object_store, version, scratch) as dataset_dir:
             images = load_split(dataset_dir, "test")
         report = check_parity(weights, imgsz, onnx_dir, images, conf=config.conf, min_iou=config.min_iou,
-                              max_score_diff=config.max_score_diff)
+                              max_score_diff=config.max_score_diff, scratch=scratch / "torch",
+                              settings_dir=training_backend.work_root() / "ultralytics")
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     object_store.put_json(model_key(model_id, PARITY_FILE), {MODEL_ID: model_id, **report.to_dict()})

@@ -1,10 +1,10 @@
-"""Detection metrics (mAP50, mAP50-95, precision, recall) with Ultralytics' definitions.
+"""Detection metrics (mAP50, mAP50-95, precision, recall) with the definitions Ultralytics' ``val()`` uses.
 
-Predictions are matched to true boxes the way Ultralytics' ``DetectionValidator`` does (per
-IoU threshold 0.50:0.05:0.95, same class, highest IoU first, one match per box), and
-``ultralytics.utils.metrics.ap_per_class`` turns the matches into AP, so numbers are
-comparable with ``model.val()``. Precision and recall are Ultralytics' too: taken at the
-confidence that maximises the mean F1.
+Predictions are matched to true boxes per IoU threshold 0.50:0.05:0.95 (same class,
+highest IoU first, one match per box). AP is the area under the precision envelope
+sampled at 101 recall points; precision and recall are read at the confidence that
+maximises the (smoothed) mean F1. Numbers are therefore comparable with ``model.val()``,
+without importing Ultralytics into this process (see ultralytics_tasks.py for why).
 """
 
 from __future__ import annotations
@@ -67,33 +67,66 @@ def match_predictions(pred_classes: np.ndarray, true_classes: np.ndarray, iou: n
     return correct
 
 
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """AP as the area under the precision envelope at 101 recall points; also returns the envelope curve.
+
+    Recall the detections never reach earns no precision: the envelope drops to 0 right
+    after the last recall achieved.
+    """
+    last = recall[-1] if len(recall) else 1.0
+    recall = np.concatenate(([0.0], recall, [last], [1.0]))
+    envelope = np.flip(np.maximum.accumulate(np.flip(np.concatenate(([1.0], precision, [0.0], [0.0])))))
+    points = np.linspace(0, 1, 101)
+    return float(np.trapezoid(np.interp(points, recall, envelope), points)), recall, envelope
+
+
+def _smooth(values: np.ndarray, fraction: float = 0.1) -> np.ndarray:
+    width = round(len(values) * fraction * 2) // 2 + 1
+    padded = np.pad(values, width // 2, mode="edge")
+    return np.convolve(padded, np.ones(width) / width, mode="valid")
+
+
 def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> SplitMetrics:
     """Metrics of ``predictions`` (one per image, same order) against the images' true boxes."""
-    from ultralytics.utils.metrics import ap_per_class, smooth
-
     if len(images) != len(predictions):
         raise ValueError(f"{len(images)} images but {len(predictions)} prediction sets")
-    tp, conf, pred_cls, target_cls = [], [], [], []
-    for image, pred in zip(images, predictions):
-        tp.append(match_predictions(pred.classes, image.classes, box_iou(image.boxes, pred.boxes)))
-        conf.append(pred.scores)
-        pred_cls.append(pred.classes)
-        target_cls.append(image.classes)
-    tp_all = np.concatenate(tp) if tp else np.zeros((0, 10), bool)
-    targets = np.concatenate(target_cls) if target_cls else np.zeros(0)
-    if len(targets) == 0 or len(tp_all) == 0:
+    tp = np.concatenate([match_predictions(p.classes, i.classes, box_iou(i.boxes, p.boxes)) for i, p in zip(images, predictions)]
+                        or [np.zeros((0, 10), bool)])
+    conf = np.concatenate([p.scores for p in predictions] or [np.zeros(0)])
+    pred_cls = np.concatenate([p.classes for p in predictions] or [np.zeros(0)])
+    targets = np.concatenate([i.classes for i in images] or [np.zeros(0)])
+    if len(targets) == 0 or len(tp) == 0:
         return SplitMetrics(0.0, 0.0, 0.0, 0.0, len(images), int(len(targets)), 0.0)
-    result = ap_per_class(tp_all, np.concatenate(conf), np.concatenate(pred_cls), targets)
-    _, _, p, r, f1, ap, _, _, _, f1_curve, x, prec_values = result
-    best = int(smooth(f1_curve.mean(0), 0.1).argmax()) if len(f1_curve) else 0
+    order = np.argsort(-conf, kind="stable")
+    tp, conf, pred_cls = tp[order], conf[order], pred_cls[order]
+    grid = np.linspace(0, 1, 1000)
+    classes = np.unique(targets)
+    ap = np.zeros((len(classes), len(IOU_THRESHOLDS)))
+    p_curve, r_curve, pr_curve = np.zeros((len(classes), 1000)), np.zeros((len(classes), 1000)), np.zeros((len(classes), 1000))
+    for index, cls in enumerate(classes):
+        mine = pred_cls == cls
+        if not mine.any():
+            continue
+        hits = tp[mine].cumsum(0)
+        misses = (1 - tp[mine]).cumsum(0)
+        recall = hits / (np.count_nonzero(targets == cls) + 1e-16)
+        precision = hits / (hits + misses)
+        r_curve[index] = np.interp(-grid, -conf[mine], recall[:, 0], left=0)
+        p_curve[index] = np.interp(-grid, -conf[mine], precision[:, 0], left=1)
+        for threshold in range(len(IOU_THRESHOLDS)):
+            ap[index, threshold], m_recall, envelope = average_precision(recall[:, threshold], precision[:, threshold])
+            if threshold == 0:
+                pr_curve[index] = np.interp(grid, m_recall, envelope)
+    f1 = 2 * p_curve * r_curve / (p_curve + r_curve + 1e-16)
+    best = int(_smooth(f1.mean(0)).argmax())
     return SplitMetrics(
         map50=float(ap[:, 0].mean()),
         map50_95=float(ap.mean()),
-        precision=float(p.mean()),
-        recall=float(r.mean()),
+        precision=float(p_curve[:, best].mean()),
+        recall=float(r_curve[:, best].mean()),
         images=len(images),
         instances=int(len(targets)),
-        conf_at_max_f1=round(float(x[best]), 4),
-        pr_recall=[round(float(v), 4) for v in x[::10]],
-        pr_precision=[round(float(v), 4) for v in np.asarray(prec_values).mean(0)[::10]],
+        conf_at_max_f1=round(float(grid[best]), 4),
+        pr_recall=[round(float(v), 4) for v in grid[::10]],
+        pr_precision=[round(float(v), 4) for v in pr_curve.mean(0)[::10]],
     )

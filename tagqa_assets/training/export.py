@@ -1,16 +1,18 @@
-"""PyTorch checkpoint -> ONNX with a static input (the training imgsz), and the model card beside it."""
+"""PyTorch checkpoint -> ONNX with a static input (the training imgsz), and the model card beside it.
+
+The export itself runs in a child process (``ultralytics_tasks``); this side checks what
+came out with ``onnx`` and hashes it.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import shutil
-import time
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.contracts import ModelCard
-
-ONNX_FILE = "model.onnx"
+from tagqa_assets.training.ultralytics_tasks import EXPORT_RECORD, ONNX_FILE, run_task
 
 
 @dataclass(frozen=True)
@@ -35,28 +37,18 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def export_onnx(weights: Path, imgsz: int, out_dir: Path, *, opset: int | None = None) -> ExportResult:
+def export_onnx(weights: Path, imgsz: int, out_dir: Path, *, settings_dir: Path, opset: int | None = None) -> ExportResult:
     """Export ``weights`` to ``out_dir/model.onnx`` with input ``1x3ximgszximgsz``.
 
     Guarantees the file loads with ``onnx``, its input shape is exactly static and the
     output is ``1 x (4 + classes) x anchors``; raises ``RuntimeError`` naming the file otherwise.
-    Ultralytics must already be isolated (``offline.isolate_in_process``).
     """
     import onnx
-    from ultralytics import YOLO
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # Ultralytics writes the .onnx beside the checkpoint: export a private copy.
-    source = shutil.copyfile(weights, out_dir / "export-source.pt")
-    started = time.monotonic()
-    exported = YOLO(str(source)).export(
-        format="onnx", imgsz=imgsz, dynamic=False, simplify=True, batch=1, device="cpu", half=False,
-        opset=opset, verbose=False,
-    )
-    seconds = time.monotonic() - started
+    args = ["export", str(weights), str(imgsz), str(out_dir)] + (["--opset", str(opset)] if opset else [])
+    run_task(args, settings_dir=settings_dir, cwd=out_dir)
     target = out_dir / ONNX_FILE
-    shutil.move(str(exported), target)
-    Path(source).unlink()
+    record = json.loads((out_dir / EXPORT_RECORD).read_text())
     model = onnx.load(str(target))
     input_shape = tuple(d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim)
     output_shape = tuple(d.dim_value for d in model.graph.output[0].type.tensor_type.shape.dim)
@@ -66,7 +58,7 @@ def export_onnx(weights: Path, imgsz: int, out_dir: Path, *, opset: int | None =
         raise RuntimeError(f"{target}: output shape {output_shape} is not a static YOLO detection head")
     opsets = [entry.version for entry in model.opset_import if entry.domain in ("", "ai.onnx")]
     return ExportResult(target, file_sha256(target), opsets[0] if opsets else 0, input_shape, output_shape,
-                        round(seconds, 2), target.stat().st_size)
+                        record["seconds"], target.stat().st_size)
 
 
 def model_card(model_id: str, dataset_version: str, class_names: tuple[str, ...], imgsz: int, export: ExportResult) -> ModelCard:

@@ -101,19 +101,3 @@ def _is_local(host: object) -> bool:
         host = host.decode(errors="replace")
     return host is None or str(host) in _LOCAL_HOSTS or str(host).startswith("127.")
 
-
-def isolate_in_process(default_settings_dir: Path, runs_dir: Path) -> None:
-    """Make this process safe for in-process Ultralytics use (export, PyTorch inference).
-
-    Keeps a ``YOLO_CONFIG_DIR`` the deployment set, else uses ``default_settings_dir``;
-    raises ``RuntimeError`` when Ultralytics was already imported without one (it would
-    have settled on ``~/.config``).
-    """
-    configured = os.environ.get("YOLO_CONFIG_DIR")
-    if "ultralytics" not in sys.modules:
-        prepare_environment(Path(configured) if configured else default_settings_dir)
-    elif not configured:
-        raise RuntimeError("ultralytics was imported before YOLO_CONFIG_DIR was set; it would use ~/.config")
-    else:
-        _place_fonts(Path(configured).resolve() / "Ultralytics")
-    configure_settings(runs_dir=runs_dir)

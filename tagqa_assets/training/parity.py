@@ -1,8 +1,8 @@
 """ONNX/PyTorch parity: the exported model must find what the checkpoint finds.
 
-The PyTorch side is Ultralytics end to end (``LetterBox``, the ``DetectionModel`` from the
-checkpoint, ``non_max_suppression``, ``scale_boxes``); the ONNX side is the edge runtime
-(``detections.OnnxModel``). Both get the same decoded pixels. Detections are matched per
+The PyTorch side is Ultralytics end to end (``LetterBox``, the fused ``DetectionModel`` from
+the checkpoint, ``non_max_suppression``, ``scale_boxes``), in a child process; the ONNX side
+is the edge runtime (``detections.OnnxModel``). Both get the same decoded pixels. Detections are matched per
 image (same class, highest IoU first); the check passes when every image has the same
 count and every matched pair has IoU >= ``min_iou`` and a score difference <= ``max_score_diff``.
 A detection within ``max_score_diff`` of the confidence threshold may be missing on one
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.detector import Thresholds
+from edge_runtime.imaging import letterbox
 from tagqa_assets.training.detections import ImageDetections, LabeledImage, OnnxModel, box_iou
+from tagqa_assets.training.ultralytics_tasks import run_task
 
 MIN_IOU = 0.99
 MAX_SCORE_DIFF = 1e-3
@@ -102,60 +104,32 @@ def compare_image(name: str, torch_dets: ImageDetections, onnx_dets: ImageDetect
                        max(diffs, default=0.0), tuple(problems))
 
 
-class TorchModel:
-    """The checkpoint run the way Ultralytics predicts (letterbox, forward, NMS, scale back)."""
-
-    def __init__(self, weights: Path, imgsz: int) -> None:
-        from ultralytics.nn.tasks import load_checkpoint
-
-        self.model, _ = load_checkpoint(str(weights), device="cpu", fuse=True)
-        self.model = self.model.float().eval()
-        self.imgsz = imgsz
-
-    def input_tensor(self, pixels: np.ndarray):
-        """``pixels`` (RGB) letterboxed by Ultralytics' ``LetterBox`` as a 1x3xSxS float tensor."""
-        import torch
-        from ultralytics.data.augment import LetterBox
-
-        boxed = LetterBox((self.imgsz, self.imgsz), auto=False, stride=32)(image=np.ascontiguousarray(pixels[..., ::-1]))
-        chw = np.ascontiguousarray(boxed[..., ::-1].transpose(2, 0, 1))
-        return torch.from_numpy(chw).float().div(255).unsqueeze(0)
-
-    def raw(self, pixels: np.ndarray) -> np.ndarray:
-        """The model's raw ``1 x (4 + nc) x anchors`` output."""
-        import torch
-
-        with torch.inference_mode():
-            output = self.model(self.input_tensor(pixels))
-        return (output[0] if isinstance(output, (list, tuple)) else output).numpy()
-
-    def predict(self, pixels: np.ndarray, thresholds: Thresholds) -> ImageDetections:
-        """Ultralytics' detections in original pixels, sorted by score."""
-        import torch
-        from ultralytics.utils.nms import non_max_suppression
-        from ultralytics.utils.ops import scale_boxes
-
-        raw = torch.from_numpy(self.raw(pixels))
-        kept = non_max_suppression(raw, thresholds.conf, thresholds.iou, max_det=thresholds.max_detections,
-                                   max_time_img=60.0)[0]
-        boxes = scale_boxes((self.imgsz, self.imgsz), kept[:, :4].clone(), pixels.shape[:2]).numpy()
-        order = np.argsort(-kept[:, 4].numpy(), kind="stable")
-        return ImageDetections(boxes[order].astype(np.float32), kept[:, 4].numpy()[order].astype(np.float32),
-                               kept[:, 5].numpy()[order].astype(np.int64))
+def torch_detections(weights: Path, imgsz: int, images: list[LabeledImage], thresholds: Thresholds, *,
+                     settings_dir: Path, scratch: Path) -> tuple[list[ImageDetections], list[np.ndarray]]:
+    """Ultralytics' detections and raw outputs for ``images`` (run in a child process, see ultralytics_tasks)."""
+    scratch.mkdir(parents=True, exist_ok=True)
+    names = [f"{index:05d}" for index in range(len(images))]
+    np.savez(scratch / "pixels.npz", **{name: image.pixels for name, image in zip(names, images)})
+    run_task(["predict", str(weights), str(imgsz), str(scratch / "pixels.npz"), str(scratch / "torch.npz"),
+              "--conf", str(thresholds.conf), "--iou", str(thresholds.iou), "--max-det", str(thresholds.max_detections)],
+             settings_dir=settings_dir, cwd=scratch)
+    with np.load(scratch / "torch.npz") as found:
+        detections = [ImageDetections(found[f"{n}/boxes"], found[f"{n}/scores"], found[f"{n}/classes"]) for n in names]
+        raws = [found[f"{n}/raw"] for n in names]
+    return detections, raws
 
 
-def check_parity(weights: Path, imgsz: int, onnx_dir: Path, images: list[LabeledImage], *, conf: float,
-                 iou: float = 0.7, min_iou: float = MIN_IOU, max_score_diff: float = MAX_SCORE_DIFF) -> ParityReport:
+def check_parity(weights: Path, imgsz: int, onnx_dir: Path, images: list[LabeledImage], *, conf: float, settings_dir: Path,
+                 scratch: Path, iou: float = 0.7, min_iou: float = MIN_IOU, max_score_diff: float = MAX_SCORE_DIFF) -> ParityReport:
     """Compare the checkpoint with the exported model on ``images`` (see module docstring)."""
     thresholds = Thresholds(conf=conf, iou=iou, max_detections=300)
-    torch_model = TorchModel(weights, imgsz)
+    torch_side, raws = torch_detections(weights, imgsz, images, thresholds, settings_dir=settings_dir, scratch=scratch)
     onnx_model = OnnxModel(onnx_dir)
     results, raw_diff = [], 0.0
-    for image in images:
-        results.append(compare_image(image.name, torch_model.predict(image.pixels, thresholds),
-                                     onnx_model.predict(image.pixels, thresholds), conf=conf, min_iou=min_iou,
-                                     max_score_diff=max_score_diff))
-        tensor = torch_model.input_tensor(image.pixels).numpy()
-        raw_diff = max(raw_diff, float(np.abs(torch_model.raw(image.pixels) - onnx_model.loaded.infer(tensor)).max()))
+    for image, torch_dets, torch_raw in zip(images, torch_side, raws):
+        results.append(compare_image(image.name, torch_dets, onnx_model.predict(image.pixels, thresholds), conf=conf,
+                                     min_iou=min_iou, max_score_diff=max_score_diff))
+        tensor, _ = letterbox(image.pixels, imgsz, imgsz)
+        raw_diff = max(raw_diff, float(np.abs(torch_raw - onnx_model.loaded.infer(tensor)).max()))
     problems = [problem for result in results for problem in result.problems]
     return ParityReport(results, conf, min_iou, max_score_diff, round(raw_diff, 6), problems)
