@@ -133,7 +133,7 @@ def edge_deployment(context: dg.AssetExecutionContext, store: StoreResource, mod
     try:
         target = deployment.open_target(object_store)
         report = deploy_release(target, object_store, model_registry.open(object_store), release,
-                                run_id=context.run_id, logger=context.log)
+                                run_id=context.run.run_id, logger=context.log)
     except DeploymentFailed as exc:
         raise dg.Failure(str(exc), metadata={
             "history": history_table(history.records(exc.report.record.target)),
