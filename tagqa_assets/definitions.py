@@ -6,7 +6,7 @@ Every setting comes from the environment at run time (``dg.EnvVar``); ``make run
 
 import dagster as dg
 
-from tagqa_assets import datasets, ingestion, labeling, training
+from tagqa_assets import datasets, deployment, ingestion, labeling, training
 from tagqa_assets.registry import definitions as registry
 from tagqa_assets.storage import StoreResource
 
@@ -22,5 +22,6 @@ defs = dg.Definitions.merge(
     datasets.defs,
     training.defs,
     registry.defs,
+    deployment.defs,
     dg.Definitions(resources={"store": store}),
 )

@@ -23,7 +23,8 @@ import edge_runtime
 
 REPO = Path(__file__).resolve().parents[2]
 PREPARE_SCRIPT = REPO / "deploy" / "greengrass" / "prepare_artifact.py"
-RUNTIME_SOURCE = Path(edge_runtime.__file__).resolve().parent
+# __path__, not __file__: the package stays locatable when an editable install maps it as a namespace.
+RUNTIME_SOURCE = Path(next(iter(edge_runtime.__path__))).resolve()
 
 
 class WheelBundleError(RuntimeError):
