@@ -89,7 +89,8 @@ def device(tmp_path: Path, mosquitto):
 
 
 def test_a_real_device_process_hot_swaps_refuses_bad_models_and_rolls_back(
-        tmp_path: Path, device, mosquitto, tiny_models, wheel_bundle, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, device, mosquitto, tiny_models, wheel_bundle, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture) -> None:
     store = LocalObjectStore(tmp_path / "store")
     registry = LocalModelRegistry(store)
     pipeline = Pipeline(tmp_path / "store", tmp_path / "devices", mosquitto.address, wheel_bundle.directory)
@@ -151,5 +152,11 @@ def test_a_real_device_process_hot_swaps_refuses_bad_models_and_rolls_back(
     assert kinds == [(DEPLOY, 1, DEPLOYED), (DEPLOY, 2, DEPLOYED), (DEPLOY, 4, FAILED), (DEPLOY, 5, FAILED),
                      (AUTO_ROLLBACK, 2, DEPLOYED), (ROLLBACK, 1, DEPLOYED)]
     assert history.current("local").release.model_version == 1
+    capsys.readouterr()
+    assert tagqa(["deploy", "history", "--target", "local"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["started_at", "kind", "model_version", "components", "status"]
+    assert len(lines) == 7 and "rollback" in lines[1] and "line-1: deployed" in lines[1]
+    assert "refused by the device" in lines[3]
     assert json.loads((tmp_path / "devices" / "line-1" / RUNTIME_CONFIG).read_text())["modelDir"].endswith(
         "com.tagqa.ScratchModel/1.0.0")
