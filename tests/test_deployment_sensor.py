@@ -5,20 +5,23 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pytest
 
 from deployment_fixtures import ThreadDevice, register_model, wheel_bundle  # noqa: F401
 from edge_fixtures import mosquitto, tiny_models  # noqa: F401
 from tagqa_assets.cli import main as tagqa
-from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED
+from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVersion
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
 from tagqa_assets.deployment.resources import ENVIRONMENT, DeploymentResource
 from tagqa_assets.deployment.sensors import model_approval_sensor
 from tagqa_assets.registry.backends import LocalModelRegistry
 from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.registry.sagemaker import SageMakerModelRegistry
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
 
@@ -29,7 +32,7 @@ def test_the_code_location_runs_registry_to_component_to_deployment() -> None:
     assert graph.get(edge_component.key).parent_keys == {dg.AssetKey("registered_model")}
     assert graph.get(edge_deployment.key).parent_keys == {edge_component.key}
     assert {graph.get(k).group_name for k in (edge_component.key, edge_deployment.key)} == {"deployment"}
-    assert defs.get_sensor_def("model_approval_sensor").default_status == dg.DefaultSensorStatus.RUNNING
+    assert defs.resolve_sensor_def("model_approval_sensor").default_status == dg.DefaultSensorStatus.RUNNING
     repo = Path(__file__).resolve().parents[1]
     used = set(re.findall(r'dg\.EnvVar(?:\.int)?\("(\w+)"\)', (repo / "tagqa_assets/deployment/__init__.py").read_text()))
     settings = set(re.findall(r"^(\w+)=", (repo / ".env.example").read_text(), re.MULTILINE))
@@ -85,6 +88,21 @@ def test_a_version_rejected_and_approved_again_is_deployed_again(local_store, ti
     registry.set_status(1, APPROVED, "fixed")
     [request] = _tick(root, rejected.cursor).run_requests
     assert request.run_key == "model-v1-approval-2", "a new run key, so Dagster does not drop it as a duplicate"
+
+
+def test_an_approval_in_the_sagemaker_console_requests_a_deployment(local_store, moto_endpoint: str) -> None:
+    client = boto3.client("sagemaker", endpoint_url=moto_endpoint, region_name="us-east-1")
+    group = f"tagqa-sensor-{uuid.uuid4().hex[:8]}"
+    entry = SageMakerModelRegistry(client, group).register(ModelVersion(
+        version=0, model_id="ds1-aaaaaaaa", dataset_version="ds1", status=PENDING, created_at="", metrics={},
+        training_config={}, config_sha256="0" * 64, code_version="unknown", artifacts={}))
+    resources = {"store": StoreResource(root=local_store.uri), "model_registry": ModelRegistryResource(
+        backend="sagemaker", sagemaker_model_package_group=group, sagemaker_endpoint_url=moto_endpoint)}
+    cursor = model_approval_sensor(dg.build_sensor_context(resources=resources)).cursor
+    # What the console does: only the approval status changes, none of tagqa's metadata.
+    client.update_model_package(ModelPackageArn=entry.external_id, ModelApprovalStatus="Approved")
+    [request] = model_approval_sensor(dg.build_sensor_context(cursor=cursor, resources=resources)).run_requests
+    assert request.run_key == f"model-v{entry.version}-approval-1"
 
 
 def test_broken_cursor_is_an_error_not_a_silent_restart(local_store) -> None:
