@@ -19,6 +19,7 @@ from tagqa_assets.deployment.deployer import DeploymentFailed, deploy_release, r
 from tagqa_assets.deployment.device_process import register_device
 from tagqa_assets.deployment.history import DeploymentHistory
 from tagqa_assets.deployment.local_target import EFFECTIVE_CONFIG, PID_FILE, RUNTIME_CONFIG, LocalDeviceTarget
+from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.deployment.targets import TargetNotFound
 from tagqa_assets.registry.backends import LocalModelRegistry
 
@@ -126,3 +127,28 @@ def test_a_timeout_restores_the_previous_release_and_does_not_blame_the_model(
     assert [(r.kind, r.status) for r in records] == [(DEPLOY, DEPLOYED), (DEPLOY, TIMED_OUT), (AUTO_ROLLBACK, TIMED_OUT)]
     assert DeploymentHistory(local_store).current("local").release == a, "nothing half-deployed counts as deployed"
     assert registry.get(b.model_version).status == APPROVED, "a silent device says nothing about the model"
+
+
+def test_a_bad_device_configuration_is_refused_before_it_reaches_a_device(local_store, two_releases,
+                                                                          tmp_path: Path) -> None:
+    registry, a, _ = two_releases
+    register_device(tmp_path / "devices", "line-1", broker="127.0.0.1:1")
+    target = LocalDeviceTarget(local_store, devices_root=tmp_path / "devices", device_ids=["line-1"],
+                               broker="127.0.0.1:1", device_configuration={"confTreshold": 0.3})
+    with pytest.raises(DeploymentFailed, match=r"unknown key 'confTreshold'"):
+        deploy_release(target, local_store, registry, a, run_id="r")
+    assert not (tmp_path / "devices" / "line-1" / RUNTIME_CONFIG).exists()
+
+
+@pytest.mark.parametrize("settings, message", [
+    # A target kind that does not exist.
+    ({"target": "ftp"}, r"unknown deployment target 'ftp'"),
+    # TAGQA_DEVICE_CONFIGURATION must be a JSON object of configuration keys.
+    ({"device_configuration": "[1, 2]"}, r"must be a JSON object"),
+    ({"device_configuration": "{source:"}, r"not valid JSON"),
+    # The Greengrass target needs its thing group ARN.
+    ({"target": "greengrass"}, r"TAGQA_GREENGRASS_TARGET_ARN"),
+])
+def test_bad_deployment_settings_are_named(local_store, settings: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DeploymentResource(**settings).open_target(local_store, greengrass=object(), iot=object())
