@@ -106,8 +106,8 @@ def materialize_chain(instance: dg.DagsterInstance, version: str, resources_: di
     selection = selection or CHAIN
     assets = [item for item in selection if isinstance(item, dg.AssetsDefinition) and not isinstance(item, dg.AssetChecksDefinition)]
     checks = [item for item in selection if isinstance(item, dg.AssetChecksDefinition)]
-    # Checks of assets outside the selection run only when selected on their own.
-    chosen = dg.AssetSelection.assets(*assets) | dg.AssetSelection.checks(*checks)
+    # Exactly the listed checks: selecting an asset would otherwise bring all of its checks along.
+    chosen = dg.AssetSelection.assets(*assets).without_checks() | dg.AssetSelection.checks(*checks)
     return dg.materialize(
         CHAIN, selection=chosen, partition_key=version, instance=instance, resources=resources_,
         run_config=run_config(selection, training), raise_on_error=raise_on_error,

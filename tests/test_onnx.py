@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import hashlib
+import shutil
 from pathlib import Path
 
-import dagster as dg
 import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
 
-from model_fixtures import (
-    Chain,
-    build_version,
-    check_results,
-    materialization,
-    materialize_chain,
-    resources,
-    trained_chain,
+from model_fixtures import Chain, check_results, materialize_chain, resources, trained_chain
+from tagqa_assets.contracts.keys import MODELS_PREFIX, REGISTRY_PREFIX
+from tagqa_assets.contracts.models import (
+    COMMIT_FILE,
+    EVALUATIONS_DIR,
+    METRICS_FILE,
+    MODEL_CARD_FILE,
+    ONNX_FILE,
+    PARITY_FILE,
+    WEIGHTS_FILE,
+    model_key,
 )
-from tagqa_assets.contracts.models import COMMIT_FILE, MODEL_CARD_FILE, ONNX_FILE, WEIGHTS_FILE, model_key
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.registry.backends import LocalModelRegistry
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
-from tagqa_assets.training.assets import onnx_model, trained_model
 from tagqa_assets.training.checks import onnx_parity, promotion_gate
 from tagqa_assets.training.detections import ImageDetections, load_split
 from tagqa_assets.training.evaluation_asset import model_evaluation
@@ -115,17 +116,18 @@ def test_the_dagster_process_never_imports_ultralytics(chain: Chain):
     assert not [name for name in sys.modules if name == "ultralytics" or name.startswith("ultralytics.")]
 
 
-def test_failed_parity_blocks_evaluation_and_registration(tmp_path: Path):
+def test_failed_parity_blocks_evaluation_and_registration(chain: Chain, tmp_path: Path):
+    # The chain's store as it was right after export: no evaluation, no commit, empty registry.
+    shutil.copytree(chain.root / "store", tmp_path / "store")
     store = LocalObjectStore(tmp_path / "store")
-    version = build_version(store, 12, seed=41)
-    instance = dg.DagsterInstance.ephemeral()
-    res = resources(store.root, tmp_path / "work", gate_threshold=0.0)
-    exported = materialize_chain(instance, version, res, selection=[trained_model, onnx_model])
-    model_id = materialization(exported, "trained_model")["model_id"]
-    perturb_onnx(store, model_id)
-    result = materialize_chain(instance, version, res, selection=[onnx_parity, model_evaluation, promotion_gate, registered_model],
-                               raise_on_error=False)
+    for info in list(store.list_objects(MODELS_PREFIX)) + list(store.list_objects(REGISTRY_PREFIX)):
+        if info.key.startswith(REGISTRY_PREFIX) or info.key.rsplit("/", 1)[-1] in (COMMIT_FILE, METRICS_FILE, PARITY_FILE) \
+                or f"/{EVALUATIONS_DIR}/" in info.key:
+            store.delete(info.key)
+    perturb_onnx(store, chain.model_id)
+    result = materialize_chain(chain.instance, chain.version, resources(store.root, tmp_path / "work", gate_threshold=0.0),
+                               selection=[onnx_parity, model_evaluation, promotion_gate, registered_model], raise_on_error=False)
     assert not result.success and not check_results(result)["onnx_parity"].passed
     assert result.asset_materializations_for_node("model_evaluation") == []
-    assert not store.exists(model_key(model_id, COMMIT_FILE))
+    assert not store.exists(model_key(chain.model_id, COMMIT_FILE))
     assert LocalModelRegistry(store).list_versions() == []
