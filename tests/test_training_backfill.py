@@ -43,7 +43,8 @@ def test_backfill_with_changed_config_keeps_older_models(tmp_path: Path):
     # The backfill: both partitions again with another config. The second version's run uses
     # a negative margin ("not worse by more than 1.0"), so its challenger is approved automatically.
     changed = {"epochs": 2, "imgsz": 96}
-    first_run = materialize_chain(instance, first_version, policy, training=changed, selection=WITHOUT_PARITY)
+    first_run = materialize_chain(instance, first_version, policy, training={**changed, "warm_start": "champion"},
+                                  selection=WITHOUT_PARITY)
     second_run = materialize_chain(instance, second_version,
                                    resources(store.root, tmp_path / "work", gate_threshold=0.0, champion_margin=-1.0),
                                    training=changed, selection=WITHOUT_PARITY)
@@ -52,6 +53,10 @@ def test_backfill_with_changed_config_keeps_older_models(tmp_path: Path):
 
     for version in versions:
         assert after[version] != before[version] and after[version].startswith(version + "-")
+    # The first version's retraining started from the champion's weights (a warm start).
+    champion_weights = f"models/{before[first_version]}/weights/best.pt"
+    assert materialization(first_run, "trained_model")["start_weights"] == champion_weights
+    assert store.get_json(f"models/{after[first_version]}/training_config.json")["start_weights"] == champion_weights
     assert all(digests(store)[key] == digest for key, digest in old_files.items()), "a backfill rewrote an older model"
     entries = registry.list_versions()
     assert [(e.model_id, e.dataset_version, e.training_config["epochs"], e.training_config["imgsz"]) for e in entries] == [

@@ -1,5 +1,7 @@
 """``registered_model``: a gated, evaluated model becomes a numbered version in the registry."""
 
+from dataclasses import replace
+
 import dagster as dg
 
 from tagqa_assets.contracts.models import (
@@ -81,10 +83,9 @@ def registered_model(
         comparison = compare_with_champion(evaluation["metrics"]["test"], champion_test,
                                            champion.version if champion else None, policy)
         if champion is not None and champion_test is None:
-            comparison = comparison.__class__(False, f"champion v{champion.version} was not evaluated on this test "
-                                              "split (it changed after the evaluation): re-run model_evaluation",
-                                              comparison.metric, comparison.challenger, None, champion.version,
-                                              comparison.margin)
+            comparison = replace(comparison, approve=False, champion_version=champion.version, reason=(
+                f"champion v{champion.version} was not evaluated on this test split (it changed after the "
+                "evaluation): re-run model_evaluation, or approve by hand"))
         entry = registry.register(ModelVersion(
             version=0, model_id=model_id, dataset_version=version, status=APPROVED if comparison.approve else PENDING,
             created_at="", metrics=evaluation["metrics"], training_config=record.training_config,

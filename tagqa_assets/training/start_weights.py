@@ -45,6 +45,8 @@ def _locate(reference: str, store: ObjectStore) -> str:
         if not path.is_file():
             raise dg.Failure(f"base_weights {reference!r}: no such file")
         return str(path)
-    if not store.exists(reference):
-        raise dg.Failure(f"base_weights {reference!r}: no such object in the store {store.uri}")
-    return reference
+    if store.exists(reference):
+        return reference
+    if path.is_file():  # a relative path to a local file
+        return str(path.resolve())
+    raise dg.Failure(f"base_weights {reference!r}: no such object in the store {store.uri} and no such local file")

@@ -1,0 +1,69 @@
+"""Where training starts: the architecture, a given checkpoint (path, store URI, store key) or the champion."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from tagqa_assets.contracts.models import APPROVED, ModelVersion
+from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.storage import LocalObjectStore
+from tagqa_assets.training.params import TrainingParams
+from tagqa_assets.training.start_weights import resolve_start_weights
+
+LOG = logging.getLogger("test")
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> LocalObjectStore:
+    store = LocalObjectStore(tmp_path / "store")
+    store.put_bytes("models/m1/weights/best.pt", b"checkpoint")
+    return store
+
+
+def test_from_scratch_by_default(store: LocalObjectStore):
+    assert resolve_start_weights(TrainingParams(), store, LocalModelRegistry(store), LOG) == ""
+
+
+@pytest.mark.parametrize(
+    "reference, expected",
+    [
+        ("models/m1/weights/best.pt", "models/m1/weights/best.pt"),  # a store key
+        ("{root}/models/m1/weights/best.pt", "models/m1/weights/best.pt"),  # the store's own address of it
+    ],
+)
+def test_base_weights_in_the_store(store: LocalObjectStore, reference: str, expected: str):
+    params = TrainingParams(base_weights=reference.format(root=store.uri))
+    assert resolve_start_weights(params, store, LocalModelRegistry(store), LOG) == expected
+
+
+def test_base_weights_as_a_local_file(store: LocalObjectStore, tmp_path: Path):
+    checkpoint = tmp_path / "pretrained.pt"
+    checkpoint.write_bytes(b"x")
+    assert resolve_start_weights(TrainingParams(base_weights=str(checkpoint)), store, LocalModelRegistry(store), LOG) == str(checkpoint)
+
+
+@pytest.mark.parametrize(
+    "reference, message",
+    [
+        ("/nowhere/pretrained.pt", "no such file"),  # absolute path that does not exist
+        ("models/none/weights/best.pt", "no such object in the store"),  # key that does not exist
+        ("s3://another-bucket/x.pt", "not inside the store"),  # the trainer only reads the store
+    ],
+)
+def test_missing_base_weights_are_named(store: LocalObjectStore, reference: str, message: str):
+    with pytest.raises(dg.Failure, match=message):
+        resolve_start_weights(TrainingParams(base_weights=reference), store, LocalModelRegistry(store), LOG)
+
+
+def test_warm_start_takes_the_champion_or_falls_back(store: LocalObjectStore, caplog: pytest.LogCaptureFixture):
+    registry = LocalModelRegistry(store)
+    params = TrainingParams(warm_start="champion")
+    with caplog.at_level(logging.WARNING):
+        assert resolve_start_weights(params, store, registry, LOG) == ""
+    assert "no model version is Approved" in caplog.text
+    registry.register(ModelVersion(0, "m1", "v0001-aaaaaaaa", APPROVED, "", {}, {}, "", "unknown", {}))
+    assert resolve_start_weights(params, store, registry, LOG) == "models/m1/weights/best.pt"
