@@ -41,7 +41,7 @@ EPOCH_TABLE_COLUMNS = ("epoch", "box_loss", "cls_loss", "dfl_loss", "map50", "ma
 class TrainingConfig(dg.Config):
     """Training settings; the defaults are the documented CPU configuration (docs/training.md)."""
 
-    epochs: int = 60
+    epochs: int = 55
     imgsz: int = 480
     batch: int = 16
     device: str = "cpu"

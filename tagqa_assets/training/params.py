@@ -21,7 +21,7 @@ _RESERVED_ARGS = frozenset({"data", "project", "name", "plots", "exist_ok", "res
 class TrainingParams:
     """Hyper-parameters and run settings of one training run (see docs/training.md)."""
 
-    epochs: int = 60
+    epochs: int = 55
     imgsz: int = 480
     batch: int = 16
     device: str = "cpu"
