@@ -8,6 +8,7 @@ exact. ``TINY`` is a training configuration small enough for CI (2 cores, no GPU
 from __future__ import annotations
 
 import hashlib
+import sys
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -124,6 +125,7 @@ class Chain:
     version: str
     model_id: str
     result: dg.ExecuteInProcessResult
+    ultralytics_imported_by_run: bool = False  # the chain's run imported Ultralytics into this process
 
     def resources(self, **policy: object) -> dict[str, object]:
         """Resources over the same store and scratch folder."""
@@ -140,9 +142,11 @@ def trained_chain(tmp_path_factory) -> Chain:
         store = LocalObjectStore(root / "store")
         version = build_version(store, 30, seed=11)
         instance = dg.DagsterInstance.ephemeral()
+        loaded_before = "ultralytics" in sys.modules
         result = materialize_chain(instance, version, resources(root / "store", root / "work", gate_threshold=0.0))
         model_id = materialization(result, "trained_model")["model_id"]
-        _CHAINS["chain"] = Chain(instance, store, root, version, model_id, result)
+        imported = not loaded_before and "ultralytics" in sys.modules
+        _CHAINS["chain"] = Chain(instance, store, root, version, model_id, result, imported)
     return _CHAINS["chain"]
 
 

@@ -110,10 +110,15 @@ def test_parity_fails_on_a_model_that_differs(chain: Chain, tmp_path: Path):
 def test_the_dagster_process_never_imports_ultralytics(chain: Chain):
     # Ultralytics patches PIL.Image.open and cv2.imread in any process that imports it, which
     # would change how every other stage in the same run worker decodes images.
+    import subprocess
     import sys
 
-    assert chain.result.success
-    assert not [name for name in sys.modules if name == "ultralytics" or name.startswith("ultralytics.")]
+    assert chain.result.success and not chain.ultralytics_imported_by_run
+    modules = ["tagqa_assets.definitions", "tagqa_assets.training.parity", "tagqa_assets.training.evaluation",
+               "tagqa_assets.training.export", "tagqa_assets.registry.champion", "tagqa_assets.training.entrypoint"]
+    code = f"import sys; import {', '.join(modules)}; print('ultralytics' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "False", done.stderr[-1000:]
 
 
 def test_failed_parity_blocks_evaluation_and_registration(chain: Chain, tmp_path: Path):
