@@ -50,9 +50,9 @@ def _list(args: argparse.Namespace) -> int:
         for entry in entries
     ]
     widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
-    print("  ".join(c.ljust(widths[c]) for c in COLUMNS))
+    print("  ".join(c.ljust(widths[c]) for c in COLUMNS).rstrip())
     for row in rows:
-        print("  ".join(row[c].ljust(widths[c]) for c in COLUMNS))
+        print("  ".join(row[c].ljust(widths[c]) for c in COLUMNS).rstrip())
     return 0
 
 
