@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -10,12 +16,15 @@ from model_fixtures import (
     check_results,
     materialization,
     materialize_chain,
+    resources,
     step_failure,
     trained_chain,
 )
-from tagqa_assets.contracts.models import COMMIT_FILE, EVALUATIONS_DIR, model_key
+from tagqa_assets.contracts.keys import REGISTRY_PREFIX
+from tagqa_assets.contracts.models import APPROVED, COMMIT_FILE, EVALUATIONS_DIR, PENDING, ModelVersion, model_key
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.storage import LocalObjectStore
 from tagqa_assets.training.checks import promotion_gate
 from tagqa_assets.training.detections import ImageDetections, LabeledImage
 from tagqa_assets.training.evaluation import evaluate
@@ -175,14 +184,26 @@ print(json.dumps({"ours": [ours.map50, ours.map50_95, ours.precision, ours.recal
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_equal_ultralytics_ap_per_class(seed: int, tmp_path):
     # Run in a child: importing Ultralytics would patch PIL.Image.open for the whole test session.
-    import json
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "yolo"), "YOLO_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", CROSS_CHECK, str(seed)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     numbers = json.loads(done.stdout.strip().splitlines()[-1])
     assert numbers["ours"] == pytest.approx(numbers["ultralytics"], abs=1e-9)
     assert numbers["ours"][0] > 0
+
+
+def test_a_champion_newer_than_the_evaluation_means_manual_approval(chain: Chain, tmp_path):
+    # The champion changed between evaluation and registration (someone approved another model):
+    # the comparison is stale, so even a clear winner waits for a person.
+    shutil.copytree(chain.root / "store", tmp_path / "store")
+    store = LocalObjectStore(tmp_path / "store")
+    for info in list(store.list_objects(REGISTRY_PREFIX)):
+        store.delete(info.key)
+    registry = LocalModelRegistry(store)
+    registry.register(ModelVersion(0, "v0000-00000000-00000000", "v0000-00000000", APPROVED, "", {}, {}, "", "unknown", {}))
+    result = materialize_chain(chain.instance, chain.version,
+                               resources(store.root, tmp_path / "work", gate_threshold=0.0, champion_margin=-1.0),
+                               selection=[registered_model])
+    assert result.success
+    entry = registry.find_model(chain.model_id)
+    assert entry.status == PENDING and "champion v1 was not evaluated on this test split" in entry.status_reason
