@@ -38,17 +38,18 @@ class Detector:
     def __init__(self) -> None:
         self._local = threading.local()
 
-    def _input_buffer(self, height: int, width: int) -> np.ndarray:
+    def _input_buffer(self, height: int, width: int) -> tuple[np.ndarray, dict]:
         buffer = getattr(self._local, "buffer", None)
         if buffer is None or buffer.shape[2:] != (height, width):
             buffer = np.empty((1, 3, height, width), dtype=np.float32)
             self._local.buffer = buffer
-        return buffer
+            self._local.scratch = {}
+        return buffer, self._local.scratch
 
     def detect(self, image: np.ndarray, model: LoadedModel, thresholds: Thresholds) -> FrameDetections:
         """Detect in an HxWx3 uint8 RGB image with ``model``."""
-        tensor = self._input_buffer(model.input_height, model.input_width)
-        geometry = letterbox_into(image, tensor)
+        tensor, scratch = self._input_buffer(model.input_height, model.input_width)
+        geometry = letterbox_into(image, tensor, scratch)
         output = model.infer(tensor)
         raw = decode_predictions(output, thresholds.conf, thresholds.iou, thresholds.max_detections)
         boxes = boxes_to_original(raw.boxes_xyxy, geometry)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -95,29 +96,75 @@ def _linear_taps(n_in: int, n_out: int, clamp_weights: bool) -> tuple[np.ndarray
     return i0, i1, w0, w1
 
 
+def _buffer(scratch: dict | None, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A reusable array from ``scratch`` (per-thread), or a new one when no scratch is given."""
+    if scratch is None:
+        return np.empty(shape, dtype)
+    array = scratch.get(name)
+    if array is None or array.shape != shape:
+        array = scratch[name] = np.empty(shape, dtype)
+    return array
+
+
+_BLOCK_ROWS = 64  # rows per block: intermediates stay small (cache-sized, little resident memory)
+
+
+def _resize_blocks(image: np.ndarray, height: int, width: int, scratch: dict | None
+                   ) -> Iterator[tuple[int, int, np.ndarray]]:
+    """OpenCV's fixed-point bilinear resize, yielding (first row, end row, int32 C x rows x W block)."""
+    x0, x1, wx0, wx1 = _linear_taps(image.shape[1], width, True)
+    y0, y1, wy0, wy1 = _linear_taps(image.shape[0], height, False)
+    channels, src_h = image.shape[2], image.shape[0]
+    planes = _buffer(scratch, "planes", (channels, src_h, image.shape[1]), np.uint8)
+    np.copyto(planes, image.transpose(2, 0, 1))
+    # Horizontal pass, kept as (sum >> 4), which always fits int16.
+    horizontal = _buffer(scratch, "horizontal", (channels, src_h, width), np.int16)
+    for r0 in range(0, src_h, _BLOCK_ROWS):
+        r1 = min(r0 + _BLOCK_ROWS, src_h)
+        gathered = _buffer(scratch, "gathered", (channels, r1 - r0, width), np.uint8)
+        acc = _buffer(scratch, "acc", (channels, r1 - r0, width), np.int32)
+        tmp = _buffer(scratch, "tmp", (channels, r1 - r0, width), np.int32)
+        np.take(planes[:, r0:r1], x0, axis=2, out=gathered)
+        np.multiply(gathered, wx0, out=acc)
+        np.take(planes[:, r0:r1], x1, axis=2, out=gathered)
+        np.multiply(gathered, wx1, out=tmp)
+        acc += tmp
+        acc >>= 4
+        horizontal[:, r0:r1] = acc
+    # Vertical pass as OpenCV's SIMD kernel: ((w0 * a) >> 16) + ((w1 * b) >> 16), then (+ 2) >> 2.
+    for r0 in range(0, height, _BLOCK_ROWS):
+        r1 = min(r0 + _BLOCK_ROWS, height)
+        acc = _buffer(scratch, "acc", (channels, r1 - r0, width), np.int32)
+        tmp = _buffer(scratch, "tmp", (channels, r1 - r0, width), np.int32)
+        rows = _buffer(scratch, "rows", (channels, r1 - r0, width), np.int16)
+        np.take(horizontal, y0[r0:r1], axis=1, out=rows)
+        np.multiply(rows, wy0[r0:r1, None], out=acc)
+        acc >>= 16
+        np.take(horizontal, y1[r0:r1], axis=1, out=rows)
+        np.multiply(rows, wy1[r0:r1, None], out=tmp)
+        tmp >>= 16
+        acc += tmp
+        acc += 2
+        acc >>= 2
+        yield r0, r1, acc
+
+
 def resize_bilinear(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Resize HxWxC uint8 to CxHxW int32 in [0, 255], bit-identical to ``cv2.resize(INTER_LINEAR)``.
 
-    Returns channel-first because the model input is; values are exact integers.
+    Channel-first because the model input is; the runtime itself streams the blocks straight
+    into the model input (``letterbox_into``) instead of materialising this array.
     """
-    x0, x1, wx0, wx1 = _linear_taps(image.shape[1], width, True)
-    y0, y1, wy0, wy1 = _linear_taps(image.shape[0], height, False)
-    planes = np.ascontiguousarray(image.transpose(2, 0, 1))
-    horizontal = planes[:, :, x0] * wx0
-    horizontal += planes[:, :, x1] * wx1
-    horizontal >>= 4
-    # OpenCV's SIMD vertical pass: ((w0 * (a >> 4)) >> 16) + ((w1 * (b >> 4)) >> 16), rounded by 2 >> 2.
-    out = (horizontal[:, y0] * wy0[:, None]) >> 16
-    out += (horizontal[:, y1] * wy1[:, None]) >> 16
-    out += 2
-    out >>= 2
+    out = np.empty((image.shape[2], height, width), np.int32)
+    for r0, r1, block in _resize_blocks(image, height, width, None):
+        out[:, r0:r1] = block
     return out
 
 
-def letterbox_into(image: np.ndarray, tensor: np.ndarray) -> LetterboxGeometry:
+def letterbox_into(image: np.ndarray, tensor: np.ndarray, scratch: dict | None = None) -> LetterboxGeometry:
     """Letterbox HxWx3 uint8 RGB ``image`` into ``tensor`` (1x3xHxW float32, values / 255).
 
-    ``tensor`` is overwritten completely, so callers can reuse one buffer per thread.
+    ``tensor`` is overwritten completely, so callers can reuse one buffer (and ``scratch``) per thread.
     """
     dst_h, dst_w = tensor.shape[2], tensor.shape[3]
     geometry = letterbox_geometry(image.shape[0], image.shape[1], dst_h, dst_w)
@@ -130,7 +177,8 @@ def letterbox_into(image: np.ndarray, tensor: np.ndarray) -> LetterboxGeometry:
     if (rh, rw) == image.shape[:2]:
         np.divide(image.transpose(2, 0, 1), 255, out=region, dtype=np.float32)
     else:
-        np.divide(resize_bilinear(image, rh, rw), 255, out=region, dtype=np.float32)
+        for r0, r1, block in _resize_blocks(image, rh, rw, scratch):
+            np.divide(block, 255, out=region[:, r0:r1], dtype=np.float32)
     return geometry
 
 

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from edge_runtime.allocator import limit_malloc_arenas
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
 from edge_runtime.contracts import DetectionResult, resolve_topic, verdict_for
@@ -48,6 +49,7 @@ class EdgeRuntime:
                  publisher_factory: Callable[[DeviceConfig], Publisher],
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
                  max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0) -> None:
+        limit_malloc_arenas()
         self._config_source = config_source
         self._overrides = overrides
         self._publisher_factory = publisher_factory
@@ -67,7 +69,7 @@ class EdgeRuntime:
         cpus = os.cpu_count() or 1
         self.workers = self.config.workers or min(2, cpus)
         self._threads = self.config.inference_threads or max(1, cpus // self.workers)
-        self.slot = ModelSlot(load_verified_model(self.config.model_dir, intra_op_threads=self._threads))
+        self.slot = ModelSlot(self._load_model(self.config.model_dir))
         self._model_watch = (self.config.model_dir, model_dir_signature(Path(self.config.model_dir)))
         state = Path(self.config.state_dir)
         self.publisher = publisher_factory(self.config)
@@ -131,6 +133,9 @@ class EdgeRuntime:
         log.info("configuration updated from %s", self._config_source.description)
 
     # ------------------------------------------------------------------- models
+    def _load_model(self, directory: str):
+        return load_verified_model(directory, intra_op_threads=self._threads, concurrent_runs=self.workers)
+
     def _check_model(self) -> None:
         """Verify and swap in a changed model directory once it has stopped changing."""
         directory = self.config.model_dir
@@ -142,7 +147,7 @@ class EdgeRuntime:
             return
         self._model_watch = (directory, signature)
         try:
-            model = load_verified_model(directory, intra_op_threads=self._threads)
+            model = self._load_model(directory)
         except ModelRejected as exc:
             self.metrics.count("model_rejections")
             log.error("new model refused, still serving %s: %s", self.slot.current.label, exc)

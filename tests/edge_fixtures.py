@@ -192,7 +192,8 @@ class Mosquitto:
         workdir.mkdir(parents=True, exist_ok=True)
         self.config = workdir / "mosquitto.conf"
         self.config.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
+            # Run as root would make mosquitto drop to user "mosquitto", who cannot write the test folder.
+            f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
             f"persistence_location {workdir}/\nmax_queued_messages 100000\nlog_dest file {workdir}/mosquitto.log\n")
         self.process: subprocess.Popen | None = None
         self.binary = mosquitto_binary()
@@ -211,6 +212,16 @@ class Mosquitto:
                     return
             time.sleep(0.05)
         raise RuntimeError(f"mosquitto did not listen on {self.port}")
+
+    def wait_for_client_gone(self, client_id: str, timeout: float = 10.0) -> None:
+        """Wait until the broker has processed ``client_id``'s disconnection (so its session is stored)."""
+        log = self.workdir / "mosquitto.log"
+        marks = (f"Client {client_id} disconnected", f"Client {client_id} closed its connection")
+        deadline = time.monotonic() + timeout
+        while not (log.exists() and any(m in log.read_text(errors="replace") for m in marks)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"mosquitto never logged the disconnection of {client_id}")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -255,6 +266,7 @@ class MqttCollector:
         assert self._connected.wait(10), "collector could not connect to mosquitto"
 
     def _on_connected(self, data) -> None:
+        self.session_present = data.connack_packet.session_present
         if data.connack_packet.session_present or not self._topics:
             self._connected.set()
             return

@@ -21,10 +21,10 @@ def _ids(collector: MqttCollector) -> list[int]:
     return [int(m["image_id"][4:]) for m in collector.json(TOPIC)]
 
 
-def _wait(predicate, timeout: float = 30.0) -> None:
+def _wait(predicate, timeout: float = 30.0, what=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
-        assert time.monotonic() < deadline, "timed out"
+        assert time.monotonic() < deadline, f"timed out {what()}"
         time.sleep(0.05)
 
 
@@ -78,6 +78,7 @@ def test_broker_outage_buffers_on_disk_and_flushes_in_order(mosquitto, tmp_path:
 def test_disk_budget_evicts_the_oldest_results_and_counts_them(mosquitto, tmp_path: Path) -> None:
     collector = MqttCollector(mosquitto.port, [TOPIC], "budget-collector")  # its session queues what comes later
     collector.close()
+    mosquitto.wait_for_client_gone("budget-collector")  # its session is in the broker before the broker stops
     mosquitto.stop()
     publisher = MqttPublisher("127.0.0.1", mosquitto.port, "edge-budget")
     publisher.start()
@@ -89,7 +90,9 @@ def test_disk_budget_evicts_the_oldest_results_and_counts_them(mosquitto, tmp_pa
     mosquitto.start()
     collector = MqttCollector(mosquitto.port, [TOPIC], "budget-collector")
     _wait(lambda: outbox.backlog() == 0, 60)
-    _wait(lambda: len(set(_ids(collector))) >= 1000 - outbox.evicted, 30)
+    _wait(lambda: len(set(_ids(collector))) >= 1000 - outbox.evicted, 30,
+          lambda: (collector.session_present, len(_ids(collector)), outbox.evicted, outbox.published,
+                   sorted(set(range(1000)) - set(_ids(collector)))[:30]))
     outbox.stop()
     publisher.close()
     collector.close()

@@ -1,0 +1,265 @@
+"""Edge inference throughput and memory: this runtime vs Ultralytics vs the bare ONNX Runtime limit.
+
+Three contenders on the same ONNX model and the real metal-tag images, each measured in its
+own subprocess (so peak RSS is that contender's alone), interleaved over several rounds so
+that load from other processes hits all of them alike; the median round counts:
+
+  (a) ours       this runtime end to end: JPEG file -> decode -> letterbox -> ONNX Runtime ->
+                 NMS -> result JSON published to a real Mosquitto and acknowledged (QoS 1),
+                 with its default configuration (capture policy on, no upload target);
+  (b) ultralytics  ``YOLO(model.onnx).predict(path)`` one image at a time, as the reference
+                 component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
+  (c) limit      bare ``InferenceSession.run`` (default options) on one preprocessed tensor.
+
+    python benchmarks/edge_inference.py                     # exports a yolov8n per size, 3 rounds
+    python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
+
+The last line per image size is
+``RESULT imgsz=N ours_ips=X ultralytics_ips=X limit_ips=X vs_ultralytics=R vs_limit=R ours_rss_mb=M
+ultralytics_rss_mb=M``. Results and the machine description go to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
+CONTENDERS = ("limit", "ultralytics", "ours")
+
+
+# ------------------------------------------------------------------ measurements (in subprocesses)
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_limit(model_dir: Path, images: list[Path], runs: int) -> dict:
+    import numpy as np
+    import onnxruntime as ort
+
+    sys.path.insert(0, str(REPO))
+    from edge_runtime.imaging import decode_image, letterbox
+
+    card = json.loads((model_dir / "model_card.json").read_text())
+    session = ort.InferenceSession(str(model_dir / card["onnx_file"]), providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    tensor, _ = letterbox(decode_image(images[0].read_bytes()), card["imgsz"], card["imgsz"])
+    for _ in range(10):
+        session.run(None, {name: tensor})
+    started = time.perf_counter()
+    for _ in range(runs):
+        session.run(None, {name: tensor})
+    elapsed = time.perf_counter() - started
+    return {"ips": runs / elapsed, "frames": runs, "rss_mb": _peak_rss_mb(), "checksum": float(np.sum(tensor))}
+
+
+def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dict:
+    from ultralytics import YOLO
+
+    card = json.loads((model_dir / "model_card.json").read_text())
+    model = YOLO(str(model_dir / card["onnx_file"]), task="detect")
+    accepted = [p for p in images if p.suffix.lower() == ".jpg"]  # it refuses .jpg_0 ... by extension
+    for path in accepted[:10]:
+        model.predict(str(path), imgsz=card["imgsz"], verbose=False)
+    started = time.perf_counter()
+    for _ in range(passes):
+        for path in accepted:
+            model.predict(str(path), imgsz=card["imgsz"], verbose=False)
+    elapsed = time.perf_counter() - started
+    return {"ips": passes * len(accepted) / elapsed, "frames": passes * len(accepted), "rss_mb": _peak_rss_mb()}
+
+
+def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int) -> dict:
+    sys.path.insert(0, str(REPO))
+    from edge_runtime.config_sources import NoConfigSource
+    from edge_runtime.publishers import MqttPublisher
+    from edge_runtime.service import EdgeRuntime
+
+    warmup, frames = 30, passes * len(images)
+    with tempfile.TemporaryDirectory() as tmp:
+        overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
+                     "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
+        host, _, port = broker.rpartition(":")
+        runtime = EdgeRuntime(config_source=NoConfigSource(), overrides=overrides, max_frames=warmup + frames,
+                              publisher_factory=lambda c: MqttPublisher(host, int(port), "edge-bench"), seed=0)
+        thread = threading.Thread(target=runtime.run, daemon=True)
+        thread.start()
+        while runtime.outbox.published < warmup:
+            time.sleep(0.002)
+        started = time.perf_counter()
+        while runtime.outbox.published < warmup + frames:
+            time.sleep(0.002)
+        elapsed = time.perf_counter() - started
+        thread.join(60)
+        snapshot = runtime.metrics.snapshot()
+    return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "workers": runtime.workers,
+            "corrupt": snapshot["frames_corrupt"], "latency_ms_p50": snapshot["latency_ms_p50"],
+            "latency_ms_p95": snapshot["latency_ms_p95"]}
+
+
+# ----------------------------------------------------------------------------- orchestration
+def export_model(out_dir: Path, imgsz: int, calibration: list[Path], state: Path) -> Path:
+    """yolov8n (1 class) from yolov8n.yaml, BatchNorm statistics estimated on real images, static ONNX."""
+    code = f"""
+import json, hashlib, shutil, sys, numpy as np, torch, yaml, onnx, ultralytics
+from pathlib import Path
+from PIL import Image
+from ultralytics import YOLO
+sys.path.insert(0, {str(REPO)!r})
+from edge_runtime.imaging import letterbox
+out, size = Path({str(out_dir)!r}), {imgsz}
+out.mkdir(parents=True, exist_ok=True)
+cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8.yaml").read_text())
+cfg["nc"] = 1
+(out / "yolov8n.yaml").write_text(yaml.safe_dump(cfg))
+torch.manual_seed(0)
+model = YOLO(str(out / "yolov8n.yaml"))
+model.model.names = {{0: "scratch"}}
+batch = torch.from_numpy(np.stack([letterbox(np.asarray(Image.open(p).convert("RGB")), size, size)[0][0]
+                                   for p in {[str(p) for p in calibration]!r}]))
+for m in model.model.modules():
+    if isinstance(m, torch.nn.BatchNorm2d):
+        m.reset_running_stats(); m.momentum = None
+model.model.train()
+with torch.no_grad():
+    for i in range(0, len(batch), 8): model.model(batch[i:i + 8])
+model.model.eval()
+onnx_path = Path(model.export(format="onnx", imgsz=size, opset=17, simplify=True))
+shutil.move(onnx_path, out / "model.onnx")
+(out / "yolov8n.yaml").unlink()
+data = (out / "model.onnx").read_bytes()
+(out / "model_card.json").write_text(json.dumps({{"schema": "tagqa.model_card/1", "model_id": "bench-yolov8n-{imgsz}",
+    "model_version": None, "dataset_version": "metal-tags-raw", "class_names": ["scratch"], "imgsz": size,
+    "onnx_file": "model.onnx", "onnx_sha256": hashlib.sha256(data).hexdigest(), "opset": 17}}, indent=2))
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, env=_ultralytics_env(state), capture_output=True)
+    return out_dir
+
+
+def _ultralytics_env(state: Path) -> dict[str, str]:
+    return {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(state / "ultralytics"),
+            "MPLCONFIGDIR": str(state / "matplotlib")}
+
+
+class Broker:
+    """A Mosquitto on a free loopback port (the results' destination for contender (a))."""
+
+    def __init__(self, workdir: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            sys.exit("mosquitto not found: apt-get install -y mosquitto (make test installs it)")
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        config = workdir / "mosquitto.conf"
+        config.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.process = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+
+def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Namespace, broker: str,
+                  state: Path) -> dict:
+    command = [sys.executable, __file__, "_measure", kind, str(model_dir), str(image_dir), broker,
+               str(args.passes), str(args.workers)]
+    done = subprocess.run(command, capture_output=True, text=True, env=_ultralytics_env(state), timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import onnxruntime
+
+    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="metal-tags dataset folder")
+    parser.add_argument("--model", type=Path, action="append", help="model dir(s); default: export yolov8n per size")
+    parser.add_argument("--imgsz", type=int, nargs="+", default=[480, 640])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--passes", type=int, default=2, help="passes over the images per measurement")
+    parser.add_argument("--workers", type=int, default=0, help="runtime frame workers (0: its default)")
+    args = parser.parse_args(argv)
+    images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
+    if not images:
+        sys.exit(f"no images under {args.data / 'images'} (the real metal-tags dataset is needed)")
+    print(f"machine: {machine_description()}")
+    print(f"images: {len(images)} from {args.data}")
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        image_dir = tmp / "images"
+        image_dir.mkdir()
+        for path in images:  # one flat folder for the runtime's loop source
+            (image_dir / f"{path.parent.name}-{path.name}").symlink_to(path)
+        models = args.model or [export_model(tmp / f"model-{s}", s, images[:32], tmp) for s in args.imgsz]
+        broker = Broker(tmp)
+        results = []
+        try:
+            for model_dir in models:
+                imgsz = json.loads((model_dir / "model_card.json").read_text())["imgsz"]
+                rounds: dict[str, list[dict]] = {k: [] for k in CONTENDERS}
+                for r in range(args.rounds):
+                    for kind in CONTENDERS:
+                        m = run_contender(kind, model_dir, image_dir, args, f"127.0.0.1:{broker.port}", tmp)
+                        rounds[kind].append(m)
+                        print(f"imgsz={imgsz} round={r + 1} {kind:<12} {m['ips']:7.1f} img/s  "
+                              f"peak RSS {m['rss_mb']:6.1f} MB" + (f"  p50 {m['latency_ms_p50']} ms "
+                                                                   f"p95 {m['latency_ms_p95']} ms, "
+                                                                   f"{m['workers']} workers"
+                                                                   if kind == "ours" else ""), flush=True)
+                median = {k: statistics.median(m["ips"] for m in v) for k, v in rounds.items()}
+                rss = {k: max(m["rss_mb"] for m in v) for k, v in rounds.items()}
+                results.append(
+                    f"RESULT imgsz={imgsz} ours_ips={median['ours']:.1f} ultralytics_ips={median['ultralytics']:.1f} "
+                    f"limit_ips={median['limit']:.1f} vs_ultralytics={median['ours'] / median['ultralytics']:.2f} "
+                    f"vs_limit={median['ours'] / median['limit']:.2f} ours_rss_mb={rss['ours']:.0f} "
+                    f"ultralytics_rss_mb={rss['ultralytics']:.0f}")
+        finally:
+            broker.stop()
+    for line in results:
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "_measure":
+        kind, model, image_dir, broker, passes, workers = sys.argv[2:8]
+        paths = sorted(Path(image_dir).iterdir())
+        if kind == "limit":
+            out = measure_limit(Path(model), paths, runs=int(passes) * len(paths))
+        elif kind == "ultralytics":
+            out = measure_ultralytics(Path(model), paths, int(passes))
+        else:
+            out = measure_ours(Path(model), paths, int(passes), broker, int(workers))
+        print(json.dumps(out))
+    else:
+        sys.exit(main())
