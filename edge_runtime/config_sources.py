@@ -12,7 +12,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from edge_runtime.device_config import DeviceConfigError
 
@@ -74,15 +74,41 @@ class FileConfigSource:
 
 
 class GreengrassConfigSource:
-    """The component's configuration via IPC (GetConfiguration + SubscribeToConfigurationUpdate)."""
+    """The component's configuration via IPC (GetConfiguration + SubscribeToConfigurationUpdate).
+
+    It also answers the nucleus' configuration validation (SubscribeToValidateConfigurationUpdates):
+    a deployment whose configuration the runtime would refuse (invalid keys, a model directory
+    that fails verification) is reported REJECTED, so the deployment fails and can roll back
+    instead of succeeding while the device keeps serving the old model.
+    """
 
     description = "greengrass component configuration"
 
     def __init__(self, ipc_client: Any) -> None:
         self._ipc = ipc_client
         self._changed = threading.Event()
+        self._validator: Callable[[dict[str, Any]], str | None] | None = None
         _, self._operation = ipc_client.subscribe_to_configuration_update(
             key_path=[], on_stream_event=self._on_update, on_stream_error=self._on_error)
+        _, self._validation = ipc_client.subscribe_to_validate_configuration_updates(
+            on_stream_event=self._on_validate, on_stream_error=self._on_error)
+
+    def set_validator(self, validator: Callable[[dict[str, Any]], str | None]) -> None:
+        """``validator(proposed configuration)`` returns None to accept or the reason to reject."""
+        self._validator = validator
+
+    def _on_validate(self, event: Any) -> None:
+        from awsiot.greengrasscoreipc.model import ConfigurationValidityReport, ConfigurationValidityStatus
+
+        proposal = event.validate_configuration_update_event
+        reason = self._validator(dict(proposal.configuration or {})) if self._validator else None
+        if reason is None:
+            status, message = ConfigurationValidityStatus.ACCEPTED, "accepted"
+        else:
+            status, message = ConfigurationValidityStatus.REJECTED, reason
+            log.error("rejected the configuration of deployment %s: %s", proposal.deployment_id, reason)
+        self._ipc.send_configuration_validity_report(configuration_validity_report=ConfigurationValidityReport(
+            status=status, deployment_id=proposal.deployment_id, message=message[:1000]))
 
     def _on_update(self, event: Any) -> None:
         log.info("configuration update from Greengrass: %s", getattr(event.configuration_update_event, "key_path", None))
@@ -104,6 +130,7 @@ class GreengrassConfigSource:
 
     def close(self) -> None:
         self._operation.close()
+        self._validation.close()
 
 
 def greengrass_available() -> bool:

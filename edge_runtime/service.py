@@ -87,6 +87,8 @@ class EdgeRuntime:
             max_frames=max_frames)
         self._last_health = 0.0
         self._frames_at_last_health = 0
+        if hasattr(config_source, "set_validator"):
+            config_source.set_validator(self.validate_proposed_config)
 
     # ------------------------------------------------------------ configuration
     def _load_config(self) -> DeviceConfig:
@@ -131,6 +133,19 @@ class EdgeRuntime:
         if any(getattr(new, k) != getattr(old, k) for k in source_keys):
             self.pipeline.switch_source()
         log.info("configuration updated from %s", self._config_source.description)
+
+    def validate_proposed_config(self, raw: dict[str, Any]) -> str | None:
+        """Why a proposed configuration would be refused (schema, or its model fails verification); None if fine."""
+        try:
+            proposed = DeviceConfig.from_mapping({**raw, **self._overrides}, source="proposed configuration")
+        except DeviceConfigError as exc:
+            return str(exc)
+        if proposed.model_dir and proposed.model_dir != str(self.slot.current.directory):
+            try:
+                self._load_model(proposed.model_dir)
+            except ModelRejected as exc:
+                return f"model refused: {exc}"
+        return None
 
     # ------------------------------------------------------------------- models
     def _load_model(self, directory: str):

@@ -15,9 +15,11 @@ from unittest.mock import create_autospec
 import pytest
 from awsiot.greengrasscoreipc.clientv2 import GreengrassCoreIPCClientV2
 from awsiot.greengrasscoreipc.model import (QOS, ConfigurationUpdateEvent, ConfigurationUpdateEvents,
-                                            GetConfigurationResponse, IoTCoreMessage, MQTTMessage)
+                                            ConfigurationValidityStatus, GetConfigurationResponse, IoTCoreMessage,
+                                            MQTTMessage, ValidateConfigurationUpdateEvent,
+                                            ValidateConfigurationUpdateEvents)
 
-from edge_fixtures import MqttCollector, mosquitto  # noqa: F401
+from edge_fixtures import MqttCollector, copy_model, mosquitto, tiny_models  # noqa: F401
 from edge_runtime.config_sources import GreengrassConfigSource
 from edge_runtime.publishers import GreengrassIpcPublisher, MqttPublisher, PublishError
 
@@ -107,6 +109,8 @@ def ipc():
     done.set_result(None)
     client.publish_to_iot_core_async.return_value = done
     client.subscribe_to_iot_core.return_value = (None, create_autospec(object))
+    client.subscribe_to_configuration_update.return_value = (None, create_autospec(object))
+    client.subscribe_to_validate_configuration_updates.return_value = (None, create_autospec(object))
     return client
 
 
@@ -141,7 +145,6 @@ def test_greengrass_publisher_delivers_subscribed_messages_and_survives_bad_ones
 def test_greengrass_configuration_source_follows_updates(ipc) -> None:
     ipc.get_configuration.return_value = GetConfigurationResponse(
         component_name="com.tagqa.EdgeInference", value={"modelDir": "/models/v1", "confThreshold": 0.3})
-    ipc.subscribe_to_configuration_update.return_value = (None, create_autospec(object))
     source = GreengrassConfigSource(ipc)
     assert source.read() == {"modelDir": "/models/v1", "confThreshold": 0.3}
     assert not source.poll_changed()
@@ -153,3 +156,33 @@ def test_greengrass_configuration_source_follows_updates(ipc) -> None:
     updater.join()
     assert source.poll_changed() and not source.poll_changed()
     ipc.get_configuration.assert_called_with(key_path=[])
+
+
+def test_greengrass_deployments_with_a_bad_model_are_rejected_before_they_apply(ipc, tiny_models, tmp_path) -> None:
+    """SubscribeToValidateConfigurationUpdates: the nucleus asks before merging a deployment's configuration."""
+    from edge_runtime.service import EdgeRuntime
+
+    ipc.get_configuration.return_value = GetConfigurationResponse(value={
+        "modelDir": str(tiny_models["a"]), "deviceId": "core-1", "source": str(tmp_path),
+        "stateDir": str(tmp_path / "state"), "accessControl": {"aws.greengrass.ipc.mqttproxy": {}}})
+    source = GreengrassConfigSource(ipc)
+    runtime = EdgeRuntime(config_source=source, overrides={}, publisher_factory=lambda c: GreengrassIpcPublisher(ipc))
+    validate = ipc.subscribe_to_validate_configuration_updates.call_args.kwargs["on_stream_event"]
+    broken = copy_model(tiny_models["b"], tmp_path / "broken")
+    (broken / "model.onnx").write_bytes(b"not a model")
+    proposals = {
+        "d-good": {"modelDir": str(tiny_models["b"]), "deviceId": "core-1"},
+        "d-bad-model": {"modelDir": str(broken), "deviceId": "core-1"},
+        "d-bad-key": {"modelDir": str(tiny_models["b"]), "confThreshhold": 0.3},
+    }
+    for deployment, configuration in proposals.items():
+        validate(ValidateConfigurationUpdateEvents(validate_configuration_update_event=ValidateConfigurationUpdateEvent(
+            configuration=configuration, deployment_id=deployment)))
+    reports = {c.kwargs["configuration_validity_report"].deployment_id: c.kwargs["configuration_validity_report"]
+               for c in ipc.send_configuration_validity_report.call_args_list}
+    assert reports["d-good"].status == ConfigurationValidityStatus.ACCEPTED
+    assert reports["d-bad-model"].status == ConfigurationValidityStatus.REJECTED
+    assert "sha256" in reports["d-bad-model"].message and str(broken) in reports["d-bad-model"].message
+    assert reports["d-bad-key"].status == ConfigurationValidityStatus.REJECTED
+    assert "confThreshhold" in reports["d-bad-key"].message
+    assert runtime.slot.current.card.model_version == "1", "validation never swaps the serving model"
