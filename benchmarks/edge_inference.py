@@ -11,6 +11,10 @@ that load from other processes hits all of them alike; the median round counts:
                  component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
   (c) limit      bare ``InferenceSession.run`` (default options) on one preprocessed tensor.
 
+For context (not in the RESULT line) it also measures ``limit_parallel``: two threads calling
+``run`` on one session side by side, one ONNX Runtime thread each, i.e. the most images per
+second this machine's cores give for inference alone.
+
     python benchmarks/edge_inference.py                     # exports a yolov8n per size, 3 rounds
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
 
@@ -38,7 +42,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "ultralytics", "ours")
+CONTENDERS = ("limit", "limit_parallel", "ultralytics", "ours")
 
 
 # ------------------------------------------------------------------ measurements (in subprocesses)
@@ -46,7 +50,8 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure_limit(model_dir: Path, images: list[Path], runs: int) -> dict:
+def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int = 0) -> dict:
+    """Bare session runs on one preprocessed tensor; ``parallel`` > 0: that many single-threaded callers."""
     import numpy as np
     import onnxruntime as ort
 
@@ -54,16 +59,28 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int) -> dict:
     from edge_runtime.imaging import decode_image, letterbox
 
     card = json.loads((model_dir / "model_card.json").read_text())
-    session = ort.InferenceSession(str(model_dir / card["onnx_file"]), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    if parallel:
+        options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_dir / card["onnx_file"]), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     tensor, _ = letterbox(decode_image(images[0].read_bytes()), card["imgsz"], card["imgsz"])
-    for _ in range(10):
-        session.run(None, {name: tensor})
+
+    def loop(count: int) -> None:
+        for _ in range(count):
+            session.run(None, {name: tensor})
+
+    callers = max(parallel, 1)
+    loop(10)
+    threads = [threading.Thread(target=loop, args=(runs // callers,)) for _ in range(callers)]
     started = time.perf_counter()
-    for _ in range(runs):
-        session.run(None, {name: tensor})
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
     elapsed = time.perf_counter() - started
-    return {"ips": runs / elapsed, "frames": runs, "rss_mb": _peak_rss_mb(), "checksum": float(np.sum(tensor))}
+    done = callers * (runs // callers)
+    return {"ips": done / elapsed, "frames": done, "rss_mb": _peak_rss_mb(), "checksum": float(np.sum(tensor))}
 
 
 def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dict:
@@ -231,13 +248,15 @@ def main(argv: list[str] | None = None) -> int:
                     for kind in CONTENDERS:
                         m = run_contender(kind, model_dir, image_dir, args, f"127.0.0.1:{broker.port}", tmp)
                         rounds[kind].append(m)
-                        print(f"imgsz={imgsz} round={r + 1} {kind:<12} {m['ips']:7.1f} img/s  "
+                        print(f"imgsz={imgsz} round={r + 1} {kind:<14} {m['ips']:7.1f} img/s  "
                               f"peak RSS {m['rss_mb']:6.1f} MB" + (f"  p50 {m['latency_ms_p50']} ms "
                                                                    f"p95 {m['latency_ms_p95']} ms, "
                                                                    f"{m['workers']} workers"
                                                                    if kind == "ours" else ""), flush=True)
                 median = {k: statistics.median(m["ips"] for m in v) for k, v in rounds.items()}
                 rss = {k: max(m["rss_mb"] for m in v) for k, v in rounds.items()}
+                print(f"imgsz={imgsz} medians: " + ", ".join(f"{k} {v:.1f} img/s" for k, v in median.items())
+                      + f"; ours / limit_parallel = {median['ours'] / median['limit_parallel']:.2f}")
                 results.append(
                     f"RESULT imgsz={imgsz} ours_ips={median['ours']:.1f} ultralytics_ips={median['ultralytics']:.1f} "
                     f"limit_ips={median['limit']:.1f} vs_ultralytics={median['ours'] / median['ultralytics']:.2f} "
@@ -254,8 +273,9 @@ if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
         kind, model, image_dir, broker, passes, workers = sys.argv[2:8]
         paths = sorted(Path(image_dir).iterdir())
-        if kind == "limit":
-            out = measure_limit(Path(model), paths, runs=int(passes) * len(paths))
+        if kind in ("limit", "limit_parallel"):
+            out = measure_limit(Path(model), paths, runs=int(passes) * len(paths),
+                                parallel=2 if kind == "limit_parallel" else 0)
         elif kind == "ultralytics":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:

@@ -108,6 +108,10 @@ class DeviceConfig:
             topic = getattr(self, key)
             if not topic or any(c in topic for c in "#+"):
                 fail(_camel(key), "must be a non-empty topic name without wildcards")
+        if "://" in self.upload_prefix and not self.upload_prefix.startswith("s3://"):
+            fail("uploadPrefix", "must be a local folder or s3://bucket/prefix")
+        if self.upload_prefix.startswith("s3://") and not self.upload_prefix[5:].split("/")[0]:
+            fail("uploadPrefix", "names no bucket")
         host, _, port = self.broker.rpartition(":")
         if not host or not port.isdigit():
             fail("broker", f"must be HOST:PORT, got {self.broker!r}")

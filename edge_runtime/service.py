@@ -62,10 +62,6 @@ class EdgeRuntime:
         self._errors: dict[str, str] = {}
         self.metrics = RuntimeMetrics()
         self.config = self._load_config()
-        if not self.config.device_id:
-            raise DeviceConfigError(f"{config_source.description}: 'deviceId' is required (or --device-id)")
-        if not self.config.model_dir:
-            raise DeviceConfigError(f"{config_source.description}: 'modelDir' is required (or --model)")
         cpus = os.cpu_count() or 1
         self.workers = self.config.workers or min(2, cpus)
         self._threads = self.config.inference_threads or max(1, cpus // self.workers)
@@ -91,10 +87,15 @@ class EdgeRuntime:
             config_source.set_validator(self.validate_proposed_config)
 
     # ------------------------------------------------------------ configuration
-    def _load_config(self) -> DeviceConfig:
-        """Source configuration with command-line flags on top (flags pin their keys)."""
-        raw = {**self._config_source.read(), **self._overrides}
-        return DeviceConfig.from_mapping(raw, source=self._config_source.description)
+    def _load_config(self, raw: dict[str, Any] | None = None) -> DeviceConfig:
+        """Source configuration (or ``raw``) with command-line flags on top (flags pin their keys)."""
+        where = self._config_source.description if raw is None else "proposed configuration"
+        raw = self._config_source.read() if raw is None else raw
+        config = DeviceConfig.from_mapping({**raw, **self._overrides}, source=where)
+        for key, flag in (("device_id", "deviceId' (or --device-id"), ("model_dir", "modelDir' (or --model")):
+            if not getattr(config, key):
+                raise DeviceConfigError(f"{where}: '{flag}) is required")
+        return config
 
     def _thresholds(self) -> Thresholds:
         c = self.config
@@ -137,7 +138,7 @@ class EdgeRuntime:
     def validate_proposed_config(self, raw: dict[str, Any]) -> str | None:
         """Why a proposed configuration would be refused (schema, or its model fails verification); None if fine."""
         try:
-            proposed = DeviceConfig.from_mapping({**raw, **self._overrides}, source="proposed configuration")
+            proposed = self._load_config(raw)
         except DeviceConfigError as exc:
             return str(exc)
         if proposed.model_dir and proposed.model_dir != str(self.slot.current.directory):

@@ -160,6 +160,8 @@ def test_config_accepts_snake_case_aliases_and_greengrass_floats() -> None:
     ({"broker": "localhost"}, "HOST:PORT"),  # missing port
     ({"folderOnRead": "move"}, "'keep' or 'delete'"),  # unsupported mode
     ({"source": 3}, "string"),  # wrong type
+    ({"uploadPrefix": "gs://bucket/x"}, "uploadPrefix"),  # a store the device cannot write to
+    ({"uploadPrefix": "s3:///x"}, "no bucket"),  # S3 without a bucket
 ])
 def test_config_errors_name_the_key(data: dict, message: str) -> None:
     with pytest.raises(DeviceConfigError, match=message):
