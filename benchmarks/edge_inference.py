@@ -17,6 +17,13 @@ second this machine's cores give for inference alone.
 
     python benchmarks/edge_inference.py                     # exports a yolov8n per size, 3 rounds
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
+    python benchmarks/edge_inference.py int8 --model models/x --dataset datasets/v/yolo
+
+``int8`` quantizes a trained model with ``onnxruntime.quantization`` (static, QDQ, int8
+per-channel weights, uint8 activations, convolutions only so the detection head stays
+float; MinMax calibration on 64 training images), evaluates both models on the dataset
+version's val and test splits with the platform's evaluation (which predicts through this
+runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
 The last line per image size is
 ``RESULT imgsz=N ours_ips=X ultralytics_ips=X limit_ips=X vs_ultralytics=R vs_limit=R ours_rss_mb=M
@@ -125,6 +132,95 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "workers": runtime.workers,
             "corrupt": snapshot["frames_corrupt"], "latency_ms_p50": snapshot["latency_ms_p50"],
             "latency_ms_p95": snapshot["latency_ms_p95"]}
+
+
+# ----------------------------------------------------------------------------- int8 study
+def quantize_model_dir(source: Path, out: Path, calibration: list[Path]) -> Path:
+    """Static int8 (QDQ) copy of a model directory, with its own model card."""
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    sys.path.insert(0, str(REPO))
+    from edge_runtime.imaging import decode_image, letterbox
+
+    card = json.loads((source / "model_card.json").read_text())
+    size = card["imgsz"]
+    out.mkdir(parents=True, exist_ok=True)
+    prepared = out / "prepared.onnx"
+    quant_pre_process(str(source / card["onnx_file"]), str(prepared))
+
+    class Frames(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter({"images": letterbox(decode_image(p.read_bytes()), size, size)[0]} for p in calibration)
+
+        def get_next(self) -> dict | None:
+            return next(self._feeds, None)
+
+    quantize_static(str(prepared), str(out / "model.onnx"), Frames(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                    op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax)
+    prepared.unlink()
+    import hashlib
+
+    data = (out / "model.onnx").read_bytes()
+    card.update(model_id=f"{card['model_id']}-int8", onnx_file="model.onnx",
+                onnx_sha256=hashlib.sha256(data).hexdigest(), quantization="int8 static QDQ, Conv only, MinMax")
+    (out / "model_card.json").write_text(json.dumps(card, indent=2))
+    return out
+
+
+def int8_study(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="edge_inference.py int8")
+    parser.add_argument("--model", type=Path, required=True, help="trained model dir (model.onnx + card)")
+    parser.add_argument("--dataset", type=Path, required=True, help="YOLO export with images/{train,val,test}")
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--out", type=Path, help="keep the int8 model dir here (e.g. to run the main benchmark on it)")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from tagqa_assets.training.detections import OnnxModel, load_split
+    from tagqa_assets.training.evaluation import evaluate
+
+    print(f"machine: {machine_description()}")
+    with tempfile.TemporaryDirectory(prefix="edge-int8-") as tmp_name:
+        tmp = Path(tmp_name)
+        calibration = sorted((args.dataset / "images" / "train").glob("*"))[:64]
+        started = time.perf_counter()
+        quantized = quantize_model_dir(args.model, args.out or tmp / "int8", calibration)
+        print(f"quantized in {time.perf_counter() - started:.1f} s "
+              f"({(args.model / 'model.onnx').stat().st_size / 1e6:.1f} MB -> "
+              f"{(quantized / 'model.onnx').stat().st_size / 1e6:.1f} MB)")
+        metrics = {}
+        for split in ("val", "test"):
+            images = load_split(args.dataset, split)
+            for name, model_dir in (("fp32", args.model), ("int8", quantized)):
+                metrics[split, name] = evaluate(images, OnnxModel(model_dir).predict_all(images))
+                print(f"{split} {name}: {metrics[split, name]}")
+        images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
+        image_dir = tmp / "images"
+        image_dir.mkdir()
+        for path in images:
+            (image_dir / f"{path.parent.name}-{path.name}").symlink_to(path)
+        speed: dict[tuple[str, str], list[float]] = {}
+        namespace = argparse.Namespace(passes=2, workers=0)
+        for _ in range(args.rounds):
+            for name, model_dir in (("fp32", args.model), ("int8", quantized)):
+                for kind in ("limit", "limit_parallel"):
+                    m = run_contender(kind, model_dir, image_dir, namespace, "unused:0", tmp)
+                    speed.setdefault((name, kind), []).append(m["ips"])
+        imgsz = json.loads((args.model / "model_card.json").read_text())["imgsz"]
+        ips = {key: statistics.median(values) for key, values in speed.items()}
+        for split in ("val", "test"):
+            fp, q = metrics[split, "fp32"], metrics[split, "int8"]
+            print(f"INT8 imgsz={imgsz} split={split} map50_fp32={fp.map50:.4f} map50_int8={q.map50:.4f} "
+                  f"map50_95_fp32={fp.map50_95:.4f} map50_95_int8={q.map50_95:.4f} "
+                  f"delta_map50_95={q.map50_95 - fp.map50_95:+.4f}")
+        print(f"INT8 imgsz={imgsz} limit_ips_fp32={ips['fp32', 'limit']:.1f} limit_ips_int8={ips['int8', 'limit']:.1f} "
+              f"parallel_ips_fp32={ips['fp32', 'limit_parallel']:.1f} "
+              f"parallel_ips_int8={ips['int8', 'limit_parallel']:.1f} "
+              f"speedup={ips['int8', 'limit_parallel'] / ips['fp32', 'limit_parallel']:.2f}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- orchestration
@@ -281,5 +377,7 @@ if __name__ == "__main__":
         else:
             out = measure_ours(Path(model), paths, int(passes), broker, int(workers))
         print(json.dumps(out))
+    elif len(sys.argv) > 1 and sys.argv[1] == "int8":
+        sys.exit(int8_study(sys.argv[2:]))
     else:
         sys.exit(main())
