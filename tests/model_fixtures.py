@@ -85,7 +85,7 @@ def resources(store_root: Path, work: Path, **policy: object) -> dict[str, objec
         "store": StoreResource(root=str(store_root)),
         "training_backend": TrainingBackendResource(work_dir=str(work)),
         "model_registry": ModelRegistryResource(),
-        "promotion_policy": PromotionPolicyResource(**policy),
+        "promotion_policy": PromotionPolicyResource(**{name: str(value) for name, value in policy.items()}),
     }
 
 

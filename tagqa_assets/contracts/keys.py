@@ -24,6 +24,7 @@ MODELS_PREFIX = "models/"
 REGISTRY_PREFIX = "registry/"
 EDGE_COMPONENTS_PREFIX = "edge/components/"
 FEEDBACK_PREFIX = "feedback/"
+HARD_EXAMPLES_PREFIX = "hard_examples/"
 
 EDGE_FEEDBACK_SOURCE = "edge-feedback"
 IMPORT_SOURCE = "import"

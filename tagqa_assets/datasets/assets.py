@@ -5,13 +5,16 @@ import dagster as dg
 from tagqa_assets.contracts.datasets import COMMIT_FILE, parse_dataset_version
 from tagqa_assets.contracts.keys import dataset_prefix
 from tagqa_assets.datasets.build import build_dataset_version
+from tagqa_assets.datasets.hard_examples import write_hard_examples
 from tagqa_assets.datasets.pending import drop_pending, load_pending
 from tagqa_assets.datasets.split import DEFAULT_RATIOS
 from tagqa_assets.datasets.versions import DatasetVersionStore
+from tagqa_assets.datasets.yolo_export import annotations_from_json
 from tagqa_assets.datasets.views import version_metadata
 from tagqa_assets.labeling.assets import label_store
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.previews import Tile, grid_markdown, markdown_table
 from tagqa_assets.storage import StoreResource
 
 
@@ -71,4 +74,43 @@ def dataset_version(
     return dg.MaterializeResult(
         metadata={"already_committed": False, "built_from": origin, **version_metadata(object_store, result.record, result.stats, result.manifest)},
         data_version=dg.DataVersion(snapshot.snapshot_id[:16]),
+    )
+
+
+@dg.asset(
+    group_name="datasets",
+    kinds={"python", "parquet"},
+    deps=[label_store],
+    code_version="hard-examples-v1",
+    automation_condition=dg.AutomationCondition.eager(),
+)
+def hard_examples(context: dg.AssetExecutionContext, store: StoreResource, labels: LabelStoreResource) -> dg.MaterializeResult:
+    """Edge-feedback images that came back labeled: the set every challenger is compared on.
+
+    The edge captures what the deployed model was unsure about (and what operators flagged);
+    once labeled, those images are where a new model most needs to be at least as good as
+    the champion. ``model_evaluation`` evaluates challenger and champion on the current set,
+    and a challenger that regresses on it is not approved automatically.
+    """
+    object_store = store.open()
+    hard, written = write_hard_examples(object_store, labels.open(object_store).snapshot())
+    context.log.info(f"hard examples {hard.set_id}: {hard.images} image(s){'' if written else ' (unchanged)'}")
+    by_device = hard.manifest.groupby("device").size().to_dict() if hard.images else {}
+    tiles = [
+        Tile(object_store.get_bytes(hard.prefix + row.yolo_image), row.device, boxes=[a.xyxy() for a in annotations_from_json(row.annotations)])
+        for row in hard.manifest.head(18).itertuples()
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "set_id": hard.set_id,
+            "images": hard.images,
+            "boxes": int(sum(len(annotations_from_json(a)) for a in hard.manifest["annotations"])),
+            "by_device": markdown_table([{"device": d, "images": n} for d, n in sorted(by_device.items())]),
+            "examples": markdown_table(
+                [{"image_key": r.image_key, "device": r.device, "labeling_job": r.labeling_job} for r in hard.manifest.head(50).itertuples()]
+            ),
+            "preview": grid_markdown(tiles, "hard examples with their labels"),
+            "location": object_store.uri_for(hard.prefix + "manifest.parquet"),
+        },
+        data_version=dg.DataVersion(hard.set_id),
     )

@@ -21,7 +21,7 @@ from tagqa_assets.registry.resources import ModelRegistryResource
 from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.training.artifacts import model_dir_uri, read_model_record
 from tagqa_assets.training.evaluation_asset import EVALUATION_KEY, model_evaluation
-from tagqa_assets.training.gates import compare_with_champion, gate
+from tagqa_assets.training.gates import compare_on_hard_examples, compare_with_champion, gate
 from tagqa_assets.training.lineage import MODEL_ID, upstream_metadata
 from tagqa_assets.training.resources import PromotionPolicyResource
 
@@ -82,6 +82,14 @@ def registered_model(
             champion_test = evaluated["metrics"]["test"]
         comparison = compare_with_champion(evaluation["metrics"]["test"], champion_test,
                                            champion.version if champion else None, policy)
+        hard = evaluation.get("hard_examples") or {}
+        hard_ok, hard_reason = compare_on_hard_examples(
+            hard.get("challenger"), hard.get("champion") if champion is not None and hard.get("champion_version") == champion.version else None,
+            champion.version if champion else None, policy)
+        if comparison.approve and not hard_ok:
+            comparison = replace(comparison, approve=False, reason=f"{comparison.reason}; but {hard_reason}")
+        elif hard:
+            comparison = replace(comparison, reason=f"{comparison.reason}; {hard_reason}")
         if champion is not None and champion_test is None:
             comparison = replace(comparison, approve=False, champion_version=champion.version, reason=(
                 f"champion v{champion.version} was not evaluated on this test split (it changed after the "

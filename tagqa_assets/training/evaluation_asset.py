@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 import dagster as dg
 
 from tagqa_assets.contracts.keys import model_prefix
+from tagqa_assets.datasets.hard_examples import HARD_SPLIT, load_current, stage_hard_examples
 from tagqa_assets.contracts.models import (
     COMMIT_FILE,
     EVALUATIONS_DIR,
@@ -66,9 +67,23 @@ def _commit(store: ObjectStore, model_id: str, version: str, run_id: str, docume
     commit_model(store, record, document)
 
 
+def _hard_example_metrics(store: ObjectStore, scratch, challenger: OnnxModel, champion: OnnxModel | None) -> dict | None:
+    """Challenger (and champion) on the current hard-example set; ``None`` when the set is empty."""
+    hard = load_current(store)
+    if hard is None or hard.images == 0:
+        return None
+    images = load_split(stage_hard_examples(store, hard, scratch / "hard"), HARD_SPLIT)
+    return {
+        "set_id": hard.set_id,
+        "images": len(images),
+        "challenger": evaluate(images, challenger.predict_all(images)).headline(),
+        "champion": None if champion is None else evaluate(images, champion.predict_all(images)).headline(),
+    }
+
+
 @dg.asset(
     partitions_def=dataset_versions,
-    deps=[onnx_model],
+    deps=[onnx_model, dg.AssetKey("hard_examples")],
     group_name="training",
     kinds={"onnx", "python"},
     code_version=EVALUATION_CODE_VERSION,
@@ -96,10 +111,12 @@ def model_evaluation(
             model = OnnxModel(stage_onnx(object_store, model_id, scratch / "challenger"))
             test_predictions = model.predict_all(test)
             metrics = {"test": evaluate(test, test_predictions), "val": evaluate(val, model.predict_all(val))}
+            champion_model = None
             if champion is not None:
                 champion_model = model if champion.model_id == model_id else OnnxModel(
                     stage_onnx(object_store, champion.model_id, scratch / "champion"))
                 champion_test = evaluate(test, champion_model.predict_all(test))
+            hard = _hard_example_metrics(object_store, scratch, model, champion_model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -111,6 +128,7 @@ def model_evaluation(
         "details": {split: m.to_dict() for split, m in metrics.items()},
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
+        "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},
     }
     evaluation_key = model_key(model_id, f"{EVALUATIONS_DIR}/{context.run.run_id}.json")
     object_store.put_json(evaluation_key, document)
@@ -128,6 +146,8 @@ def model_evaluation(
     rows = [{"model": "challenger", **metrics["test"].headline()}]
     if champion_test is not None:
         rows.append({"model": f"champion v{champion.version}", **champion_test.headline()})
+    hard_rows = [] if hard is None else [{"model": "challenger", **hard["challenger"]}] + (
+        [{"model": f"champion v{champion.version}", **hard["champion"]}] if hard["champion"] else [])
     return dg.MaterializeResult(
         metadata={
             MODEL_ID: model_id,
@@ -139,6 +159,8 @@ def model_evaluation(
             "champion_version": champion.version if champion else 0,
             **({f"champion_test_{k}": v for k, v in champion_test.headline().items()} if champion_test else {}),
             "test_split_comparison": markdown_table(rows),
+            "hard_examples_images": 0 if hard is None else hard["images"],
+            "hard_examples_comparison": markdown_table(hard_rows),
             "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),
             "test_predictions": grid_markdown(tiles, "test images: truth green, predictions red"),
         }

@@ -24,6 +24,9 @@ class PromotionPolicy:
     gate_threshold: float = 0.40
     champion_margin: float = 0.01
     approve_without_champion: bool = False
+    # How much worse than the champion a challenger may do on the hard examples (edge
+    # feedback that came back labeled) and still be approved without a person.
+    hard_example_margin: float = 0.05
 
     def __post_init__(self) -> None:
         if self.gate_metric not in METRIC_NAMES:
@@ -85,3 +88,18 @@ def compare_with_champion(challenger_test: dict[str, float], champion_test: dict
     reason = (f"challenger {metric} {value:.4f} {relation} champion v{champion_version} {best:.4f} "
               f"+ margin {policy.champion_margin:.4f} on the challenger's test split")
     return ChampionComparison(approve, reason, metric, value, best, champion_version, policy.champion_margin)
+
+
+def compare_on_hard_examples(challenger: dict[str, float] | None, champion: dict[str, float] | None,
+                             champion_version: int | None, policy: PromotionPolicy) -> tuple[bool, str]:
+    """``(acceptable, reason)``: the challenger may not fall more than ``hard_example_margin``
+    below the champion on the hard examples (compared on mAP50, which small sets resolve best).
+    With no hard examples or no champion there is nothing to regress against."""
+    if challenger is None or champion is None:
+        return True, "no hard examples or no champion to compare with"
+    ours, theirs = float(challenger["map50"]), float(champion["map50"])
+    if ours >= theirs - policy.hard_example_margin:
+        return True, (f"hard examples: challenger map50 {ours:.4f} vs champion v{champion_version} {theirs:.4f} "
+                      f"(within margin {policy.hard_example_margin:.4f})")
+    return False, (f"hard examples: challenger map50 {ours:.4f} regresses below champion v{champion_version} "
+                   f"{theirs:.4f} - margin {policy.hard_example_margin:.4f}")

@@ -59,15 +59,64 @@ class TrainingBackendResource(dg.ConfigurableResource):
 
 
 class PromotionPolicyResource(dg.ConfigurableResource):
-    """The promotion gate and champion/challenger rule (defaults and reasons: docs/training.md)."""
+    """The promotion gate and champion/challenger rule (defaults and reasons: docs/training.md).
+
+    Numbers are text so each can come from an environment variable (``dg.EnvVar`` has no
+    float form): TAGQA_GATE_METRIC, TAGQA_GATE_SPLIT, TAGQA_GATE_THRESHOLD,
+    TAGQA_CHAMPION_MARGIN, TAGQA_HARD_EXAMPLE_MARGIN, TAGQA_APPROVE_WITHOUT_CHAMPION.
+    """
 
     gate_metric: str = "map50_95"
     gate_split: str = "test"
-    gate_threshold: float = 0.40
-    champion_margin: float = 0.01
-    approve_without_champion: bool = False
+    gate_threshold: str = "0.40"
+    champion_margin: str = "0.01"
+    hard_example_margin: str = "0.05"
+    approve_without_champion: str = "false"
 
     def policy(self) -> PromotionPolicy:
-        """The validated policy."""
-        return PromotionPolicy(self.gate_metric, self.gate_split, self.gate_threshold, self.champion_margin,
-                               self.approve_without_champion)
+        """The validated policy; raises ``ValueError`` naming a setting that is not a number / boolean."""
+        return PromotionPolicy(
+            self.gate_metric or "map50_95",
+            self.gate_split or "test",
+            _number("gate_threshold", self.gate_threshold, 0.40),
+            _number("champion_margin", self.champion_margin, 0.01),
+            _flag("approve_without_champion", self.approve_without_champion),
+            _number("hard_example_margin", self.hard_example_margin, 0.05),
+        )
+
+
+def _number(name: str, text: str, default: float) -> float:
+    if str(text).strip() == "":
+        return default
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"promotion policy {name}={text!r} is not a number") from None
+
+
+def _flag(name: str, text: str) -> bool:
+    value = str(text).strip().lower()
+    if value in ("", "0", "false", "no"):
+        return False
+    if value in ("1", "true", "yes"):
+        return True
+    raise ValueError(f"promotion policy {name}={text!r} is not true/false")
+
+
+class TrainingProfileResource(dg.ConfigurableResource):
+    """Training settings for runs the automation launches (``model_training_sensor``).
+
+    A run launched from the UI uses ``trained_model``'s run config (the documented CPU
+    configuration); automated runs take these instead, so a laptop demo or a CI loop can
+    train small: TAGQA_TRAIN_EPOCHS, TAGQA_TRAIN_IMGSZ, TAGQA_TRAIN_BATCH (0 = the
+    ``TrainingConfig`` default).
+    """
+
+    epochs: int = 0
+    imgsz: int = 0
+    batch: int = 0
+
+    def run_config(self) -> dict:
+        """``trained_model``'s op config for an automated run (only the fields that are set)."""
+        config = {name: value for name, value in (("epochs", self.epochs), ("imgsz", self.imgsz), ("batch", self.batch)) if value}
+        return {"ops": {"trained_model": {"config": config}}} if config else {}
