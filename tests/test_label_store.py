@@ -13,6 +13,7 @@ from botocore.stub import ANY, Stubber
 from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation, LabelRecord
 from tagqa_assets.labeling.featurestore import FEATURE_DEFINITIONS, FeatureStoreLabelStore, feature_record
 from tagqa_assets.labeling.label_store import LocalLabelStore, records_frame, snapshot_of
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelStoreResource
 
 BOX = Annotation(0, 10, 20, 30, 40)
@@ -236,7 +237,7 @@ def test_label_store_sanity_check(local_store):
 
     local_store.put_bytes("raw/camera-1/2026/11/25/a.jpg", encoded_image(size=(450, 300)))
     [image] = ingest_keys(local_store, ["raw/camera-1/2026/11/25/a.jpg"], run_id="t").accepted
-    resources = {"store": StoreResource(root=str(local_store.root)), "labels": LabelStoreResource(), "labeling": LabelingResource()}
+    resources = {"store": StoreResource(root=str(local_store.root)), "labels": LabelStoreResource(), "labeling": LabelingResource(), "pre_annotation": PreAnnotationResource()}
 
     def check() -> dg.AssetCheckEvaluation:
         outcome = dg.materialize([label_store, unlabeled_images, label_store_sanity], selection=[label_store], resources=resources)

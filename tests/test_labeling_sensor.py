@@ -17,6 +17,7 @@ from tagqa_assets.labeling.assets import label_store, unlabeled_images
 from tagqa_assets.labeling.backends.base import ImageRef, LabelingJob
 from tagqa_assets.labeling.jobs import JobBook
 from tagqa_assets.labeling.label_store import LocalLabelStore, latest_records
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.sensors import LabelingCursor, labeling_job_sensor
 from tagqa_assets.labeling.unlabeled import find_unlabeled
@@ -31,7 +32,7 @@ def _resources(store) -> dict:
         root = StoreResource(root=store.uri, s3_endpoint_url=endpoint, aws_region="us-east-1")
     else:
         root = StoreResource(root=str(store.root))
-    return {"store": root, "labels": LabelStoreResource(), "labeling": LabelingResource()}
+    return {"store": root, "labels": LabelStoreResource(), "labeling": LabelingResource(), "pre_annotation": PreAnnotationResource()}
 
 
 def _tick(resources: dict, cursor: str | None, instance: dg.DagsterInstance):
@@ -189,17 +190,15 @@ def test_label_store_run_reports_rejects_in_metadata(tmp_path: Path):
     assert metadata["approved_images_in_snapshot"].value == 1
 
 
-def test_pre_annotations_are_empty_without_a_champion(local_store):
-    import importlib.util
-
-    from tagqa_assets.labeling.pre_annotations import champion_pre_annotations
+def test_pre_annotations_come_from_the_wired_resource(local_store):
+    from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
+    from tagqa_assets.registry.resources import ChampionPreAnnotationResource, ModelRegistryResource
 
     refs = [ImageRef("raw/a.jpg", "0" * 64, 450, 300, "raw/a.jpg")]
-    suggestions = champion_pre_annotations(local_store, refs)
-    if importlib.util.find_spec("tagqa_assets.registry.champion") is None:
-        assert suggestions == {}  # no registry stage yet: jobs open without suggestions
-    else:
-        assert all(isinstance(box, Annotation) for boxes in suggestions.values() for box in boxes)
+    assert PreAnnotationResource().suggest(local_store, refs) == {}  # labeling alone suggests nothing
+    champion = ChampionPreAnnotationResource(model_registry=ModelRegistryResource())
+    assert champion.suggest(local_store, refs) == {}  # no Approved version yet: no suggestions
+    # (with a champion, the registry tests check the suggested boxes themselves)
 
 
 def test_labeling_resource_builds_each_backend_or_names_the_missing_setting(local_store, s3_store):

@@ -15,6 +15,7 @@ from tagqa_assets.ingestion.writers import upload_folder
 from tagqa_assets.labeling.assets import label_store, unlabeled_images
 from tagqa_assets.labeling.label_sources import import_path
 from tagqa_assets.labeling.label_store import LocalLabelStore
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.storage import LocalObjectStore, StoreResource
@@ -25,7 +26,7 @@ ASSETS = [raw_images, label_store, unlabeled_images, dataset_version]
 def _pipeline(root: Path, dataset: Path, *, images_root: Path | None) -> tuple[LocalObjectStore, str, dict]:
     """Upload + ingest the images, import labels.csv, list unlabeled images, build a version."""
     store = LocalObjectStore(root)
-    resources = {"store": StoreResource(root=str(root)), "labels": LabelStoreResource(), "labeling": LabelingResource()}
+    resources = {"store": StoreResource(root=str(root)), "labels": LabelStoreResource(), "labeling": LabelingResource(), "pre_annotation": PreAnnotationResource()}
     instance = dg.DagsterInstance.ephemeral()
     uploaded = upload_folder(store, dataset / "images")
     assert len(uploaded.keys) == 249 and not uploaded.refused

@@ -190,6 +190,7 @@ def test_sensor_brings_label_studio_annotations_into_the_label_store(label_studi
     from tagqa_assets.labeling.assets import label_store, unlabeled_images
     from tagqa_assets.labeling.jobs import JobBook
     from tagqa_assets.labeling.label_store import LocalLabelStore
+    from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
     from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
     from tagqa_assets.labeling.sensors import labeling_job_sensor
     from tagqa_assets.storage import StoreResource
@@ -205,6 +206,7 @@ def test_sensor_brings_label_studio_annotations_into_the_label_store(label_studi
         "labeling": LabelingResource(
             backend="labelstudio", label_studio_url=label_studio.url, label_studio_api_token=label_studio.token, label_studio_project_title="sensor e2e"
         ),
+        "pre_annotation": PreAnnotationResource(),
     }
     assert dg.materialize([unlabeled_images], resources=resources).success
     [job] = JobBook(local_store).open_jobs()

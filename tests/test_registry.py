@@ -15,7 +15,7 @@ from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVers
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.registry.backends import EVENTS_PREFIX, LocalModelRegistry, ModelRegistry, UnknownModelVersion
-from tagqa_assets.registry.champion import current_champion, predict_boxes
+from tagqa_assets.registry.champion import predict_boxes
 from tagqa_assets.registry.sagemaker import SageMakerModelRegistry, to_properties
 from tagqa_assets.storage import LocalObjectStore
 
@@ -158,7 +158,7 @@ def test_predict_boxes_is_empty_without_a_champion(chain_copy: Chain):
 def test_predict_boxes_uses_the_champion(chain_copy: Chain):
     registry = LocalModelRegistry(chain_copy.store)
     registry.set_status(1, APPROVED, "champion for the test")
-    assert current_champion(chain_copy.store, registry).model_id == chain_copy.model_id
+    assert registry.champion().model_id == chain_copy.model_id
     manifest = DatasetVersionStore(chain_copy.store).manifest(chain_copy.version).head(3)
     refs = [ImageRef(row.image_key, row.sha256, row.width, row.height, row.image_key) for row in manifest.itertuples()]
     predictions = predict_boxes(chain_copy.store, refs, registry=registry, thresholds=Thresholds(conf=0.001, iou=0.7,

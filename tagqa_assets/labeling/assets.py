@@ -13,6 +13,7 @@ from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX, ImportReport, i
 from tagqa_assets.labeling.label_sources import import_inbox_object, inbox_keys
 from tagqa_assets.labeling.label_store import snapshot_of
 from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled, open_jobs_for
 from tagqa_assets.labeling.views import import_metadata, label_grid, store_summary
@@ -109,10 +110,12 @@ def unlabeled_images(
     store: StoreResource,
     labels: LabelStoreResource,
     labeling: LabelingResource,
+    pre_annotation: PreAnnotationResource,
 ) -> dg.MaterializeResult:
     """Raw images with no label record and no open labeling task; opens labeling jobs for them.
 
-    Each job gets the champion model's boxes as suggestions when a champion exists.
+    Each job gets the champion model's boxes as suggestions when a champion exists
+    (model-assisted labeling, through the ``pre_annotation`` resource).
     """
     object_store = store.open()
     label_store_ = labels.open(object_store)
@@ -120,7 +123,8 @@ def unlabeled_images(
     opened = []
     if config.open_jobs and len(unlabeled):
         backend = labeling.open(object_store, label_store_)
-        opened = open_jobs_for(object_store, backend, unlabeled, max_images=config.max_images_per_job)
+        opened = open_jobs_for(object_store, backend, unlabeled, max_images=config.max_images_per_job,
+                               pre_annotation=pre_annotation)
         for job in opened:
             context.log.info(f"opened {job.backend} labeling job {job.job_id} for {len(job.images)} image(s)")
     tiles = [Tile(object_store.get_bytes(key), key.rsplit("/", 1)[-1]) for key in unlabeled["key"][:GRID_LIMIT]]

@@ -1,28 +1,22 @@
-"""Model-assisted labeling: box suggestions from the current champion model.
+"""Model-assisted labeling: box suggestions for the images of a new labeling job.
 
-The registry stage provides ``tagqa_assets.registry.champion.predict_boxes(store, images)``
-(``images``: the ``ImageRef``s of the job; returns ``{raw key: [Annotation, ...]}``, ``{}``
-when no champion exists). Until that module exists, labeling jobs open without
-suggestions. Only the absence of that module is tolerated: an error inside it propagates.
+Labeling sits upstream of training, so it cannot ask the registry for the champion itself
+(stages depend downstream-on-upstream only). It declares what it needs instead: a
+``PreAnnotationResource`` whose ``suggest`` returns boxes per raw key. This base resource
+suggests nothing; the registry stage provides ``ChampionPreAnnotationResource``, which runs
+the current champion, and ``definitions.py`` wires that one in.
 """
 
-from __future__ import annotations
+import dagster as dg
 
 from tagqa_assets.contracts.labels import Annotation
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.storage import ObjectStore
 
-CHAMPION_MODULE = "tagqa_assets.registry.champion"
 
+class PreAnnotationResource(dg.ConfigurableResource):
+    """Suggested boxes for images about to be labeled; this base suggests none."""
 
-def champion_pre_annotations(store: ObjectStore, images: list[ImageRef]) -> dict[str, list[Annotation]]:
-    """Suggested boxes per raw key for ``images``; ``{}`` when there is no champion model."""
-    if not images:
+    def suggest(self, store: ObjectStore, images: list[ImageRef]) -> dict[str, list[Annotation]]:
+        """Boxes per raw key (images without suggestions may be missing); ``{}`` here."""
         return {}
-    try:
-        from tagqa_assets.registry.champion import predict_boxes
-    except ModuleNotFoundError as exc:
-        if exc.name in (CHAMPION_MODULE, "tagqa_assets.registry"):
-            return {}
-        raise
-    return dict(predict_boxes(store, images))

@@ -8,7 +8,7 @@ from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.labeling.backends.base import ImageRef, LabelingBackend, LabelingJob
 from tagqa_assets.labeling.jobs import JobBook, new_job_id
 from tagqa_assets.labeling.label_store import LabelStore
-from tagqa_assets.labeling.pre_annotations import champion_pre_annotations
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.storage import ObjectStore
 
 
@@ -25,8 +25,9 @@ def find_unlabeled(store: ObjectStore, label_store: LabelStore) -> pd.DataFrame:
     return images[keep].reset_index(drop=True)
 
 
-def open_jobs_for(store: ObjectStore, backend: LabelingBackend, unlabeled: pd.DataFrame, *, max_images: int = 500) -> list[LabelingJob]:
-    """Open one job per ``max_images`` unlabeled images, with the champion's boxes as suggestions."""
+def open_jobs_for(store: ObjectStore, backend: LabelingBackend, unlabeled: pd.DataFrame, *, max_images: int = 500,
+                  pre_annotation: PreAnnotationResource | None = None) -> list[LabelingJob]:
+    """Open one job per ``max_images`` unlabeled images, with ``pre_annotation``'s boxes as suggestions."""
     if max_images < 1:
         raise ValueError(f"max_images must be >= 1, got {max_images}")
     book = JobBook(store)
@@ -37,7 +38,8 @@ def open_jobs_for(store: ObjectStore, backend: LabelingBackend, unlabeled: pd.Da
     jobs = []
     for start in range(0, len(refs), max_images):
         batch = refs[start : start + max_images]
-        job = backend.create_job(batch, job_id=new_job_id([r.key for r in batch]), pre_annotations=champion_pre_annotations(store, batch))
+        suggestions = pre_annotation.suggest(store, batch) if pre_annotation is not None else {}
+        job = backend.create_job(batch, job_id=new_job_id([r.key for r in batch]), pre_annotations=suggestions)
         book.record(job)
         jobs.append(job)
     return jobs

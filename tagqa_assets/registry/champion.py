@@ -9,10 +9,8 @@ from pathlib import Path
 from edge_runtime.detector import Thresholds
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from tagqa_assets.contracts.labels import Annotation
-from tagqa_assets.contracts.models import ModelVersion
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.registry.backends import ModelRegistry
-from tagqa_assets.registry.resources import registry_from_environment
 from tagqa_assets.storage import ObjectStore
 from tagqa_assets.training.artifacts import stage_onnx
 from tagqa_assets.training.detections import OnnxModel
@@ -20,13 +18,8 @@ from tagqa_assets.training.detections import OnnxModel
 PRE_LABEL_THRESHOLDS = Thresholds(conf=0.25, iou=0.7, max_detections=100)
 
 
-def current_champion(store: ObjectStore, registry: ModelRegistry | None = None) -> ModelVersion | None:
-    """The newest ``Approved`` version (registry from the environment when not given), or ``None``."""
-    return (registry or registry_from_environment(store)).champion()
-
-
 def predict_boxes(
-    store: ObjectStore, images: Sequence[ImageRef], *, registry: ModelRegistry | None = None,
+    store: ObjectStore, images: Sequence[ImageRef], *, registry: ModelRegistry,
     thresholds: Thresholds = PRE_LABEL_THRESHOLDS,
 ) -> dict[str, list[Annotation]]:
     """The champion's boxes for each image, by image key; ``{}`` when there is no champion.
@@ -34,7 +27,7 @@ def predict_boxes(
     Runs the champion's ONNX model through the edge runtime's pipeline (what devices run).
     Raises ``ValueError`` naming an image whose bytes do not decode.
     """
-    champion = current_champion(store, registry)
+    champion = registry.champion()
     if champion is None or not images:
         return {}
     with tempfile.TemporaryDirectory(prefix="tagqa-champion-") as folder:

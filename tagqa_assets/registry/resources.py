@@ -4,6 +4,9 @@ import os
 
 import dagster as dg
 
+from tagqa_assets.contracts.labels import Annotation
+from tagqa_assets.labeling.backends.base import ImageRef
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.registry.backends import LocalModelRegistry, ModelRegistry
 from tagqa_assets.storage import ObjectStore
 
@@ -49,3 +52,15 @@ class ModelRegistryResource(dg.ConfigurableResource):
         """The configured registry over ``store``."""
         return open_registry(store, backend=self.backend, group=self.sagemaker_model_package_group,
                              endpoint_url=self.sagemaker_endpoint_url, region=self.aws_region)
+
+
+class ChampionPreAnnotationResource(PreAnnotationResource):
+    """Model-assisted labeling: the current champion's boxes as suggestions for new labeling jobs."""
+
+    model_registry: ModelRegistryResource
+
+    def suggest(self, store: ObjectStore, images: list[ImageRef]) -> dict[str, list[Annotation]]:
+        """The champion's boxes per raw key; ``{}`` while no version is Approved."""
+        from tagqa_assets.registry.champion import predict_boxes
+
+        return predict_boxes(store, images, registry=self.model_registry.open(store))
