@@ -66,8 +66,9 @@ def _run(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     if use_greengrass:
         ipc = connect_greengrass_ipc()
-        config_source = FileConfigSource(args.config) if args.config else GreengrassConfigSource(ipc)
-        overrides.setdefault("deviceId", os.environ.get("AWS_IOT_THING_NAME", ""))
+        defaults = {"deviceId": os.environ.get("AWS_IOT_THING_NAME", "")}  # the thing name unless configured
+        config_source = (FileConfigSource(args.config, defaults) if args.config
+                         else GreengrassConfigSource(ipc, defaults))
 
         def publisher_factory(config):
             return GreengrassIpcPublisher(ipc)

@@ -39,9 +39,10 @@ class NoConfigSource:
 class FileConfigSource:
     """A JSON file, re-read when its size, mtime or inode changes (atomic rewrites via rename included)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, defaults: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.description = str(self.path)
+        self._defaults = defaults or {}
         self._signature = self._stat()
 
     def _stat(self) -> tuple | None:
@@ -60,7 +61,7 @@ class FileConfigSource:
             raise DeviceConfigError(f"{self.path}: unreadable config ({exc})") from None
         if not isinstance(data, dict):
             raise DeviceConfigError(f"{self.path}: expected a JSON object")
-        return data
+        return {**self._defaults, **data}
 
     def poll_changed(self) -> bool:
         signature = self._stat()
@@ -84,8 +85,9 @@ class GreengrassConfigSource:
 
     description = "greengrass component configuration"
 
-    def __init__(self, ipc_client: Any) -> None:
+    def __init__(self, ipc_client: Any, defaults: dict[str, Any] | None = None) -> None:
         self._ipc = ipc_client
+        self._defaults = defaults or {}
         self._changed = threading.Event()
         self._validator: Callable[[dict[str, Any]], str | None] | None = None
         _, self._operation = ipc_client.subscribe_to_configuration_update(
@@ -101,7 +103,8 @@ class GreengrassConfigSource:
         from awsiot.greengrasscoreipc.model import ConfigurationValidityReport, ConfigurationValidityStatus
 
         proposal = event.validate_configuration_update_event
-        reason = self._validator(dict(proposal.configuration or {})) if self._validator else None
+        proposed = {**self._defaults, **(proposal.configuration or {})}
+        reason = self._validator(proposed) if self._validator else None
         if reason is None:
             status, message = ConfigurationValidityStatus.ACCEPTED, "accepted"
         else:
@@ -120,7 +123,7 @@ class GreengrassConfigSource:
 
     def read(self) -> dict[str, Any]:
         response = self._ipc.get_configuration(key_path=[])
-        return dict(response.value or {})
+        return {**self._defaults, **(response.value or {})}
 
     def poll_changed(self) -> bool:
         if self._changed.is_set():

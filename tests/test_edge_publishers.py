@@ -145,8 +145,9 @@ def test_greengrass_publisher_delivers_subscribed_messages_and_survives_bad_ones
 def test_greengrass_configuration_source_follows_updates(ipc) -> None:
     ipc.get_configuration.return_value = GetConfigurationResponse(
         component_name="com.tagqa.EdgeInference", value={"modelDir": "/models/v1", "confThreshold": 0.3})
-    source = GreengrassConfigSource(ipc)
-    assert source.read() == {"modelDir": "/models/v1", "confThreshold": 0.3}
+    source = GreengrassConfigSource(ipc, defaults={"deviceId": "thing-7", "confThreshold": 0.5})
+    assert source.read() == {"deviceId": "thing-7", "modelDir": "/models/v1", "confThreshold": 0.3}, \
+        "the thing name is only a default: configured keys win"
     assert not source.poll_changed()
     on_event = ipc.subscribe_to_configuration_update.call_args.kwargs["on_stream_event"]
     updater = threading.Thread(target=on_event, args=(ConfigurationUpdateEvents(
