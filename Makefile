@@ -14,7 +14,7 @@ export MPLCONFIGDIR ?= $(STATE)/matplotlib
 
 INSTALL_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 
-.PHONY: setup run test demo system-deps labelstudio-install labelstudio clean-state
+.PHONY: setup run test demo broker system-deps labelstudio-install labelstudio clean-state
 
 ## setup: create the venv, install tagqa with its pinned dependencies, write .env and the Dagster instance config
 setup: $(INSTALL_STAMP) .env $(DAGSTER_HOME)/dagster.yaml
@@ -36,14 +36,19 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
 demo: setup
 	$(BIN)/tagqa demo --count 40 --if-empty
 
-## run: set up, seed the demo set if the store is empty, start Dagster on 127.0.0.1:$(PORT)
-run: setup demo
-	$(BIN)/dagster dev -h 127.0.0.1 -p $(PORT) -w workspace.yaml
+## run: set up, seed the demo set if the store is empty, start Mosquitto, a local edge device and Dagster on 127.0.0.1:$(PORT)
+run: setup demo broker
+	BIN=$(BIN) PORT=$(PORT) STATE=$(STATE) deploy/local/run.sh
+
+## broker: Mosquitto for the local devices (installed only when missing; needs root on Debian)
+broker:
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { apt-get update && apt-get install -y mosquitto; }
 
 ## system-deps: services the tests use (installed only when missing; needs root on Debian)
 system-deps:
 	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || { apt-get update && apt-get install -y mosquitto; }
 	@command -v pg_ctl >/dev/null 2>&1 || ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql; }
+	@command -v chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 
 ## test: set up, install what the tests need, run the whole suite
 test: setup system-deps labelstudio-install
