@@ -44,6 +44,19 @@ class ObjectInfo:
     last_modified: datetime
 
 
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` in one rename, durably: a reader (or a file watcher)
+    sees the old content or the new, never a partial file. Creates missing folders."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
 class ObjectStore(ABC):
     """A flat key space of immutable-by-convention objects (see module docstring)."""
 
@@ -136,14 +149,7 @@ class LocalObjectStore(ObjectStore):
         return self.root / check_key(key)
 
     def put_bytes(self, key: str, data: bytes) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{_TMP_MARK}{path.name}.{uuid.uuid4().hex}")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_atomically(self._path(key), data)
 
     def put_file(self, key: str, path: Path) -> None:
         target = self._path(key)

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from edge_runtime.contracts import validate_identifier
 from tagqa_assets.contracts.edge import utc_now
-from tagqa_assets.deployment.local_target import DEVICE_FILE, PID_FILE, RUNTIME_CONFIG, write_atomically
+from tagqa_assets.deployment.local_target import DEVICE_FILE, PID_FILE, RUNTIME_CONFIG
+from tagqa_assets.storage import write_atomically
 
 log = logging.getLogger(__name__)
 

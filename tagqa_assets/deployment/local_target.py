@@ -35,23 +35,12 @@ from tagqa_assets.deployment.components import StoredComponent
 from tagqa_assets.deployment.device_health import HealthWatcher
 from tagqa_assets.deployment.recipes import recipe_yaml
 from tagqa_assets.deployment.targets import DeploymentError, DeploymentOutcome, DeploymentTarget, DeviceOutcome, TargetNotFound
-from tagqa_assets.storage import ObjectStore
+from tagqa_assets.storage import ObjectStore, write_atomically
 
 DEVICE_FILE = "device.json"
 PID_FILE = "edge.pid"
 RUNTIME_CONFIG = "config/edge-runtime.json"
 EFFECTIVE_CONFIG = "config/effective-config.json"
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` in one rename (a watcher sees the old file or the new one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def process_alive(pid: int) -> bool:
