@@ -16,6 +16,14 @@ store = StoreResource(
     aws_region=dg.EnvVar("TAGQA_AWS_REGION"),
 )
 
+# Declarative automation (hard_examples is eager) is evaluated by this sensor; Dagster's
+# implicit one starts stopped, and the loop should move out of the box.
+automation = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+)
+
 defs = dg.Definitions.merge(
     ingestion.defs,
     labeling.defs,
@@ -23,5 +31,5 @@ defs = dg.Definitions.merge(
     training.defs,
     registry.defs,
     deployment.defs,
-    dg.Definitions(resources={"store": store}),
+    dg.Definitions(resources={"store": store}, sensors=[automation]),
 )

@@ -220,8 +220,8 @@ class LocalObjectStore(ObjectStore):
         )
         for sort_name, entry in children:
             key = key_prefix + sort_name
-            if _TMP_MARK in entry.name:
-                continue
+            if entry.name.startswith("."):
+                continue  # in-flight writes of any writer (ours, edge devices): never objects
             if not (key.startswith(prefix) or prefix.startswith(key)):
                 continue
             if sort_name.endswith("/"):
@@ -229,7 +229,10 @@ class LocalObjectStore(ObjectStore):
                     continue  # every key below this folder sorts before start_after
                 yield from self._walk(Path(entry.path), key, prefix, start_after)
             elif entry.is_file(follow_symlinks=False) and (not start_after or key > start_after):
-                stat = entry.stat()
+                try:
+                    stat = entry.stat()
+                except FileNotFoundError:
+                    continue  # deleted or moved since the folder was read
                 yield ObjectInfo(key, stat.st_size, datetime.fromtimestamp(stat.st_mtime, timezone.utc))
 
     def list_prefixes(self, prefix: str) -> list[str]:
@@ -239,7 +242,7 @@ class LocalObjectStore(ObjectStore):
         folder = self._path(prefix.rstrip("/")) if prefix else self.root
         if not folder.is_dir():
             return []
-        return sorted(f"{prefix}{entry.name}/" for entry in os.scandir(folder) if entry.is_dir())
+        return sorted(f"{prefix}{entry.name}/" for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
 
 
 class S3ObjectStore(ObjectStore):

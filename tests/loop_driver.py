@@ -59,6 +59,8 @@ class LoopDriver:
         for sensor in self.repository.sensor_defs:
             if sensor.default_status != dg.DefaultSensorStatus.RUNNING:
                 continue
+            if isinstance(sensor, dg.AutomationConditionSensorDefinition):
+                continue  # evaluated below, as the daemon's asset daemon does
             launched += self.tick_sensor(sensor.name)
         if automation:
             launched += self._automation()
@@ -67,11 +69,12 @@ class LoopDriver:
     def tick_sensor(self, name: str) -> list[LaunchedRun]:
         """Evaluate one sensor once and launch its new run requests."""
         sensor = self.repository.get_sensor_def(name)
-        context = dg.build_sensor_context(
+        # Entered as a context manager, as the daemon does: nested resources need it.
+        with dg.build_sensor_context(
             instance=self.instance, cursor=self.cursors.get(name), repository_def=self.repository, sensor_name=name,
             resources=self.repository.get_top_level_resources(),
-        )
-        requests, partition_requests, cursor = _outcome(sensor(context), context)
+        ) as context:
+            requests, partition_requests, cursor = _outcome(sensor(context), context)
         # Partitions first, as the daemon does: the run requests may name the new ones.
         for request in partition_requests:
             if isinstance(request, dg.AddDynamicPartitionsRequest):

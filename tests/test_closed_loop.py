@@ -222,9 +222,9 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
 
 
 def _bumped_code_version_requests_one_run(driver: LoopDriver, instance: dg.DagsterInstance, older: str, newest: str) -> None:
-    unchanged = model_training_sensor(dg.build_sensor_context(
-        instance=instance, cursor=driver.cursors["model_training_sensor"], repository_def=driver.repository,
-        resources=driver.repository.get_top_level_resources()))
+    with dg.build_sensor_context(instance=instance, cursor=driver.cursors["model_training_sensor"],
+                                 repository_def=driver.repository, resources=defs.resources) as context:
+        unchanged = model_training_sensor(context)
     assert not unchanged.run_requests, "nothing changed: nothing to run"
     bumped = [
         asset.map_asset_specs(lambda spec: spec.replace_attributes(code_version="export-v2"))
@@ -233,9 +233,9 @@ def _bumped_code_version_requests_one_run(driver: LoopDriver, instance: dg.Dagst
     ]
     changed = dg.Definitions(assets=bumped, asset_checks=defs.asset_checks, sensors=defs.sensors,
                              schedules=defs.schedules, resources=defs.resources)
-    context = dg.build_sensor_context(instance=instance, cursor=driver.cursors["model_training_sensor"],
-                                      repository_def=changed.get_repository_def(), resources=defs.resources)
-    result = model_training_sensor(context)
+    with dg.build_sensor_context(instance=instance, cursor=driver.cursors["model_training_sensor"],
+                                 repository_def=changed.get_repository_def(), resources=defs.resources) as context:
+        result = model_training_sensor(context)
     [run] = result.run_requests
     assert run.partition_key == newest != older
     assert list(run.asset_selection) == [dg.AssetKey(k) for k in ("onnx_model", "model_evaluation", "registered_model")]

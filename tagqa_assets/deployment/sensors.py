@@ -52,7 +52,7 @@ def deployment_run_config(model_version: int) -> dict:
 @dg.sensor(
     name="model_approval_sensor",
     target=[edge_component, edge_deployment],
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Deploys a model version to the edge target when it becomes Approved in the registry.",
 )
