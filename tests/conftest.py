@@ -89,6 +89,22 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
             os.environ[key] = value
 
 
+@pytest.fixture(autouse=True)
+def no_leaked_definitions_state() -> Iterator[None]:
+    """Fail the test that leaves a Dagster instance's definitions-state storage installed.
+
+    Invoking a schedule directly on a context built outside a ``with`` block installs its
+    instance's storage process-wide; once that instance is garbage-collected every later
+    ``dg.materialize`` fails with "undefined DagsterInstance weakref", far from the cause.
+    """
+    from dagster._core.storage.defs_state.base import DefsStateStorage
+
+    yield
+    leaked = DefsStateStorage.get()
+    assert leaked is None, (f"this test left {leaked!r} installed as the current definitions-state storage; "
+                            "build schedule/sensor contexts with `with dg.build_..._context(...) as context:`")
+
+
 @pytest.fixture
 def real_dataset() -> Path:
     """The real metal-tag dataset beside the repository; skips (saying why) when absent."""

@@ -94,9 +94,11 @@ def test_retraining_schedule_cuts_a_version_only_when_labels_changed(tmp_path: P
                  "retraining": RetrainingPolicyResource(every_days=7)}
 
     def evaluate():
-        context = dg.build_schedule_context(instance=instance, resources=resources,
-                                            scheduled_execution_time=datetime.now(timezone.utc))
-        return retraining_schedule(context)
+        # The with-form matters: a schedule invoked directly enters the instance's definitions-state
+        # context, and only the context manager's exit restores it for later tests.
+        with dg.build_schedule_context(instance=instance, resources=resources,
+                                       scheduled_execution_time=datetime.now(timezone.utc)) as context:
+            return retraining_schedule(context)
 
     assert isinstance(evaluate(), dg.SkipReason)  # no labels at all
     key = "raw/camera-1/2026/11/25/100000-a.jpg"
