@@ -52,6 +52,18 @@ def test_letterbox_reuses_a_buffer_completely() -> None:
     assert buffer.max() <= 1.0
 
 
+def test_letterbox_with_reused_scratch_matches_a_fresh_one() -> None:
+    from edge_runtime.imaging import letterbox_into
+
+    rng = np.random.default_rng(3)
+    tensor, scratch = np.empty((1, 3, 160, 160), np.float32), {}
+    # Shapes alternate so reused buffers shrink and grow: a short last block, then longer blocks again.
+    for shape in [(300, 450), (90, 160), (1080, 1920), (300, 450), (7, 5)]:
+        image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+        letterbox_into(image, tensor, scratch)
+        assert np.array_equal(tensor, letterbox(image, 160, 160)[0])
+
+
 @pytest.fixture
 def cv2():
     """OpenCV is the reference implementation (installed with the dev extras through ultralytics)."""
@@ -66,6 +78,7 @@ def cv2():
     ((301, 451), (213, 320)),  # odd sizes everywhere
     ((450, 300), (480, 320)),  # portrait
     ((7, 5), (64, 46)),  # tiny source, big upscale: border clamping dominates
+    ((1080, 1920), (360, 640)),  # a camera frame: a block reads scattered rows, only those are resized
 ])
 def test_resize_is_bit_identical_to_opencv(cv2, src, dst) -> None:
     rng = np.random.default_rng(src[0] * dst[1])
