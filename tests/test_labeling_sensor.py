@@ -222,3 +222,20 @@ def test_labeling_resource_builds_each_backend_or_names_the_missing_setting(loca
         LabelingResource(backend="groundtruth").open(s3_store, labels)
     with pytest.raises(ValueError, match="TAGQA_LABELING_BACKEND='mturk'"):
         LabelingResource(backend="mturk").open(local_store, labels)
+
+
+@pytest.mark.parametrize("backend", ["inbox", "labelstudio", "groundtruth"])
+def test_every_backend_refuses_a_bad_job_request_before_touching_anything(backend, local_store, s3_store):
+    store = s3_store if backend == "groundtruth" else local_store
+    settings = {"inbox": {}, "labelstudio": {"label_studio_api_token": "t",
+                                             "label_studio_url": f"http://127.0.0.1:{free_port()}"},
+                "groundtruth": {"groundtruth_role_arn": "arn:aws:iam::123456789012:role/gt",
+                                "groundtruth_workteam_arn": "arn:aws:sagemaker:us-east-1:123456789012:workteam/private-crowd/t"}}
+    labeling = LabelingResource(backend=backend, **settings[backend]).open(store, LocalLabelStore(store))
+    image = ImageRef(key="raw/cam/a.jpg", sha256="0" * 64, width=8, height=8, uri="file:///nowhere/a.jpg")
+    suggestion = {"raw/cam/other.jpg": [Annotation(0, 1, 1, 2, 2)]}
+    for images, pre, reason in [([], None, "no images"), ([image, image], None, "the same image key appears twice"),
+                                ([image], suggestion, "pre-annotations for images not in the job")]:
+        with pytest.raises(ValueError, match=f"labeling job 'j1': {reason}"):
+            labeling.create_job(images, job_id="j1", pre_annotations=pre)
+    assert list(store.list_objects("")) == []  # no task file, manifest or job record was written

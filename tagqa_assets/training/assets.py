@@ -38,23 +38,26 @@ EXPORT_CODE_VERSION = "export-v1"
 EPOCH_TABLE_COLUMNS = ("epoch", "box_loss", "cls_loss", "dfl_loss", "map50", "map50_95", "precision", "recall", "seconds")
 
 
-class TrainingConfig(dg.Config):
-    """Training settings; the defaults are the documented CPU configuration (docs/training.md)."""
+_DEFAULTS = TrainingParams()
 
-    epochs: int = 55
-    imgsz: int = 480
-    batch: int = 16
-    device: str = "cpu"
-    seed: int = 0
-    patience: int = 100
-    workers: int = 2
-    architecture: str = "yolov8n.yaml"
-    optimizer: str = "auto"
-    lr0: float = 0.01
-    fraction: float = 1.0
-    base_weights: str = ""
-    warm_start: str = ""
-    timeout_minutes: float = 0.0
+
+class TrainingConfig(dg.Config):
+    """Training settings; the defaults are ``TrainingParams``' (the documented CPU configuration, docs/training.md)."""
+
+    epochs: int = _DEFAULTS.epochs
+    imgsz: int = _DEFAULTS.imgsz
+    batch: int = _DEFAULTS.batch
+    device: str = _DEFAULTS.device
+    seed: int = _DEFAULTS.seed
+    patience: int = _DEFAULTS.patience
+    workers: int = _DEFAULTS.workers
+    architecture: str = _DEFAULTS.architecture
+    optimizer: str = _DEFAULTS.optimizer
+    lr0: float = _DEFAULTS.lr0
+    fraction: float = _DEFAULTS.fraction
+    base_weights: str = _DEFAULTS.base_weights
+    warm_start: str = _DEFAULTS.warm_start
+    timeout_minutes: float = _DEFAULTS.timeout_minutes
     integrations: list[str] = []
     overrides: dict[str, str] = {}
 

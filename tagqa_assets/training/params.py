@@ -26,7 +26,7 @@ class TrainingParams:
     batch: int = 16
     device: str = "cpu"
     seed: int = 0
-    patience: int = 30
+    patience: int = 100
     workers: int = 2
     architecture: str = "yolov8n.yaml"
     optimizer: str = "auto"

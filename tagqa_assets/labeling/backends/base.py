@@ -54,6 +54,18 @@ class JobStatus:
     message: str = ""
 
 
+def check_job_request(job_id: str, images: list[ImageRef], pre_annotations: dict[str, list[Annotation]] | None) -> None:
+    """Raise ``ValueError`` naming the job when it has no images, an image twice, or suggestions for other images."""
+    keys = [image.key for image in images]
+    if not images:
+        raise ValueError(f"labeling job {job_id!r}: no images")
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"labeling job {job_id!r}: the same image key appears twice")
+    unknown = sorted(set(pre_annotations or {}) - set(keys))
+    if unknown:
+        raise ValueError(f"labeling job {job_id!r}: pre-annotations for images not in the job: {unknown[:5]}")
+
+
 class LabelingBackend(ABC):
     """Create a job for some images, poll it, fetch its results as label records."""
 

@@ -21,7 +21,8 @@ from typing import Any
 from tagqa_assets.contracts.keys import check_key
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.labeling.backends import groundtruth_manifests as manifests
-from tagqa_assets.labeling.backends.base import COMPLETED, FAILED, OPEN, ImageRef, JobStatus, LabelingBackend, LabelingJob
+from tagqa_assets.labeling.backends.base import (COMPLETED, FAILED, OPEN, ImageRef, JobStatus, LabelingBackend,
+                                                 LabelingJob, check_job_request)
 from tagqa_assets.labeling.backends.groundtruth_lambdas import ADJUSTMENT, BOUNDING_BOX, VERIFICATION, lambda_account, task_lambdas
 from tagqa_assets.storage import ObjectStore
 
@@ -91,14 +92,7 @@ class GroundTruthBackend(LabelingBackend):
         workers start from the model's boxes. Re-creating a job that already exists in
         SageMaker (a retried run) is not an error.
         """
-        keys = [image.key for image in images]
-        if not images:
-            raise ValueError(f"labeling job {job_id!r}: no images")
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"labeling job {job_id!r}: the same image key appears twice")
-        unknown = sorted(set(pre_annotations or {}) - set(keys))
-        if unknown:
-            raise ValueError(f"labeling job {job_id!r}: pre-annotations for images not in the job: {unknown[:5]}")
+        check_job_request(job_id, images, pre_annotations)
         prefix = check_key(f"{JOBS_PREFIX}{job_id}") + "/"
         name = labeling_job_name(job_id, self.name_prefix)
         task = ADJUSTMENT if pre_annotations else BOUNDING_BOX

@@ -13,7 +13,8 @@ import json
 from datetime import datetime, timezone
 
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
-from tagqa_assets.labeling.backends.base import COMPLETED, OPEN, ImageRef, JobStatus, LabelingBackend, LabelingJob
+from tagqa_assets.labeling.backends.base import (COMPLETED, OPEN, ImageRef, JobStatus, LabelingBackend, LabelingJob,
+                                                 check_job_request)
 from tagqa_assets.labeling.label_store import LabelStore
 from tagqa_assets.storage import ObjectStore
 
@@ -30,6 +31,7 @@ class InboxBackend(LabelingBackend):
         self.label_store = label_store
 
     def create_job(self, images: list[ImageRef], *, job_id: str, pre_annotations: dict[str, list[Annotation]] | None = None) -> LabelingJob:
+        check_job_request(job_id, images, pre_annotations)
         now = datetime.now(timezone.utc)
         lines = []
         for image in images:

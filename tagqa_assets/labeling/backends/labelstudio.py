@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation, LabelRecord
-from tagqa_assets.labeling.backends.base import COMPLETED, FAILED, OPEN, ImageRef, JobStatus, LabelingBackend, LabelingJob
+from tagqa_assets.labeling.backends.base import (COMPLETED, FAILED, OPEN, ImageRef, JobStatus, LabelingBackend,
+                                                 LabelingJob, check_job_request)
 from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, LabelStudioError
 from tagqa_assets.labeling.backends.labelstudio_boxes import (
     check_project_config,
@@ -90,14 +91,8 @@ class LabelStudioBackend(LabelingBackend):
         Idempotent per ``job_id``: images that already have a task of this job are not
         imported again, so a retried run does not duplicate tasks.
         """
+        check_job_request(job_id, images, pre_annotations)
         keys = [image.key for image in images]
-        if not images:
-            raise ValueError(f"labeling job {job_id!r}: no images")
-        if len(set(keys)) != len(keys):
-            raise ValueError(f"labeling job {job_id!r}: the same image key appears twice")
-        unknown = sorted(set(pre_annotations or {}) - set(keys))
-        if unknown:
-            raise ValueError(f"labeling job {job_id!r}: pre-annotations for images not in the job: {unknown[:5]}")
         project = self.project_id()
         existing = self._job_task_ids(project, job_id)
         todo = [image for image in images if image.key not in existing]
