@@ -48,7 +48,7 @@ def _ensure_installed() -> None:
         return
     done = subprocess.run(["make", "-C", str(REPO), "labelstudio-install"], capture_output=True, text=True, timeout=900)
     if done.returncode != 0 or not (LS_VENV / "bin" / "label-studio").exists():
-        pytest.skip(f"Label Studio could not be installed (make labelstudio-install failed): {(done.stdout + done.stderr)[-800:]}")
+        pytest.fail(f"Label Studio could not be installed (make labelstudio-install failed): {(done.stdout + done.stderr)[-800:]}")
 
 
 @pytest.fixture(scope="session")

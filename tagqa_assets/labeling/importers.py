@@ -169,23 +169,29 @@ def parse_labels_csv(data: bytes, name: str) -> ParsedFile:
                 items = ast.literal_eval(row["annotations"])
             except (ValueError, SyntaxError) as exc:
                 raise RowRejected(UNPARSEABLE, f"annotations are not a list literal: {exc}") from None
-            parsed.rows.append(
-                LabelRow(
-                    line=line,
-                    source_ref=ref,
-                    annotations=annotations_of(items),
-                    event_time=_float(row["event_time"], "event_time"),
-                    labeling_job=row["labeling_job"],
-                    status=_status(row["status"]),
-                    width=positive_int(row["image_width"], "image_width"),
-                    height=positive_int(row["image_height"], "image_height"),
-                    depth=positive_int(row.get("image_depth") or 3, "image_depth"),
-                    image_sha256=row.get("image_sha256") or None,
-                )
-            )
+            parsed.rows.append(_record_row(line, ref, row, items))
         except RowRejected as exc:
             parsed.rejects.append(Reject(line, ref, exc.reason, exc.detail))
     return parsed
+
+
+def _record_row(line: int, ref: str, record: dict, annotations: list) -> LabelRow:
+    """A ``LabelRow`` from a record with the label-store columns (a labels.csv row or a JSON line).
+
+    Raises ``RowRejected`` naming the column that is missing or invalid.
+    """
+    return LabelRow(
+        line=line,
+        source_ref=ref,
+        annotations=annotations_of(annotations),
+        event_time=_float(record["event_time"], "event_time"),
+        labeling_job=str(record["labeling_job"]),
+        status=_status(record["status"]),
+        width=positive_int(record["image_width"], "image_width"),
+        height=positive_int(record["image_height"], "image_height"),
+        depth=positive_int(record.get("image_depth") or 3, "image_depth"),
+        image_sha256=record.get("image_sha256") or None,
+    )
 
 
 def json_lines(data: bytes, parsed: ParsedFile, name: str):
@@ -216,20 +222,7 @@ def parse_records(data: bytes, name: str) -> ParsedFile:
                     annotations = json.loads(annotations)
                 except json.JSONDecodeError as exc:
                     raise RowRejected(UNPARSEABLE, f"annotations are not JSON: {exc}") from None
-            parsed.rows.append(
-                LabelRow(
-                    line=line,
-                    source_ref=ref,
-                    annotations=annotations_of(annotations),
-                    event_time=_float(item["event_time"], "event_time"),
-                    labeling_job=str(item["labeling_job"]),
-                    status=_status(item["status"]),
-                    width=positive_int(item["image_width"], "image_width"),
-                    height=positive_int(item["image_height"], "image_height"),
-                    depth=positive_int(item.get("image_depth") or 3, "image_depth"),
-                    image_sha256=item.get("image_sha256") or None,
-                )
-            )
+            parsed.rows.append(_record_row(line, ref, item, annotations))
         except RowRejected as exc:
             parsed.rejects.append(Reject(line, ref, exc.reason, exc.detail))
     return parsed
