@@ -97,13 +97,18 @@ def _linear_taps(n_in: int, n_out: int, clamp_weights: bool) -> tuple[np.ndarray
 
 
 def _buffer(scratch: dict | None, name: str, shape: tuple[int, ...], dtype: type) -> np.ndarray:
-    """A reusable array from ``scratch`` (per-thread), or a new one when no scratch is given."""
+    """A contiguous ``shape`` array from ``scratch`` (per-thread), or a new one when no scratch is given.
+
+    The scratch keeps one flat array per name and hands out views of its prefix, so the
+    shorter last block of a pass, or the next frame's shape, reuses it instead of allocating.
+    """
+    size = int(np.prod(shape))
     if scratch is None:
         return np.empty(shape, dtype)
-    array = scratch.get(name)
-    if array is None or array.shape != shape:
-        array = scratch[name] = np.empty(shape, dtype)
-    return array
+    flat = scratch.get(name)
+    if flat is None or flat.size < size or flat.dtype != dtype:
+        flat = scratch[name] = np.empty(size, dtype)
+    return flat[:size].reshape(shape)
 
 
 _BLOCK_ROWS = 64  # rows per block: intermediates stay small (cache-sized, little resident memory)

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from edge_runtime.allocator import limit_malloc_arenas
+from edge_runtime.allocator import tune_malloc
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
 from edge_runtime.contracts import DetectionResult, resolve_topic, verdict_for
@@ -49,7 +49,7 @@ class EdgeRuntime:
                  publisher_factory: Callable[[DeviceConfig], Publisher],
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
                  max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0) -> None:
-        limit_malloc_arenas()
+        tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
         self._publisher_factory = publisher_factory
