@@ -248,7 +248,7 @@ def parse_feedback(payload: bytes) -> FeedbackRequest:
 
 def iso_utc(moment: datetime) -> str:
     """ISO-8601 in UTC with microseconds and a 'Z' suffix."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(timezone.utc).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def capture_name(captured_at: datetime, image_id: str, extension: str) -> str:

@@ -9,12 +9,18 @@ pixels to the ones it was validated on (tests compare against cv2 when it is ins
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+try:  # libjpeg-turbo in one call without the GIL; Pillow is the fallback and the authority on errors
+    import simplejpeg
+except ImportError:  # pragma: no cover - a platform without its wheel decodes everything with Pillow
+    simplejpeg = None
 
 PAD_VALUE = 114
 _PAD = np.float32(PAD_VALUE) / np.float32(255)  # what Ultralytics gets from uint8 114 / 255
@@ -31,15 +37,53 @@ def decode_image(data: bytes) -> np.ndarray:
 
     EXIF orientation is applied, as OpenCV's imread does. Raises ImageDecodeError for
     corrupt, truncated or empty data.
+
+    Plain JPEGs (the camera's frames) go through libjpeg-turbo directly (simplejpeg, same
+    library and settings as Pillow and OpenCV: bit-identical pixels) in one call that
+    releases the GIL; Pillow's Python-level header parsing and its copy out of the image
+    held the GIL for about 0.4 ms per frame, stalling the other worker. JPEGs with EXIF,
+    very large ones, CMYK/YCCK ones (whose RGB conversion differs between libraries) and
+    any data it rejects go the Pillow way, which also decides what counts as corrupt.
     """
+    if simplejpeg is not None and data[:3] == b"\xff\xd8\xff" and not _jpeg_has_exif(data):
+        try:
+            height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+            if colorspace in ("YCbCr", "Gray") and height * width <= (Image.MAX_IMAGE_PIXELS or height * width):
+                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
+        except ValueError:
+            pass
+    return _decode_with_pillow(data)
+
+
+def _decode_with_pillow(data: bytes) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             image.load()
-            image = ImageOps.exif_transpose(image) if image.getexif().get(0x0112, 1) != 1 else image
+            if image.getexif().get(0x0112, 1) != 1:
+                image = ImageOps.exif_transpose(image)
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             return np.asarray(rgb)
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(str(exc) or type(exc).__name__) from None
+
+
+def _jpeg_has_exif(data: bytes) -> bool:
+    """True when a JPEG has an APP1 Exif segment before its scan (or its markers cannot be walked)."""
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return True  # not a marker where one must be: let Pillow judge
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: no more metadata segments
+            return False
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker == 0xE1 and data[pos + 4:pos + 10] == b"Exif\x00\x00":
+            return True
+        pos += 2 + length
+    return True
 
 
 @dataclass(frozen=True)
@@ -102,7 +146,7 @@ def _buffer(scratch: dict | None, name: str, shape: tuple[int, ...], dtype: type
     The scratch keeps one flat array per name and hands out views of its prefix, so the
     shorter last block of a pass, or the next frame's shape, reuses it instead of allocating.
     """
-    size = int(np.prod(shape))
+    size = math.prod(shape)
     if scratch is None:
         return np.empty(shape, dtype)
     flat = scratch.get(name)

@@ -39,8 +39,9 @@ def decode_predictions(output: np.ndarray, conf_threshold: float, iou_threshold:
     class_scores = output[4:]
     if class_scores.shape[0] == 0:
         raise ValueError(f"model output has {output.shape[0]} rows; YOLO detection needs 4 box rows + classes")
-    best_per_anchor = class_scores.max(axis=0)
-    best_score = float(best_per_anchor.max()) if best_per_anchor.size else 0.0
+    # ufunc reductions directly: ndarray.max's Python wrapper layers cost more than the work here.
+    best_per_anchor = class_scores[0] if class_scores.shape[0] == 1 else np.maximum.reduce(class_scores, axis=0)
+    best_score = float(np.maximum.reduce(best_per_anchor)) if best_per_anchor.size else 0.0
     keep = np.flatnonzero(best_per_anchor > np.float32(conf_threshold))
     if keep.size == 0:
         empty = np.zeros((0, 4), np.float32)

@@ -12,7 +12,7 @@ import sys
 
 from edge_fixtures import REPO
 
-ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "PIL", "awscrt", "awsiot", "cv2"}  # cv2: optional camera source
+ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "PIL", "simplejpeg", "awscrt", "awsiot", "cv2"}  # cv2: optional camera source
 FORBIDDEN = ("torch", "torchvision", "ultralytics", "dagster", "tagqa_assets", "boto3", "botocore", "pandas")
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from edge_runtime import imaging
 from edge_runtime.imaging import (ImageDecodeError, decode_image, encode_jpeg, image_format, letterbox,
                                   letterbox_geometry, resize_bilinear)
 
@@ -109,10 +110,42 @@ def test_decode_applies_exif_orientation() -> None:
     assert decode_image(buffer.getvalue()).shape == (450, 300, 3)
 
 
+def _pillow_jpeg(mode: str, size: tuple[int, int], **save) -> bytes:
+    rng = np.random.default_rng(7)
+    channels = {"L": 1, "RGB": 3, "CMYK": 4}[mode]
+    pixels = rng.integers(0, 255, (size[1], size[0], channels), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[:, :, 0] if channels == 1 else pixels, mode).save(buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("data, fast", [
+    (_pillow_jpeg("RGB", (450, 300), quality=90), True),  # the camera's frames: 4:2:0
+    (_pillow_jpeg("RGB", (451, 299), quality=95, subsampling=0), True),  # 4:4:4, odd sizes
+    (_pillow_jpeg("RGB", (300, 450), progressive=True), True),
+    (_pillow_jpeg("L", (450, 300)), True),  # a grey camera: replicated to RGB like Pillow does
+    (_pillow_jpeg("CMYK", (45, 30)), True),  # libraries convert CMYK differently: Pillow decodes it
+    (_pillow_jpeg("RGB", (450, 300), exif=Image.Exif()), False),  # EXIF present: Pillow applies it
+])
+def test_jpeg_fast_path_gives_pillows_pixels(data: bytes, fast: bool) -> None:
+    assert imaging.simplejpeg is not None, "simplejpeg is a dependency of the edge extra"
+    assert imaging._jpeg_has_exif(data) is not fast
+    assert np.array_equal(decode_image(data), imaging._decode_with_pillow(data))
+
+
+def test_jpeg_fast_path_on_the_real_tags(real_dataset) -> None:
+    for path in sorted((real_dataset / "images").glob("*/*"))[:60]:
+        data = path.read_bytes()
+        assert not imaging._jpeg_has_exif(data), path
+        assert np.array_equal(decode_image(data), imaging._decode_with_pillow(data)), path
+
+
 @pytest.mark.parametrize("data", [
     b"",  # empty file (camera wrote nothing yet)
     b"not an image at all",  # a stray text file
     _jpeg(450, 300)[:2000],  # half-written JPEG
+    _jpeg(450, 300)[:-400],  # JPEG cut inside its scan (the fast path must not pad it with grey)
+    b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64,  # a JPEG header and nothing else
 ])
 def test_decode_rejects_corrupt_input(data: bytes) -> None:
     with pytest.raises(ImageDecodeError):
