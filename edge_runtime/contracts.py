@@ -186,7 +186,12 @@ class DetectionResult:
         }
 
     def to_json(self) -> bytes:
-        return json.dumps(self.to_dict(), separators=(",", ":")).encode("utf-8")
+        return result_payload(self.to_dict())
+
+
+def result_payload(record: dict[str, Any]) -> bytes:
+    """The MQTT payload of a result record (``DetectionResult.to_dict()``): compact UTF-8 JSON."""
+    return json.dumps(record, separators=(",", ":")).encode("utf-8")
 
 
 RESULT_REQUIRED_KEYS = frozenset(

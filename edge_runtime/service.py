@@ -21,7 +21,7 @@ from typing import Any, Callable
 from edge_runtime.allocator import tune_malloc
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
-from edge_runtime.contracts import DetectionResult, resolve_topic, verdict_for
+from edge_runtime.contracts import DetectionResult, resolve_topic, result_payload, verdict_for
 from edge_runtime.detector import Thresholds
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
@@ -192,8 +192,9 @@ class EdgeRuntime:
             best_score=found.best_score, latency_ms=outcome.latency_ms,
             verdict=verdict_for(found.detections, config.decision_threshold), image_width=found.image_width,
             image_height=found.image_height, source_name=frame.source_name, captured=reason)
-        self.outbox.put(resolve_topic(config.topic, config.device_id), result.to_json())
-        entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", result.to_dict())
+        record = result.to_dict()
+        self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record))
+        entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
         self.ring.add(entry)
         if reason is not None:
             self.captures.put(*build_sidecar(config.device_id, entry, [reason], None), priority=PRIORITY_AUTOMATIC)

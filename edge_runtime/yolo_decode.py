@@ -85,10 +85,11 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou_threshold: float) -> np.ndarr
 def boxes_to_original(boxes_xyxy: np.ndarray, geometry: LetterboxGeometry) -> np.ndarray:
     """Map boxes from model-input pixels to original-image pixels and clip them to the image."""
     out = boxes_xyxy.astype(np.float32, copy=True)
-    out[:, [0, 2]] -= np.float32(geometry.pad_left)
-    out[:, [1, 3]] -= np.float32(geometry.pad_top)
-    out[:, [0, 2]] /= np.float32(geometry.gain_x)
-    out[:, [1, 3]] /= np.float32(geometry.gain_y)
-    out[:, [0, 2]] = out[:, [0, 2]].clip(0, geometry.src_width)
-    out[:, [1, 3]] = out[:, [1, 3]].clip(0, geometry.src_height)
+    xs, ys = out[:, 0::2], out[:, 1::2]  # views: x1, x2 and y1, y2
+    xs -= np.float32(geometry.pad_left)
+    ys -= np.float32(geometry.pad_top)
+    xs /= np.float32(geometry.gain_x)
+    ys /= np.float32(geometry.gain_y)
+    np.clip(xs, 0, geometry.src_width, out=xs)
+    np.clip(ys, 0, geometry.src_height, out=ys)
     return out
