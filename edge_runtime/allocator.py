@@ -27,7 +27,7 @@ def tune_malloc(arenas: int = 2, mmap_threshold: int = _FRAME_HEAP_BYTES,
     process (TLB shootdown), i.e. ONNX Runtime; a freed top of heap above the trim threshold
     is handed back and faults in again on the next frame. With both at 32 MB the buffers
     are reused: about 800 minor page faults per frame at imgsz 480 become none, for about
-    6 % more frames per second and 7 MB more resident memory (docs/benchmarks.md).
+    5-13 % more frames per second and 7 MB more resident memory (docs/benchmarks.md).
     Other C libraries: nothing is changed (False).
     """
     if platform.libc_ver()[0] != "glibc":
