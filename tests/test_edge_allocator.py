@@ -6,9 +6,9 @@ import platform
 import subprocess
 import sys
 
-import pytest
+from edge_runtime.allocator import tune_malloc
 
-pytestmark = pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt tuning is glibc-only")
+GLIBC = platform.libc_ver()[0] == "glibc"
 
 # Allocates and frees a decoded frame's worth of buffers per "frame", in a fresh process
 # (mallopt settings are process-wide), and prints the minor page faults per frame.
@@ -37,9 +37,9 @@ def _faults_per_frame(threshold: str) -> float:
 
 
 def test_tuned_malloc_reuses_frame_buffers_without_page_faults():
+    if not GLIBC:  # other C libraries are left alone, and tune_malloc says so
+        assert tune_malloc() is False
+        return
     assert _faults_per_frame("default") < 5
-
-
-def test_a_low_mmap_threshold_faults_in_every_frame():
     # The control (the 128 KB threshold the service used before): each frame maps and faults its buffers.
     assert _faults_per_frame(str(128 * 1024)) > 500

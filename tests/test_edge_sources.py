@@ -89,7 +89,8 @@ def test_loop_source_paces_frames(tmp_path: Path) -> None:
 
 
 def test_camera_source_reads_a_capture_device(tmp_path: Path) -> None:
-    cv2 = pytest.importorskip("cv2", reason="the camera source needs OpenCV (optional on the device)")
+    import cv2  # optional on the device; the dev extras install it (through ultralytics)
+
     video = tmp_path / "line.avi"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (450, 300))
     frame_image = cv2.imread(str(synthetic_tag_image(tmp_path / "tag.jpg", seed=3)))
