@@ -12,14 +12,15 @@ export YOLO_CONFIG_DIR ?= $(STATE)/ultralytics
 export YOLO_OFFLINE := 1
 export MPLCONFIGDIR ?= $(STATE)/matplotlib
 
-INSTALL_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
+NATIVE_SOURCES := setup.py edge_runtime/_letterbox.c
+INSTALL_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt $(NATIVE_SOURCES) | sha256sum | cut -c1-12)
 
-.PHONY: setup run test demo broker system-deps labelstudio-install labelstudio clean-state
+.PHONY: setup run test demo broker system-deps compiler labelstudio-install labelstudio clean-state
 
 ## setup: create the venv, install tagqa with its pinned dependencies, write .env and the Dagster instance config
 setup: $(INSTALL_STAMP) .env $(DAGSTER_HOME)/dagster.yaml
 
-$(INSTALL_STAMP): pyproject.toml constraints.txt
+$(INSTALL_STAMP): pyproject.toml constraints.txt $(NATIVE_SOURCES) | compiler
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
@@ -27,6 +28,11 @@ $(INSTALL_STAMP): pyproject.toml constraints.txt
 
 .env:
 	cp .env.example .env
+
+## compiler: a C compiler for the edge runtime's native letterbox kernel (optional for a device, used by the tests)
+compiler:
+	@command -v cc >/dev/null 2>&1 || { test "$$(id -u)" = 0 && apt-get update && apt-get install -y gcc; } \
+		|| echo "no C compiler: the edge runtime uses its numpy letterbox (same pixels, slower)"
 
 $(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)

@@ -15,7 +15,8 @@ too. Peak RSS is the largest over the rounds:
 
 For context (not in the RESULT line) it also measures ``limit_parallel``: two threads calling
 ``run`` on one session side by side, one ONNX Runtime thread each, i.e. the most images per
-second this machine's cores give for inference alone.
+second this machine's cores give for inference alone; and ``ours_numpy``: (a) with the numpy
+letterbox, i.e. a device where the native letterbox kernel was not built.
 
     python benchmarks/edge_inference.py                     # exports a yolov8n per size, 5 rounds
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
@@ -51,7 +52,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "ultralytics", "ours")
+CONTENDERS = ("limit", "limit_parallel", "ultralytics", "ours", "ours_numpy")
 
 
 # ------------------------------------------------------------------ measurements (in subprocesses)
@@ -108,12 +109,16 @@ def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dic
     return {"ips": passes * len(accepted) / elapsed, "frames": passes * len(accepted), "rss_mb": _peak_rss_mb()}
 
 
-def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int) -> dict:
+def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int,
+                 numpy_letterbox: bool = False) -> dict:
     sys.path.insert(0, str(REPO))
+    from edge_runtime import imaging
     from edge_runtime.config_sources import NoConfigSource
     from edge_runtime.publishers import MqttPublisher
     from edge_runtime.service import EdgeRuntime
 
+    if numpy_letterbox:  # as if the optional extension had not been built (no C compiler on the device)
+        imaging._letterbox = None
     acked: list[float] = []  # when each result's PUBACK arrived, in publish order
 
     class TimedPublisher(MqttPublisher):
@@ -139,6 +144,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         raise RuntimeError(f"only {len(acked)} of {warmup + frames} results were acknowledged")
     elapsed = acked[warmup + frames - 1] - acked[warmup - 1]
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "workers": runtime.workers,
+            "native_letterbox": imaging._letterbox is not None,
             "corrupt": snapshot["frames_corrupt"], "latency_ms_p50": snapshot["latency_ms_p50"],
             "latency_ms_p95": snapshot["latency_ms_p95"]}
 
@@ -307,6 +313,15 @@ def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Na
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _describe(m: dict) -> str:
+    """One contender's measurement as printed per round."""
+    line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB"
+    if "workers" in m:  # the runtime (ours, ours_numpy)
+        line += (f"  p50 {m['latency_ms_p50']} ms p95 {m['latency_ms_p95']} ms, {m['workers']} workers, "
+                 f"{'native' if m['native_letterbox'] else 'numpy'} letterbox")
+    return line
+
+
 def machine_description() -> str:
     cpu = platform.processor() or platform.machine()
     try:
@@ -353,11 +368,7 @@ def main(argv: list[str] | None = None) -> int:
                     for kind in CONTENDERS:
                         m = run_contender(kind, model_dir, image_dir, args, f"127.0.0.1:{broker.port}", tmp)
                         rounds[kind].append(m)
-                        print(f"imgsz={imgsz} round={r + 1} {kind:<14} {m['ips']:7.1f} img/s  "
-                              f"peak RSS {m['rss_mb']:6.1f} MB" + (f"  p50 {m['latency_ms_p50']} ms "
-                                                                   f"p95 {m['latency_ms_p95']} ms, "
-                                                                   f"{m['workers']} workers"
-                                                                   if kind == "ours" else ""), flush=True)
+                        print(f"imgsz={imgsz} round={r + 1} {kind:<14} {_describe(m)}", flush=True)
                 median = {k: statistics.median(m["ips"] for m in v) for k, v in rounds.items()}
                 best = {k: max(m["ips"] for m in v) for k, v in rounds.items()}
                 rss = {k: max(m["rss_mb"] for m in v) for k, v in rounds.items()}
@@ -365,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"imgsz={imgsz} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
                           + f" img/s; ours/limit {figures['ours'] / figures['limit']:.2f}, ours/ultralytics "
                           f"{figures['ours'] / figures['ultralytics']:.2f}, ours/limit_parallel "
-                          f"{figures['ours'] / figures['limit_parallel']:.2f}")
+                          f"{figures['ours'] / figures['limit_parallel']:.2f}, ours/ours_numpy "
+                          f"{figures['ours'] / figures['ours_numpy']:.2f}")
                 # Best of the interleaved rounds: on a shared machine it is each contender's least disturbed run.
                 results.append(
                     f"RESULT imgsz={imgsz} ours_ips={best['ours']:.1f} ultralytics_ips={best['ultralytics']:.1f} "
@@ -389,7 +401,8 @@ if __name__ == "__main__":
         elif kind == "ultralytics":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:
-            out = measure_ours(Path(model), paths, int(passes), broker, int(workers))
+            out = measure_ours(Path(model), paths, int(passes), broker, int(workers),
+                               numpy_letterbox=kind == "ours_numpy")
         print(json.dumps(out))
     elif len(sys.argv) > 1 and sys.argv[1] == "int8":
         sys.exit(int8_study(sys.argv[2:]))

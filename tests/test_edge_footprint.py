@@ -1,4 +1,5 @@
-"""The device package stays small and permissively licensed: no torch, no ultralytics (AGPL), no Dagster.
+"""The device package stays small and permissively licensed: no torch, no ultralytics (AGPL), no Dagster;
+its wheel carries the native letterbox kernel for this platform, or none when built pure.
 
 The install size itself (``pip install .[edge]`` into an empty venv) is measured in
 docs/edge_runtime.md; this checks the imports that decide it.
@@ -46,3 +47,25 @@ def test_contracts_import_without_onnxruntime() -> None:
     code = "import sys, edge_runtime.contracts; print('onnxruntime' in sys.modules, 'numpy' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def _wheel(tmp_path, env_extra: dict[str, str]) -> tuple[str, list[str]]:
+    import os
+    import zipfile
+
+    out = tmp_path / ("pure" if env_extra else "native")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(out), str(REPO)], check=True, env={**os.environ, **env_extra})
+    (wheel,) = out.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        return wheel.name, [n for n in archive.namelist() if n.startswith("edge_runtime/_letterbox")]
+
+
+def test_project_wheel_is_native_here_and_pure_on_request(tmp_path) -> None:
+    """The Greengrass bundle for this machine carries the kernel; for another platform it must stay installable."""
+    name, files = _wheel(tmp_path, {})
+    assert "-cp311-abi3-" in name, name  # limited API: one wheel for every CPython >= 3.11 on this platform
+    assert any(f.endswith(".abi3.so") for f in files) and "edge_runtime/_letterbox.c" in files, files
+    name, files = _wheel(tmp_path, {"TAGQA_PURE_PYTHON": "1"})
+    assert name.endswith("-py3-none-any.whl"), name
+    assert files == ["edge_runtime/_letterbox.c"], files  # source only: the runtime falls back to numpy

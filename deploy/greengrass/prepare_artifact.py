@@ -14,6 +14,7 @@ Versions come from the repository's constraints.txt, the same pins the tests ran
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,7 +29,10 @@ def build_wheels(out: Path, *, platform: str | None, python_version: str | None,
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip"]
-    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True)
+    # For this machine's platform the project wheel carries the native letterbox kernel (abi3, any
+    # CPython >= 3.11); for another platform it is pure Python and the device uses the numpy letterbox.
+    env = {**os.environ, "TAGQA_PURE_PYTHON": "1"} if platform else None
+    subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True, env=env)
     download = [*pip, "download", "--only-binary=:all:", "--dest", str(out), "--find-links", str(out)]
     if constraints is not None:
         download += ["--constraint", str(constraints)]

@@ -25,6 +25,7 @@ REPO = Path(__file__).resolve().parents[2]
 PREPARE_SCRIPT = REPO / "deploy" / "greengrass" / "prepare_artifact.py"
 # __path__, not __file__: the package stays locatable when an editable install maps it as a namespace.
 RUNTIME_SOURCE = Path(next(iter(edge_runtime.__path__))).resolve()
+_RUNTIME_SUFFIXES = (".py", ".c")  # the C source of the native letterbox ships in the wheel as package data
 
 
 class WheelBundleError(RuntimeError):
@@ -65,12 +66,12 @@ def _wheel_name(path: Path) -> str:
 
 
 def runtime_is_current(wheel: Path) -> bool:
-    """Whether the ``tagqa`` wheel holds exactly this checkout's ``edge_runtime/*.py``."""
-    source = {p.name: p.read_bytes() for p in RUNTIME_SOURCE.glob("*.py")}
+    """Whether the ``tagqa`` wheel holds exactly this checkout's ``edge_runtime/*.py`` and ``*.c`` sources."""
+    source = {p.name: p.read_bytes() for p in RUNTIME_SOURCE.iterdir() if p.suffix in _RUNTIME_SUFFIXES}
     try:
         with zipfile.ZipFile(wheel) as archive:
             packed = {Path(n).name: archive.read(n) for n in archive.namelist()
-                      if n.startswith("edge_runtime/") and n.endswith(".py") and n.count("/") == 1}
+                      if n.startswith("edge_runtime/") and Path(n).suffix in _RUNTIME_SUFFIXES and n.count("/") == 1}
     except (OSError, zipfile.BadZipFile):
         return False
     return packed == source
