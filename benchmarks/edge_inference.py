@@ -66,7 +66,8 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
     import onnxruntime as ort
 
     sys.path.insert(0, str(REPO))
-    from edge_runtime.imaging import decode_image, letterbox
+    from edge_runtime.imaging import decode_image
+    from edge_runtime.letterbox import letterbox
 
     card = json.loads((model_dir / "model_card.json").read_text())
     options = ort.SessionOptions()
@@ -112,13 +113,13 @@ def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dic
 def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int,
                  numpy_letterbox: bool = False) -> dict:
     sys.path.insert(0, str(REPO))
-    from edge_runtime import imaging
+    from edge_runtime import letterbox
     from edge_runtime.config_sources import NoConfigSource
     from edge_runtime.publishers import MqttPublisher
     from edge_runtime.service import EdgeRuntime
 
     if numpy_letterbox:  # as if the optional extension had not been built (no C compiler on the device)
-        imaging._letterbox = None
+        letterbox._letterbox = None
     acked: list[float] = []  # when each result's PUBACK arrived, in publish order
 
     class TimedPublisher(MqttPublisher):
@@ -144,7 +145,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         raise RuntimeError(f"only {len(acked)} of {warmup + frames} results were acknowledged")
     elapsed = acked[warmup + frames - 1] - acked[warmup - 1]
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "workers": runtime.workers,
-            "native_letterbox": imaging._letterbox is not None,
+            "native_letterbox": letterbox._letterbox is not None,
             "corrupt": snapshot["frames_corrupt"], "latency_ms_p50": snapshot["latency_ms_p50"],
             "latency_ms_p95": snapshot["latency_ms_p95"]}
 
@@ -157,7 +158,8 @@ def quantize_model_dir(source: Path, out: Path, calibration: list[Path]) -> Path
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     sys.path.insert(0, str(REPO))
-    from edge_runtime.imaging import decode_image, letterbox
+    from edge_runtime.imaging import decode_image
+    from edge_runtime.letterbox import letterbox
 
     card = json.loads((source / "model_card.json").read_text())
     size = card["imgsz"]
@@ -247,7 +249,7 @@ from pathlib import Path
 from PIL import Image
 from ultralytics import YOLO
 sys.path.insert(0, {str(REPO)!r})
-from edge_runtime.imaging import letterbox
+from edge_runtime.letterbox import letterbox
 out, size = Path({str(out_dir)!r}), {imgsz}
 out.mkdir(parents=True, exist_ok=True)
 cfg = yaml.safe_load((Path(ultralytics.__file__).parent / "cfg/models/v8/yolov8.yaml").read_text())

@@ -1,10 +1,10 @@
-/* Native letterbox kernel for edge_runtime.imaging: OpenCV's fixed-point INTER_LINEAR resize,
+/* Native letterbox kernel for edge_runtime.letterbox: OpenCV's fixed-point INTER_LINEAR resize,
  * grey padding and the division by 255, in one pass over the model input.
  *
- * It computes exactly what imaging._letterbox_numpy computes (tests compare the two, and both
+ * It computes exactly what letterbox.letterbox_into_numpy computes (tests compare the two, and both
  * with cv2.resize): horizontal taps  h = (c0 * wx0 + c1 * wx1) >> 4,
  * vertical taps  v = (((wy0 * h0) >> 16) + ((wy1 * h1) >> 16) + 2) >> 2,  output  (float)v / 255.
- * The tap tables come from Python (imaging._linear_taps), so the arithmetic lives here and the
+ * The tap tables come from Python (letterbox._linear_taps), so the arithmetic lives here and the
  * geometry in one place. Every index and weight is range-checked before any pixel is touched,
  * and the GIL is released while it runs, so the other frame worker keeps going.
  *
@@ -204,7 +204,7 @@ static PyMethodDef methods[] = {
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_letterbox", "Native letterbox kernel (see edge_runtime/imaging.py).", -1, methods,
+    PyModuleDef_HEAD_INIT, "_letterbox", "Native letterbox kernel (see edge_runtime/letterbox.py).", -1, methods,
 };
 
 PyMODINIT_FUNC PyInit__letterbox(void) {

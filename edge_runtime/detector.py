@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge_runtime.contracts import Detection
-from edge_runtime.imaging import letterbox_into
+from edge_runtime.letterbox import letterbox_into
 from edge_runtime.models import LoadedModel
 from edge_runtime.yolo_decode import boxes_to_original, decode_predictions
 

@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 from edge_runtime.contracts import MODEL_CARD_FILE, ContractError, ModelCard
-from edge_runtime.imaging import PAD_VALUE, letterbox
+from edge_runtime.letterbox import PAD_VALUE, letterbox
 from edge_runtime.yolo_decode import decode_predictions
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge_runtime.imaging import LetterboxGeometry
+from edge_runtime.letterbox import LetterboxGeometry
 
 MAX_NMS_CANDIDATES = 30000
 _CLASS_OFFSET = np.float32(7680)  # Ultralytics' max_wh: separates classes so NMS never mixes them

@@ -136,7 +136,7 @@ def _export_one(out: str, imgsz: str, seed: str, version: str, dataset_version: 
     model = YOLO(str(work / "yolov8n.yaml"))
     model.model.names = {0: "scratch"}
     sys.path.insert(0, str(REPO))
-    from edge_runtime.imaging import letterbox
+    from edge_runtime.letterbox import letterbox
 
     batch = [letterbox(np.asarray(Image.open(p).convert("RGB")), size, size)[0][0]
              for p in sorted(Path(calibration).glob("*.jpg"))]

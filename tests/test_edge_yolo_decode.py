@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge_runtime.imaging import letterbox_geometry
+from edge_runtime.letterbox import letterbox_geometry
 from edge_runtime.yolo_decode import boxes_to_original, decode_predictions, nms
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_runtime.detector import Thresholds
-from edge_runtime.imaging import letterbox
+from edge_runtime.letterbox import letterbox
 from tagqa_assets.training.detections import ImageDetections, LabeledImage, OnnxModel, box_iou
 from tagqa_assets.training.ultralytics_tasks import run_task
 
