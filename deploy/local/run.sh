@@ -1,28 +1,67 @@
 #!/usr/bin/env bash
 # The embedded default, all on this machine: an MQTT broker on 127.0.0.1:1883 (unless one
 # already listens there), one local edge device (`tagqa edge up`, which waits for its first
-# deployment), and `dagster dev` (webserver + daemon) on 127.0.0.1:$PORT. Ctrl-C stops all.
+# deployment), and `dagster dev` (webserver + daemon + code server) on 127.0.0.1:$PORT.
+#
+# Stopping: Ctrl-C, SIGINT, SIGTERM (what make forwards and process managers send) or SIGHUP
+# (the terminal closed) stops every service within STOP_SECONDS: each gets SIGTERM in its own
+# process group (so grandchildren such as Dagster's code server get it too), then whatever is
+# still running after the grace period gets SIGKILL.
 set -euo pipefail
+# Job control: without it bash starts background jobs with SIGINT ignored, and `dagster dev`
+# maps SIGTERM onto its SIGINT handler, so it would ignore both. It also puts every service
+# in a process group of its own.
+set -m
 BIN=${BIN:-.venv/bin}
 PORT=${PORT:-3000}
 STATE=${STATE:-.tagqa}
 BROKER_PORT=${TAGQA_BROKER_PORT:-1883}
+STOP_SECONDS=${STOP_SECONDS:-12}
+WORKSPACE=${WORKSPACE:-$(cd "$(dirname "$0")/../.." && pwd)/workspace.yaml}
 mkdir -p "$STATE/logs"
 pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT INT TERM
+
+alive() { local pid; for pid in "${pids[@]}"; do kill -0 -- "-$pid" 2>/dev/null && return 0; done; return 1; }
+
+stopping=0
+stop_all() {
+  [ "$stopping" = 1 ] && return
+  stopping=1
+  trap '' INT TERM HUP
+  echo "stopping tagqa services..."
+  local pid deadline=$((SECONDS + STOP_SECONDS))
+  for pid in "${pids[@]}"; do kill -TERM -- "-$pid" 2>/dev/null || true; done
+  while alive && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
+  for pid in "${pids[@]}"; do
+    if kill -0 -- "-$pid" 2>/dev/null; then
+      echo "process group $pid did not stop within ${STOP_SECONDS}s: SIGKILL"
+      kill -KILL -- "-$pid" 2>/dev/null || true
+    fi
+  done
+  wait 2>/dev/null || true
+  echo "stopped"
+}
+trap 'stop_all; exit 130' INT
+trap 'stop_all; exit 143' TERM
+trap 'stop_all; exit 129' HUP
+trap 'stop_all' EXIT
 
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
   printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$BROKER_PORT" > "$STATE/mosquitto.conf"
-  "$MOSQUITTO" -c "$STATE/mosquitto.conf" > "$STATE/logs/mosquitto.log" 2>&1 &
+  "$MOSQUITTO" -c "$STATE/mosquitto.conf" > "$STATE/logs/mosquitto.log" 2>&1 < /dev/null &
   pids+=($!)
   echo "started Mosquitto on 127.0.0.1:$BROKER_PORT (log: $STATE/logs/mosquitto.log)"
 fi
 
 export TAGQA_MQTT_BROKER=${TAGQA_MQTT_BROKER:-127.0.0.1:$BROKER_PORT}
-"$BIN/tagqa" edge up > "$STATE/logs/edge-device.log" 2>&1 &
+"$BIN/tagqa" edge up > "$STATE/logs/edge-device.log" 2>&1 < /dev/null &
 pids+=($!)
 echo "started local edge device line-1: drop images into $STATE/devices/line-1/incoming/ once a model is deployed (log: $STATE/logs/edge-device.log)"
 
-"$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w workspace.yaml
+"$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w "$WORKSPACE" < /dev/null &
+dagster_pid=$!
+pids+=("$dagster_pid")
+# `wait` returns as soon as a trapped signal arrives (a foreground command would hold the trap
+# until it exited by itself).
+wait "$dagster_pid"
