@@ -19,9 +19,9 @@ from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVers
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
 from tagqa_assets.deployment.resources import ENVIRONMENT, DeploymentResource
 from tagqa_assets.deployment.sensors import model_approval_sensor
-from tagqa_assets.registry.backends import LocalModelRegistry
-from tagqa_assets.registry.resources import ModelRegistryResource
-from tagqa_assets.registry.sagemaker import SageMakerModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
+from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
 

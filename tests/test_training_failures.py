@@ -20,10 +20,10 @@ from tagqa_assets.contracts.datasets import COMMIT_FILE as DATASET_COMMIT, Datas
 from tagqa_assets.contracts.keys import MODELS_PREFIX, dataset_prefix
 from tagqa_assets.contracts.models import COMMIT_FILE
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingFailed, TrainingJob
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 
 
 def assert_nothing_trusted(store: ObjectStore) -> None:
@@ -111,7 +111,7 @@ def test_trainer_killed_from_outside_fails_naming_the_signal(store: LocalObjectS
         import psutil
 
         for process in psutil.process_iter(["cmdline"]):
-            if "tagqa_assets.training.entrypoint" in " ".join(process.info["cmdline"] or []) and str(tmp_path) in " ".join(process.info["cmdline"]):
+            if "tagqa_trainer.entrypoint" in " ".join(process.info["cmdline"] or []) and str(tmp_path) in " ".join(process.info["cmdline"]):
                 os.kill(process.pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_after_first_epoch)

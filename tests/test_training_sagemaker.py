@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 from model_fixtures import TINY, build_version
 from tagqa_assets.storage import LocalObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 from tagqa_assets.training.sagemaker import ENTRY_POINT, SageMakerTrainingBackend, training_job_name
 
 ROLE = "arn:aws:iam::123456789012:role/tagqa-training"
@@ -162,7 +162,7 @@ def test_entry_point_reports_bad_input_to_sagemaker(tmp_path: Path):
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
         {"tagqa_config": json.dumps(TrainingParams(**TINY).to_dict()), "class_names": '["scratch"]'}))
-    done = subprocess.run([sys.executable, "-m", "tagqa_assets.training.entrypoint", "--sagemaker", "--sagemaker-root", str(root)],
+    done = subprocess.run([sys.executable, "-m", "tagqa_trainer.entrypoint", "--sagemaker", "--sagemaker-root", str(root)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     failure = (root / "output" / "failure").read_text()

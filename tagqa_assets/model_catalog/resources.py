@@ -4,10 +4,7 @@ import os
 
 import dagster as dg
 
-from tagqa_assets.contracts.labels import Annotation
-from tagqa_assets.labeling.backends.base import ImageRef
-from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
-from tagqa_assets.registry.backends import LocalModelRegistry, ModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry, ModelRegistry
 from tagqa_assets.storage import ObjectStore
 
 REGISTRY_BACKENDS = ("local", "sagemaker")
@@ -22,7 +19,7 @@ def open_registry(store: ObjectStore, *, backend: str = "local", group: str = DE
     if backend == "sagemaker":
         import boto3
 
-        from tagqa_assets.registry.sagemaker import SageMakerModelRegistry
+        from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry
 
         client = boto3.client("sagemaker", endpoint_url=endpoint_url or None, region_name=region or None)
         return SageMakerModelRegistry(client, group or DEFAULT_GROUP)
@@ -53,14 +50,3 @@ class ModelRegistryResource(dg.ConfigurableResource):
         return open_registry(store, backend=self.backend, group=self.sagemaker_model_package_group,
                              endpoint_url=self.sagemaker_endpoint_url, region=self.aws_region)
 
-
-class ChampionPreAnnotationResource(PreAnnotationResource):
-    """Model-assisted labeling: the current champion's boxes as suggestions for new labeling jobs."""
-
-    model_registry: ModelRegistryResource
-
-    def suggest(self, store: ObjectStore, images: list[ImageRef]) -> dict[str, list[Annotation]]:
-        """The champion's boxes per raw key; ``{}`` while no version is Approved."""
-        from tagqa_assets.registry.champion import predict_boxes
-
-        return predict_boxes(store, images, registry=self.model_registry.open(store))

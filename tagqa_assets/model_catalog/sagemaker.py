@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from tagqa_assets.contracts.models import ModelVersion
-from tagqa_assets.registry.backends import ModelRegistry, UnknownModelVersion, check_status, utc_now
+from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersion, check_status, utc_now
 
 PREFIX = "tagqa."
 MAX_VALUE = 256

@@ -2,7 +2,7 @@
 
 The job reads the dataset version's YOLO export straight from the S3 store (channel
 ``training``), optional start weights (channel ``weights``), and the configuration from the
-``tagqa_config`` hyper-parameter; it runs ``python -m tagqa_assets.training.entrypoint
+``tagqa_config`` hyper-parameter; it runs ``python -m tagqa_trainer.entrypoint
 --sagemaker`` in ``image_uri`` (an image with tagqa installed, see docs/training.md) with
 network isolation, because training needs nothing from the internet. Dagster starts the
 job, polls ``describe_training_job``, surfaces ``FailureReason``, and downloads the
@@ -24,7 +24,7 @@ from tagqa_assets.contracts.datasets import YOLO_DIR
 from tagqa_assets.storage import ObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import EpochCallback, TrainingBackend, TrainingFailed, TrainingJob, TrainingOutcome, read_outcome
 
-ENTRY_POINT = ["python3", "-m", "tagqa_assets.training.entrypoint"]
+ENTRY_POINT = ["python3", "-m", "tagqa_trainer.entrypoint"]
 TERMINAL = ("Completed", "Failed", "Stopped")
 # SageMaker parses these from the job's log into CloudWatch metrics (console charts).
 METRIC_DEFINITIONS = [
