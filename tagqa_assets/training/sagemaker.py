@@ -3,7 +3,7 @@
 The job reads the dataset version's YOLO export straight from the S3 store (channel
 ``training``), optional start weights (channel ``weights``), and the configuration from the
 ``tagqa_config`` hyper-parameter; it runs ``python -m tagqa_trainer.entrypoint
---sagemaker`` in ``image_uri`` (an image with tagqa installed, see docs/training.md) with
+--sagemaker`` in ``image_uri`` (the trainer image, deploy/sagemaker/Dockerfile; see docs/training.md) with
 network isolation, because training needs nothing from the internet. Dagster starts the
 job, polls ``describe_training_job``, surfaces ``FailureReason``, and downloads the
 ``model.tar.gz`` that ``ModelArtifacts.S3ModelArtifacts`` names.
@@ -25,6 +25,7 @@ from tagqa_assets.storage import ObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import EpochCallback, TrainingBackend, TrainingFailed, TrainingJob, TrainingOutcome, read_outcome
 
 ENTRY_POINT = ["python3", "-m", "tagqa_trainer.entrypoint"]
+ENTRY_ARGUMENTS = ["--sagemaker"]  # the image's ENTRYPOINT and CMD (deploy/sagemaker/Dockerfile)
 TERMINAL = ("Completed", "Failed", "Stopped")
 # SageMaker parses these from the job's log into CloudWatch metrics (console charts).
 METRIC_DEFINITIONS = [
@@ -77,7 +78,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 "TrainingImage": self.image_uri,
                 "TrainingInputMode": "File",
                 "ContainerEntrypoint": ENTRY_POINT,
-                "ContainerArguments": ["--sagemaker"],
+                "ContainerArguments": ENTRY_ARGUMENTS,
                 "MetricDefinitions": METRIC_DEFINITIONS,
             },
             "RoleArn": self.role_arn,
