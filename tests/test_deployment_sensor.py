@@ -141,5 +141,6 @@ def test_approval_through_the_cli_reaches_a_running_device(tmp_path: Path, tiny_
     assert built["inference_component"].value == "com.tagqa.EdgeInference@0.1.0"
     deployed = result.asset_materializations_for_node("edge_deployment")[0].metadata
     assert deployed["status"].value == "deployed" and deployed["target"].value == "local"
-    history = deployed["history"].value
-    assert "| deploy | 1 | com.tagqa.ScratchModel@1.0.0 + com.tagqa.EdgeInference@0.1.0 | deployed |" in history
+    history = [record.data for record in deployed["history"].value.records]
+    assert any(row["kind"] == "deploy" and str(row["model_version"]) == "1" and row["status"] == "deployed"
+               and row["components"] == "com.tagqa.ScratchModel@1.0.0 + com.tagqa.EdgeInference@0.1.0" for row in history)

@@ -39,7 +39,7 @@ def version_metadata(store: ObjectStore, record: DatasetRecord, stats: dict, man
             [{"split": s, "images": record.counts.get(s, 0), "boxes": record.box_counts.get(s, 0), "ratio": record.split_ratios.get(s)} for s in SPLITS]
         ),
         "boxes_per_image": metadata_table(
-            [{"boxes": k, "images": v, "": _bar(v, largest)} for k, v in sorted(histogram.items(), key=lambda kv: int(kv[0]))]
+            [{"boxes": k, "images": v, "share": _bar(v, largest)} for k, v in sorted(histogram.items(), key=lambda kv: int(kv[0]))]
         ),
         "diff_vs_parent": metadata_table(
             [{"parent": diff.get("parent") or "-", "added": diff["added"], "removed": diff["removed"], "relabeled": diff["relabeled"], "unchanged": diff["unchanged"]}]

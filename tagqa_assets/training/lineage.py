@@ -44,13 +44,17 @@ class ModelHandoffIOManager(dg.ConfigurableIOManager):
 
 
 def _producing_run(context: dg.InputContext) -> str | None:
+    """The run whose step produced the input, or ``None`` when the upstream asset is not part of this run."""
     upstream = context.upstream_output
     if upstream is None:
         return None
     try:
-        return upstream.run_id
-    except dg.DagsterInvariantViolationError:  # the upstream asset is not part of this run
+        run_id = upstream.run_id
+    except dg.DagsterInvariantViolationError:
         return None
+    # For an upstream asset outside the run Dagster builds a stand-in context whose run id
+    # names no run (``__EPHEMERAL_RUN_ID``).
+    return run_id if context.instance.has_run(run_id) else None
 
 
 def handoff_value(instance: dg.DagsterInstance, asset: dg.AssetKey, partition: str, run_id: str | None) -> str:

@@ -2,12 +2,23 @@
 
 import os
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingBackend
 
-TRAINING_BACKENDS = ("local", "sagemaker")
+TrainingBackendName = Literal["local", "sagemaker"]
+TRAINING_BACKENDS: tuple[str, ...] = get_args(TrainingBackendName)
+
+
+def training_backend_name(name: str) -> TrainingBackendName:
+    """``name`` as a ``TrainingBackendName`` (empty: ``local``); ``ValueError`` listing the choices otherwise."""
+    name = name or "local"
+    if name not in TRAINING_BACKENDS:
+        raise ValueError(f"unknown training backend {name!r}; use one of {TRAINING_BACKENDS}")
+    return name  # type: ignore[return-value]
 
 
 class TrainingBackendResource(dg.ConfigurableResource):
@@ -15,6 +26,8 @@ class TrainingBackendResource(dg.ConfigurableResource):
 
     Scratch folders (staged datasets, Ultralytics settings and run folders) live under
     ``work_dir``, by default ``$DAGSTER_HOME/tagqa-work`` (``.tagqa/work`` without DAGSTER_HOME).
+    ``backend`` is text checked against ``TrainingBackendName`` in ``build`` (``dg.EnvVar``
+    cannot fill a ``Literal`` field); the boto3 client is built once per resource object.
     """
 
     backend: str = "local"
@@ -25,6 +38,7 @@ class TrainingBackendResource(dg.ConfigurableResource):
     sagemaker_endpoint_url: str = ""
     aws_region: str = ""
     poll_seconds: float = 30.0
+    _client: Any = PrivateAttr(default=None)
 
     def work_root(self) -> Path:
         """The scratch root (created)."""
@@ -40,21 +54,24 @@ class TrainingBackendResource(dg.ConfigurableResource):
 
     def build(self) -> TrainingBackend:
         """The configured backend; raises ``ValueError`` for an unknown name."""
-        if self.backend in ("", "local"):
+        if training_backend_name(self.backend) == "local":
             return LocalTrainingBackend(self.work_root())
-        if self.backend == "sagemaker":
+        from tagqa_assets.training.sagemaker import SageMakerTrainingBackend
+
+        return SageMakerTrainingBackend(
+            self.sagemaker_client(), role_arn=self.sagemaker_role_arn, image_uri=self.sagemaker_image_uri,
+            work_root=self.work_root(), instance_type=self.sagemaker_instance_type or "ml.m5.xlarge",
+            poll_seconds=self.poll_seconds,
+        )
+
+    def sagemaker_client(self) -> Any:
+        """The ``sagemaker`` boto3 client of this resource (built on first use)."""
+        if self._client is None:
             import boto3
 
-            from tagqa_assets.training.sagemaker import SageMakerTrainingBackend
-
-            client = boto3.client("sagemaker", endpoint_url=self.sagemaker_endpoint_url or None,
-                                  region_name=self.aws_region or None)
-            return SageMakerTrainingBackend(
-                client, role_arn=self.sagemaker_role_arn, image_uri=self.sagemaker_image_uri,
-                work_root=self.work_root(), instance_type=self.sagemaker_instance_type or "ml.m5.xlarge",
-                poll_seconds=self.poll_seconds,
-            )
-        raise ValueError(f"unknown training backend {self.backend!r}; use one of {TRAINING_BACKENDS}")
+            self._client = boto3.client("sagemaker", endpoint_url=self.sagemaker_endpoint_url or None,
+                                        region_name=self.aws_region or None)
+        return self._client
 
 
 class TrainingProfileResource(dg.ConfigurableResource):
