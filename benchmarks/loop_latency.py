@@ -62,7 +62,7 @@ from tagqa_assets.deployment.sensors import model_approval_sensor  # noqa: E402
 from tagqa_assets.deployment.wheels import prepare_wheel_bundle  # noqa: E402
 from tagqa_assets.ingestion.sensors import raw_image_sensor  # noqa: E402
 from tagqa_assets.ingestion.synthetic import generate_tags  # noqa: E402
-from tagqa_assets.registry.backends import LocalModelRegistry  # noqa: E402
+from tagqa_assets.model_catalog.registry import LocalModelRegistry  # noqa: E402
 from tagqa_assets.storage import open_store  # noqa: E402
 
 DEVICE = "line-1"

@@ -71,13 +71,16 @@ def main() -> int:
     import dagster as dg
 
     from tagqa_assets.partitions import dataset_versions
+    from tagqa_assets.model_catalog.resources import ModelRegistryResource
     from tagqa_assets.registry.assets import registered_model
-    from tagqa_assets.registry.resources import ModelRegistryResource
+    from tagqa_assets.registry.checks import beats_champion, promotion_gate
+    from tagqa_assets.registry.policy import PromotionPolicyResource
     from tagqa_assets.storage import LocalObjectStore, StoreResource
     from tagqa_assets.training.assets import onnx_model, trained_model
-    from tagqa_assets.training.checks import beats_champion, onnx_parity, promotion_gate
+    from tagqa_assets.training.checks import onnx_parity
     from tagqa_assets.training.evaluation_asset import model_evaluation
-    from tagqa_assets.training.resources import PromotionPolicyResource, TrainingBackendResource
+    from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, ModelHandoffIOManager
+    from tagqa_assets.training.resources import TrainingBackendResource
 
     store = LocalObjectStore(state / "store")
     version = build_real_version(store, DATASET)
@@ -86,7 +89,8 @@ def main() -> int:
     instance = dg.DagsterInstance.get()
     instance.add_dynamic_partitions(dataset_versions.name, [version])
     resources = {"store": StoreResource(root=str(store.root)), "training_backend": TrainingBackendResource(),
-                 "model_registry": ModelRegistryResource(), "promotion_policy": PromotionPolicyResource()}
+                 "model_registry": ModelRegistryResource(), "promotion_policy": PromotionPolicyResource(),
+                 HANDOFF_IO_MANAGER: ModelHandoffIOManager()}
     started = time.monotonic()
     training_run = dg.materialize([trained_model], partition_key=version, instance=instance, raise_on_error=False,
                                   resources=resources, run_config={"ops": {"trained_model": {"config": config}}})

@@ -6,8 +6,7 @@ Every setting comes from the environment at run time (``dg.EnvVar``); ``make run
 
 import dagster as dg
 
-from tagqa_assets import datasets, deployment, ingestion, labeling, training
-from tagqa_assets.registry import definitions as registry
+from tagqa_assets import datasets, deployment, ingestion, labeling, registry, training
 from tagqa_assets.storage import StoreResource
 
 store = StoreResource(

@@ -1,8 +1,9 @@
-"""Pictures for the Dagster UI: thumbnail grids (optionally with boxes) and charts as markdown.
+"""Pictures and tables for the Dagster UI: thumbnail grids (optionally with boxes), charts, typed tables.
 
 Dagster renders markdown metadata, including ``data:`` image URIs, so a grid or a plot
 travels inside the materialization event itself and stays visible for that exact run.
-Images are downscaled and JPEG/PNG-compressed to keep an event well under ~200 KB.
+Images are downscaled and JPEG/PNG-compressed, and each inline image is capped at
+``MAX_INLINE_BYTES`` (re-encoded smaller when over), so events stay small in the event log.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass, field
 from PIL import Image, ImageDraw
 
 import dagster as dg
+
+MAX_INLINE_BYTES = 48_000
 
 
 @dataclass(frozen=True)
@@ -29,9 +32,29 @@ class Tile:
 
 
 def image_markdown(data: bytes, alt: str, mime: str = "image/png") -> dg.MetadataValue:
-    """Markdown metadata showing one encoded image inline."""
+    """Markdown metadata showing one encoded image inline, at most ``MAX_INLINE_BYTES`` of image.
+
+    A larger image is re-encoded as a JPEG at half the size until it fits, so one event never
+    carries more than ~``MAX_INLINE_BYTES`` * 4/3 of base64 (the full-size file stays in the store).
+    """
+    data, mime = shrink_image(data, mime)
     encoded = base64.b64encode(data).decode()
     return dg.MetadataValue.md(f"![{alt}](data:{mime};base64,{encoded})")
+
+
+def shrink_image(data: bytes, mime: str, limit: int = 0) -> tuple[bytes, str]:
+    """``(data, mime)`` unchanged when within ``limit`` (default ``MAX_INLINE_BYTES``), else a smaller JPEG."""
+    limit = limit or MAX_INLINE_BYTES
+    if len(data) <= limit:
+        return data, mime
+    with Image.open(io.BytesIO(data)) as source:
+        image = source.convert("RGB")
+    while True:
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=75)
+        if buffer.tell() <= limit or min(image.size) <= 32:
+            return buffer.getvalue(), "image/jpeg"
+        image = image.resize((max(1, image.width // 2), max(1, image.height // 2)))
 
 
 def grid_jpeg(tiles: Sequence[Tile], *, tile_size: int = 128, columns: int = 6) -> bytes:
@@ -62,12 +85,33 @@ def grid_markdown(tiles: Sequence[Tile], alt: str, *, tile_size: int = 128, colu
     return image_markdown(grid_jpeg(tiles, tile_size=tile_size, columns=columns), alt, mime="image/jpeg")
 
 
-def markdown_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
-    """Rows as a markdown table (``_none_`` when empty)."""
-    if not rows:
-        return dg.MetadataValue.md("_none_")
-    columns = list(columns or rows[0].keys())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def _column_type(values: Sequence[object]) -> str:
+    present = [v for v in values if v is not None and v != ""]
+    if present and all(isinstance(v, bool) for v in present):
+        return "bool"
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return "int"
+    if present and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in present):
+        return "float"
+    return "string"
+
+
+def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
+    """Rows as ``dg.MetadataValue.table`` with a ``TableSchema`` (types inferred per column: int, float, bool, string).
+
+    Columns default to the first row's keys; an empty table keeps the given columns. Values
+    that are not numbers or booleans are shown as text; a missing value stays empty.
+    """
+    names = list(columns or (rows[0].keys() if rows else ()))
+    types = {name: _column_type([row.get(name) for row in rows]) for name in names}
+    records = []
     for row in rows:
-        lines.append("| " + " | ".join(str(row.get(column, "")).replace("|", "\\|") for column in columns) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+        values: dict[str, object] = {}
+        for name in names:
+            value = row.get(name)
+            if value is None or value == "":
+                continue
+            values[name] = value if types[name] != "string" else str(value)
+        records.append(dg.TableRecord(values))
+    schema = dg.TableSchema(columns=[dg.TableColumn(name, types[name]) for name in names])
+    return dg.MetadataValue.table(records, schema=schema)

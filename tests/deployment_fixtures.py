@@ -28,7 +28,7 @@ from tagqa_assets.deployment.device_process import register_device
 from tagqa_assets.deployment.local_target import RUNTIME_CONFIG
 from tagqa_assets.deployment.resources import INFERENCE_TEMPLATE
 from tagqa_assets.deployment.wheels import WheelBundle, prepare_wheel_bundle
-from tagqa_assets.registry.backends import ModelRegistry
+from tagqa_assets.model_catalog.registry import ModelRegistry
 from tagqa_assets.storage import ObjectStore
 
 METRICS = {"test": {"map50": 0.5, "map50_95": 0.3, "precision": 0.6, "recall": 0.5}}

@@ -25,13 +25,16 @@ from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.registry.assets import registered_model
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.registry.checks import beats_champion, promotion_gate
+from tagqa_assets.registry.policy import PromotionPolicyResource
 from tagqa_assets.storage import LocalObjectStore, ObjectStore, StoreResource
 from tagqa_assets.training.assets import onnx_model, trained_model
-from tagqa_assets.training.checks import beats_champion, onnx_parity, promotion_gate
+from tagqa_assets.training.checks import onnx_parity
 from tagqa_assets.training.evaluation_asset import model_evaluation
-from tagqa_assets.training.resources import PromotionPolicyResource, TrainingBackendResource
+from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, ModelHandoffIOManager
+from tagqa_assets.training.resources import TrainingBackendResource
 
 TINY = {"epochs": 2, "imgsz": 64, "batch": 8, "workers": 0, "patience": 100}
 TEST_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
@@ -86,6 +89,7 @@ def resources(store_root: Path, work: Path, **policy: object) -> dict[str, objec
         "training_backend": TrainingBackendResource(work_dir=str(work)),
         "model_registry": ModelRegistryResource(),
         "promotion_policy": PromotionPolicyResource(**{name: str(value) for name, value in policy.items()}),
+        HANDOFF_IO_MANAGER: ModelHandoffIOManager(),
     }
 
 

@@ -65,6 +65,22 @@ def test_training_sensor_trains_each_new_version_once_and_never_storms():
     assert not _tick(instance, third.cursor, profile).run_requests
 
 
+def test_training_sensor_skips_a_version_whose_sanity_check_failed():
+    # The blocking check stops training in the dataset's own run; the sensor's separate run
+    # must not start it either.
+    instance = dg.DagsterInstance.ephemeral()
+    profile = TrainingProfileResource()
+    _built(instance, "v0001-aaaaaaaa")
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("dataset_version"), check_name="dataset_version_sanity", passed=True, partition="v0001-aaaaaaaa"))
+    first = _tick(instance, None, profile)
+    assert [r.partition_key for r in first.run_requests] == ["v0001-aaaaaaaa"]
+    _built(instance, "v0002-bbbbbbbb")
+    instance.report_runless_asset_event(dg.AssetCheckEvaluation(
+        asset_key=dg.AssetKey("dataset_version"), check_name="dataset_version_sanity", passed=False, partition="v0002-bbbbbbbb"))
+    assert not _tick(instance, first.cursor, profile).run_requests
+
+
 def test_training_profile_defaults_leave_the_documented_configuration():
     assert TrainingProfileResource().run_config() == {}
     assert [key.to_user_string() for key in CHAIN] == ["trained_model", "onnx_model", "model_evaluation", "registered_model"]

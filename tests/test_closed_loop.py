@@ -41,7 +41,7 @@ from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.ingestion.writers import upload_folder
 from tagqa_assets.labeling.label_store import LocalLabelStore, latest_records
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import ObjectStore, open_store
 from tagqa_assets.training.sensors import model_training_sensor
 

@@ -234,7 +234,9 @@ def test_end_to_end_sensor_materialize_and_read(backend, request: pytest.Fixture
     metadata = outcome.get_asset_materialization_events()[0].materialization.metadata
     assert metadata["images"].value == 10 and metadata["already_committed"].value is False
     assert metadata["label_snapshot_id"].value == labels.snapshot().snapshot_id
-    assert "| train |" in metadata["counts_per_split"].value and "| 0 | 4 |" in metadata["boxes_per_image"].value
+    splits = {record.data["split"] for record in metadata["counts_per_split"].value.records}
+    histogram = {str(record.data["boxes"]): record.data["images"] for record in metadata["boxes_per_image"].value.records}
+    assert "train" in splits and histogram["0"] == 4
     assert list(store.list_objects(PENDING_PREFIX)) == []
     versions = DatasetVersionStore(store)
     before = store.get_bytes(f"datasets/{run.partition_key}/dataset.json")

@@ -25,7 +25,7 @@ from tagqa_assets.deployment.components import (
 from tagqa_assets.deployment.recipes import artifact_digests
 from tagqa_assets.deployment.resources import INFERENCE_TEMPLATE
 from tagqa_assets.deployment.wheels import edge_requirements, runtime_is_current
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 
 MODEL = "com.tagqa.ScratchModel"
 INFERENCE = "com.tagqa.EdgeInference"

@@ -32,8 +32,8 @@ from tagqa_assets.deployment.assets import edge_component, edge_deployment
 from tagqa_assets.deployment.history import DeploymentHistory
 from tagqa_assets.deployment.local_target import PID_FILE, RUNTIME_CONFIG
 from tagqa_assets.deployment.resources import DeploymentResource
-from tagqa_assets.registry.backends import LocalModelRegistry
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
 DETECTIONS, HEALTH = "tagqa/line-1/detections", "tagqa/line-1/health"

@@ -23,7 +23,7 @@ from tagqa_assets.deployment.deployer import DeploymentFailed, deploy_release
 from tagqa_assets.deployment.greengrass_target import POLICIES, GreengrassTarget
 from tagqa_assets.deployment.history import DeploymentHistory
 from tagqa_assets.deployment.targets import TargetNotFound
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 
 ACCOUNT, REGION, GROUP = "123456789012", "us-east-1", "tagqa-devices"
 GROUP_ARN = f"arn:aws:iot:{REGION}:{ACCOUNT}:thinggroup/{GROUP}"

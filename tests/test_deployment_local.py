@@ -21,7 +21,7 @@ from tagqa_assets.deployment.history import DeploymentHistory
 from tagqa_assets.deployment.local_target import EFFECTIVE_CONFIG, PID_FILE, RUNTIME_CONFIG, LocalDeviceTarget
 from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.deployment.targets import TargetNotFound
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 
 
 @pytest.fixture

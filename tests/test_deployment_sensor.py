@@ -19,9 +19,9 @@ from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVers
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
 from tagqa_assets.deployment.resources import ENVIRONMENT, DeploymentResource
 from tagqa_assets.deployment.sensors import model_approval_sensor
-from tagqa_assets.registry.backends import LocalModelRegistry
-from tagqa_assets.registry.resources import ModelRegistryResource
-from tagqa_assets.registry.sagemaker import SageMakerModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
+from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
 
@@ -141,5 +141,6 @@ def test_approval_through_the_cli_reaches_a_running_device(tmp_path: Path, tiny_
     assert built["inference_component"].value == "com.tagqa.EdgeInference@0.1.0"
     deployed = result.asset_materializations_for_node("edge_deployment")[0].metadata
     assert deployed["status"].value == "deployed" and deployed["target"].value == "local"
-    history = deployed["history"].value
-    assert "| deploy | 1 | com.tagqa.ScratchModel@1.0.0 + com.tagqa.EdgeInference@0.1.0 | deployed |" in history
+    history = [record.data for record in deployed["history"].value.records]
+    assert any(row["kind"] == "deploy" and str(row["model_version"]) == "1" and row["status"] == "deployed"
+               and row["components"] == "com.tagqa.ScratchModel@1.0.0 + com.tagqa.EdgeInference@0.1.0" for row in history)

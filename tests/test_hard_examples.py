@@ -21,10 +21,10 @@ from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.resources import LabelStoreResource
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 from tagqa_assets.training.detections import OnnxModel
-from tagqa_assets.training.gates import PromotionPolicy, compare_on_hard_examples
+from tagqa_assets.registry.gates import PromotionPolicy, compare_on_hard_examples
 from edge_runtime.imaging import decode_image
 
 

@@ -192,7 +192,7 @@ def test_label_store_run_reports_rejects_in_metadata(tmp_path: Path):
 
 def test_pre_annotations_come_from_the_wired_resource(local_store):
     from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
-    from tagqa_assets.registry.resources import ChampionPreAnnotationResource, ModelRegistryResource
+    from tagqa_assets.model_catalog.resources import ChampionPreAnnotationResource, ModelRegistryResource
 
     refs = [ImageRef("raw/a.jpg", "0" * 64, 450, 300, "raw/a.jpg")]
     assert PreAnnotationResource().suggest(local_store, refs) == {}  # labeling alone suggests nothing

@@ -24,10 +24,11 @@ from tagqa_assets.contracts.models import (
     model_key,
 )
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
-from tagqa_assets.training.checks import onnx_parity, promotion_gate
+from tagqa_assets.registry.checks import promotion_gate
+from tagqa_assets.training.checks import onnx_parity
 from tagqa_assets.training.detections import ImageDetections, load_split
 from tagqa_assets.training.evaluation_asset import model_evaluation
 from tagqa_assets.training.export import export_onnx
@@ -115,7 +116,7 @@ def test_the_dagster_process_never_imports_ultralytics(chain: Chain):
 
     assert chain.result.success and not chain.ultralytics_imported_by_run
     modules = ["tagqa_assets.definitions", "tagqa_assets.training.parity", "tagqa_assets.training.evaluation",
-               "tagqa_assets.training.export", "tagqa_assets.registry.champion", "tagqa_assets.training.entrypoint"]
+               "tagqa_assets.training.export", "tagqa_assets.registry.champion", "tagqa_trainer.entrypoint"]
     code = f"import sys; import {', '.join(modules)}; print('ultralytics' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "False", done.stderr[-1000:]

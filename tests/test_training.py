@@ -25,11 +25,11 @@ from tagqa_assets.contracts.models import (
     model_key,
     new_model_id,
 )
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.training.assets import TrainingConfig
-from tagqa_assets.training.entrypoint import BadTrainingInput, write_data_yaml
-from tagqa_assets.training.offline import NetworkGuard
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.entrypoint import BadTrainingInput, write_data_yaml
+from tagqa_trainer.offline import NetworkGuard
+from tagqa_trainer.params import TrainingParams
 
 REPO = Path(__file__).resolve().parents[1]
 SESSION_START = time.time()

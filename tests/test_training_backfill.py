@@ -12,7 +12,7 @@ from model_fixtures import CHAIN, build_version, materialization, materialize_ch
 from tagqa_assets.contracts.keys import MODELS_PREFIX
 from tagqa_assets.contracts.models import APPROVED, PENDING
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
 from tagqa_assets.training.checks import onnx_parity
 

@@ -15,15 +15,20 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from model_fixtures import TINY, build_version, materialize_chain, resources, step_failure
+from model_fixtures import TINY, build_version, check_results, materialize_chain, resources, step_failure
 from tagqa_assets.contracts.datasets import COMMIT_FILE as DATASET_COMMIT, DatasetRecord
 from tagqa_assets.contracts.keys import MODELS_PREFIX, dataset_prefix
 from tagqa_assets.contracts.models import COMMIT_FILE
+from tagqa_assets.datasets.assets import dataset_version
+from tagqa_assets.datasets.checks import dataset_version_sanity, sanity_problems
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.labeling.resources import LabelStoreResource
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
+from tagqa_assets.training.assets import trained_model
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingFailed, TrainingJob
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 
 
 def assert_nothing_trusted(store: ObjectStore) -> None:
@@ -38,28 +43,41 @@ def store(tmp_path: Path) -> LocalObjectStore:
     return LocalObjectStore(tmp_path / "store")
 
 
-def test_empty_dataset_version_fails_clearly(store: LocalObjectStore, tmp_path: Path):
+def run_sanity_then_training(store: LocalObjectStore, version: str, work: Path) -> dg.ExecuteInProcessResult:
+    """One run of ``dataset_version`` (it only reports a committed version), its sanity check and ``trained_model``."""
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_versions.name, [version])
+    selection = dg.AssetSelection.assets(dataset_version, trained_model).without_checks() | dg.AssetSelection.checks(dataset_version_sanity)
+    return dg.materialize([dataset_version, dataset_version_sanity, trained_model], selection=selection, partition_key=version,
+                          instance=instance, resources={**resources(store.root, work), "labels": LabelStoreResource()},
+                          run_config={"ops": {"trained_model": {"config": TINY}}}, raise_on_error=False)
+
+
+def test_empty_dataset_version_fails_the_sanity_rule(store: LocalObjectStore):
     # The builder refuses empty snapshots, so an empty version can only come from another
-    # writer (or an older contract); the trainer must still refuse it.
+    # writer (or an older contract); the sanity check must still hold it back from training.
+    # (Dagster 1.13 cannot run a partitioned check without its asset in process, and the asset
+    # cannot report a version without a manifest: the rule is checked directly here, the
+    # blocking in the test below.)
     version = "v0001-00000000"
     record = DatasetRecord(version=version, parent=None, created_at="2026-01-01T00:00:00+00:00", label_snapshot_id="0" * 64,
                            class_names=("scratch",), split_ratios={"train": 0.8, "val": 0.1, "test": 0.1},
                            counts={"train": 0, "val": 0, "test": 0}, box_counts={}, manifest_sha256="0" * 64)
-    store.put_json(dataset_prefix(version) + DATASET_COMMIT, record.to_dict())
-    result = materialize_chain(dg.DagsterInstance.ephemeral(), version, resources(store.root, tmp_path / "work"),
-                               raise_on_error=False)
-    assert not result.success
-    assert f"dataset version {version} is empty (0 images)" in step_failure(result, "trained_model")
-    assert_nothing_trusted(store)
+    assert sanity_problems(record, None) == [
+        f"dataset version {version} is empty (0 images): label images and build a new version"]
+    record = DatasetRecord(**{**record.to_dict(), "class_names": ("scratch",), "counts": {"train": 3, "val": 1, "test": 1}})
+    assert sanity_problems(record, {"train": 3, "val": 1, "test": 1}) == []
+    assert "disagrees with dataset.json" in sanity_problems(record, {"train": 2, "val": 1, "test": 1})[0]
 
 
-def test_split_with_zero_images_fails_naming_the_split(store: LocalObjectStore, tmp_path: Path):
+def test_split_with_zero_images_is_blocked_before_training(store: LocalObjectStore, tmp_path: Path):
     version = build_version(store, 10, seed=5, ratios={"train": 0.7, "val": 0.3, "test": 0.0})
     assert DatasetVersionStore(store).read(version).counts["test"] == 0
-    result = materialize_chain(dg.DagsterInstance.ephemeral(), version, resources(store.root, tmp_path / "work"),
-                               raise_on_error=False)
-    message = step_failure(result, "trained_model")
-    assert "split(s) ['test'] have 0 images" in message and version in message
+    result = run_sanity_then_training(store, version, tmp_path / "work")
+    evaluation = check_results(result)["dataset_version_sanity"]
+    assert not evaluation.passed
+    assert "split(s) ['test'] have 0 images" in evaluation.description and version in evaluation.description
+    assert not result.asset_materializations_for_node("trained_model")  # blocked: never started
     assert_nothing_trusted(store)
 
 
@@ -111,7 +129,7 @@ def test_trainer_killed_from_outside_fails_naming_the_signal(store: LocalObjectS
         import psutil
 
         for process in psutil.process_iter(["cmdline"]):
-            if "tagqa_assets.training.entrypoint" in " ".join(process.info["cmdline"] or []) and str(tmp_path) in " ".join(process.info["cmdline"]):
+            if "tagqa_trainer.entrypoint" in " ".join(process.info["cmdline"] or []) and str(tmp_path) in " ".join(process.info["cmdline"]):
                 os.kill(process.pid, signal.SIGKILL)
 
     killer = threading.Thread(target=kill_after_first_epoch)

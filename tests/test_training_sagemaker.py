@@ -23,7 +23,7 @@ from botocore.stub import Stubber
 from model_fixtures import TINY, build_version
 from tagqa_assets.storage import LocalObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 from tagqa_assets.training.sagemaker import ENTRY_POINT, SageMakerTrainingBackend, training_job_name
 
 ROLE = "arn:aws:iam::123456789012:role/tagqa-training"
@@ -130,12 +130,11 @@ def test_failure_reason_is_surfaced(s3_store: S3ObjectStore, tmp_path: Path):
         stub.assert_no_pending_responses()
 
 
-class InterruptingLog:
-    """Stands in for Dagster's run termination, which raises inside the step while it waits."""
+class WarningLog:
+    """Keeps the warning the backend logs when it stops the job."""
 
     def info(self, message: str) -> None:
-        if "InProgress" in message:
-            raise KeyboardInterrupt
+        pass
 
     def warning(self, message: str) -> None:
         self.warned = message
@@ -145,7 +144,12 @@ def test_a_terminated_run_stops_its_training_job(s3_store: S3ObjectStore, tmp_pa
     client = boto3.client("sagemaker", region_name="us-east-1")
     trainer = backend(client, tmp_path)
     request = trainer.job_request(job("v0001-00000000"), s3_store)
-    log = InterruptingLog()
+    log = WarningLog()
+
+    def terminate(**_: object) -> None:  # Dagster's run termination raises inside the step while it waits
+        raise KeyboardInterrupt
+
+    client.meta.events.register("after-call.sagemaker.DescribeTrainingJob", terminate)
     with Stubber(client) as stub:
         stub.add_response("create_training_job", {"TrainingJobArn": "arn:aws:sagemaker:us-east-1:1:training-job/x"}, request)
         stub.add_response("describe_training_job", _description("InProgress"))
@@ -162,7 +166,7 @@ def test_entry_point_reports_bad_input_to_sagemaker(tmp_path: Path):
     (root / "input" / "config").mkdir(parents=True)
     (root / "input" / "config" / "hyperparameters.json").write_text(json.dumps(
         {"tagqa_config": json.dumps(TrainingParams(**TINY).to_dict()), "class_names": '["scratch"]'}))
-    done = subprocess.run([sys.executable, "-m", "tagqa_assets.training.entrypoint", "--sagemaker", "--sagemaker-root", str(root)],
+    done = subprocess.run([sys.executable, "-m", "tagqa_trainer.entrypoint", "--sagemaker", "--sagemaker-root", str(root)],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 2
     failure = (root / "output" / "failure").read_text()

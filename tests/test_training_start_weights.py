@@ -9,9 +9,9 @@ import dagster as dg
 import pytest
 
 from tagqa_assets.contracts.models import APPROVED, ModelVersion
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 from tagqa_assets.training.start_weights import resolve_start_weights
 
 LOG = logging.getLogger("test")

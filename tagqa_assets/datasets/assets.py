@@ -14,7 +14,7 @@ from tagqa_assets.datasets.views import version_metadata
 from tagqa_assets.labeling.assets import label_store
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.partitions import dataset_versions
-from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import StoreResource
 
 
@@ -105,8 +105,8 @@ def hard_examples(context: dg.AssetExecutionContext, store: StoreResource, label
             "set_id": hard.set_id,
             "images": hard.images,
             "boxes": int(sum(len(annotations_from_json(a)) for a in hard.manifest["annotations"])),
-            "by_device": markdown_table([{"device": d, "images": n} for d, n in sorted(by_device.items())]),
-            "examples": markdown_table(
+            "by_device": metadata_table([{"device": d, "images": n} for d, n in sorted(by_device.items())]),
+            "examples": metadata_table(
                 [{"image_key": r.image_key, "device": r.device, "labeling_job": r.labeling_job} for r in hard.manifest.head(50).itertuples()]
             ),
             "preview": grid_markdown(tiles, "hard examples with their labels"),

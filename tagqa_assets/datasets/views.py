@@ -9,7 +9,7 @@ import pandas as pd
 
 from tagqa_assets.contracts.datasets import MANIFEST_FILE, SPLITS, YOLO_DIR, DatasetRecord
 from tagqa_assets.contracts.keys import dataset_prefix
-from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import ObjectStore
 
 SAMPLE_TILES = 12
@@ -35,16 +35,16 @@ def version_metadata(store: ObjectStore, record: DatasetRecord, stats: dict, man
         "label_snapshot_id": record.label_snapshot_id,
         "dagster/row_count": len(manifest),
         "images": len(manifest),
-        "counts_per_split": markdown_table(
+        "counts_per_split": metadata_table(
             [{"split": s, "images": record.counts.get(s, 0), "boxes": record.box_counts.get(s, 0), "ratio": record.split_ratios.get(s)} for s in SPLITS]
         ),
-        "boxes_per_image": markdown_table(
-            [{"boxes": k, "images": v, "": _bar(v, largest)} for k, v in sorted(histogram.items(), key=lambda kv: int(kv[0]))]
+        "boxes_per_image": metadata_table(
+            [{"boxes": k, "images": v, "share": _bar(v, largest)} for k, v in sorted(histogram.items(), key=lambda kv: int(kv[0]))]
         ),
-        "diff_vs_parent": markdown_table(
+        "diff_vs_parent": metadata_table(
             [{"parent": diff.get("parent") or "-", "added": diff["added"], "removed": diff["removed"], "relabeled": diff["relabeled"], "unchanged": diff["unchanged"]}]
         ),
-        "diff_examples": markdown_table(
+        "diff_examples": metadata_table(
             [{"change": change, "image": key} for change, keys in diff.get("examples", {}).items() for key in keys]
         ),
         "val_falls_back_to_train": stats["val_falls_back_to_train"],

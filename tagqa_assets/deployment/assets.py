@@ -27,9 +27,9 @@ from tagqa_assets.deployment.recipes import RecipeError, recipe_yaml
 from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
 from tagqa_assets.deployment.wheels import WheelBundleError
-from tagqa_assets.previews import markdown_table
-from tagqa_assets.registry.backends import ModelRegistry, UnknownModelVersion
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.previews import metadata_table
+from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersion
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import StoreResource
 
 RELEASE = "release"
@@ -96,7 +96,7 @@ def edge_component(context: dg.AssetExecutionContext, config: EdgeReleaseConfig,
         "dataset_version": entry.dataset_version,
         "model_component": str(model.ref),
         "inference_component": str(inference.ref),
-        "artifacts": markdown_table(_artifact_rows([model, inference], object_store)),
+        "artifacts": metadata_table(_artifact_rows([model, inference], object_store)),
         "model_recipe": dg.MetadataValue.md(f"```yaml\n{recipe_yaml(model.recipe).decode()}```"),
         "inference_wheels": dg.MetadataValue.md(", ".join(inference.build.get("wheels", []))),
     })
@@ -147,6 +147,6 @@ def edge_deployment(context: dg.AssetExecutionContext, store: StoreResource, mod
         "deployment_id": record.deployment_id,
         "model_version": release.model_version,
         "components": f"{release.model} + {release.inference}",
-        "devices": markdown_table([{"device": d, **state} for d, state in record.devices.items()]),
+        "devices": metadata_table([{"device": d, **state} for d, state in record.devices.items()]),
         "history": history_table(history.records(record.target)),
     })

@@ -12,7 +12,7 @@ from tagqa_assets.deployment.device_process import exec_runtime, register_device
 from tagqa_assets.deployment.history import DeploymentHistory, history_rows
 from tagqa_assets.deployment.resources import TARGET_KINDS, deployment_from_environment
 from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
-from tagqa_assets.registry.resources import registry_from_environment
+from tagqa_assets.model_catalog.resources import registry_from_environment
 from tagqa_assets.settings import store_from_environment
 
 HISTORY_COLUMNS = ("started_at", "kind", "model_version", "components", "status", "devices", "deployment_id", "error")

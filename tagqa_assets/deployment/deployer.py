@@ -20,7 +20,7 @@ from tagqa_assets.contracts.models import APPROVED, REJECTED, ModelVersion
 from tagqa_assets.deployment.components import StoredComponent, load_component
 from tagqa_assets.deployment.history import DeploymentHistory
 from tagqa_assets.deployment.targets import DeploymentTarget
-from tagqa_assets.registry.backends import ModelRegistry
+from tagqa_assets.model_catalog.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
 

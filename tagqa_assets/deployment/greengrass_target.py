@@ -81,14 +81,8 @@ class GreengrassTarget(DeploymentTarget):
                 devices = [self.name]
             else:
                 self.iot.describe_thing_group(thingGroupName=self.name)
-                devices, token = [], None
-                while True:
-                    page = self.iot.list_things_in_thing_group(thingGroupName=self.name, recursive=True,
-                                                               **({"nextToken": token} if token else {}))
-                    devices += page.get("things", [])
-                    token = page.get("nextToken")
-                    if not token:
-                        break
+                pages = self.iot.get_paginator("list_things_in_thing_group").paginate(thingGroupName=self.name, recursive=True)
+                devices = [thing for page in pages for thing in page.get("things", [])]
         except ClientError as exc:
             if _error_code(exc) == "ResourceNotFoundException":
                 raise TargetNotFound(f"{self.arn_kind} {self.name!r} ({self.target_arn}) does not exist") from None
@@ -199,14 +193,11 @@ class GreengrassTarget(DeploymentTarget):
 
     def _executions(self, job_id: str) -> dict[str, str]:
         """Thing name -> IoT job execution status of the deployment's job."""
-        states, token = {}, None
-        while True:
-            page = self.iot.list_job_executions_for_job(jobId=job_id, **({"nextToken": token} if token else {}))
+        states = {}
+        for page in self.iot.get_paginator("list_job_executions_for_job").paginate(jobId=job_id):
             for summary in page.get("executionSummaries", []):
                 states[summary["thingArn"].rpartition("/")[2]] = summary["jobExecutionSummary"]["status"]
-            token = page.get("nextToken")
-            if not token:
-                return states
+        return states
 
     def _reason(self, device: str, deployment_id: str) -> str:
         """What the core device reported for the deployment (Greengrass' effective deployment status)."""

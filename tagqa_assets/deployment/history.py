@@ -21,7 +21,7 @@ from tagqa_assets.contracts.edge import (
     deployments_prefix,
     utc_now,
 )
-from tagqa_assets.previews import markdown_table
+from tagqa_assets.previews import metadata_table
 from tagqa_assets.storage import ObjectStore
 
 TABLE_COLUMNS = ("started_at", "kind", "model_version", "components", "status", "devices", "run_id", "error")
@@ -94,4 +94,4 @@ def history_rows(records: list[DeploymentRecord]) -> list[dict[str, object]]:
 
 def history_table(records: list[DeploymentRecord], limit: int = 20) -> dg.MetadataValue:
     """The newest ``limit`` records as markdown, for asset metadata."""
-    return markdown_table(history_rows(records)[:limit], TABLE_COLUMNS)
+    return metadata_table(history_rows(records)[:limit], TABLE_COLUMNS)

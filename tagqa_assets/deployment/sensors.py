@@ -17,7 +17,7 @@ import dagster as dg
 
 from tagqa_assets.contracts.models import APPROVED
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import StoreResource
 
 CURSOR_VERSION = 1

@@ -7,7 +7,7 @@ import dagster as dg
 from tagqa_assets.ingestion import validation
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.ingestion.ingest import ingest_keys, uningested_raw_keys
-from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import StoreResource
 
 GRID_LIMIT = 24
@@ -52,11 +52,11 @@ def raw_images(context: dg.AssetExecutionContext, config: RawImagesConfig, store
             "already_ingested": report.already_ingested,
             "missing": report.missing,
             "total_images": len(images),
-            "images_by_source": markdown_table(
+            "images_by_source": metadata_table(
                 [{"source": source, "images": count} for source, count in sorted(Counter(images["source"]).items())]
             ),
-            "quarantine_reasons": markdown_table([{"reason": r, "files": n} for r, n in sorted(reasons.items())]),
-            "quarantined_files": markdown_table(
+            "quarantine_reasons": metadata_table([{"reason": r, "files": n} for r, n in sorted(reasons.items())]),
+            "quarantined_files": metadata_table(
                 [{"key": q.original_key, "reason": q.reason, "detail": q.detail[:120]} for q in report.quarantined[:50]]
             ),
             "new_images": grid_markdown(tiles, "new images in this run"),

@@ -17,7 +17,7 @@ from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled, open_jobs_for
 from tagqa_assets.labeling.views import import_metadata, label_grid, store_summary
-from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import StoreResource
 
 GRID_LIMIT = 24
@@ -91,7 +91,7 @@ def label_store(
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} labeling job(s) could not be polled; everything else was imported",
-            metadata={"failures": markdown_table([{"problem": f} for f in failures]), **metadata},
+            metadata={"failures": metadata_table([{"problem": f} for f in failures]), **metadata},
         )
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(snapshot.snapshot_id[:16]))
 
@@ -131,8 +131,8 @@ def unlabeled_images(
     return dg.MaterializeResult(
         metadata={
             "unlabeled": len(unlabeled),
-            "by_source": markdown_table([{"source": s, "images": n} for s, n in sorted(Counter(unlabeled["source"]).items())]),
-            "jobs_opened": markdown_table(
+            "by_source": metadata_table([{"source": s, "images": n} for s, n in sorted(Counter(unlabeled["source"]).items())]),
+            "jobs_opened": metadata_table(
                 [{"job": j.job_id, "backend": j.backend, "images": len(j.images), "where": j.external_id or "-"} for j in opened]
             ),
             "images": grid_markdown(tiles, "unlabeled images"),

@@ -10,7 +10,7 @@ from tagqa_assets.labeling.assets import label_store
 from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
 from tagqa_assets.labeling.label_store import latest_records
 from tagqa_assets.labeling.resources import LabelStoreResource
-from tagqa_assets.previews import markdown_table
+from tagqa_assets.previews import metadata_table
 from tagqa_assets.storage import StoreResource
 
 EXAMPLES = 20
@@ -49,7 +49,7 @@ def label_store_sanity(store: StoreResource, labels: LabelStoreResource) -> dg.A
         metadata={
             "approved_images": len(approved),
             "problems": len(problems),
-            "examples": markdown_table(problems[:EXAMPLES]),
+            "examples": metadata_table(problems[:EXAMPLES]),
             "approved_without_content_hash": unresolved,
             "held_unmatched_files": held,
         },

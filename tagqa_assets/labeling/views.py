@@ -11,7 +11,7 @@ import pandas as pd
 from tagqa_assets.contracts.labels import APPROVED, REJECTED
 from tagqa_assets.labeling.label_import import ImportReport
 from tagqa_assets.labeling.label_store import LabelSnapshot, latest_records
-from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 REJECT_ROWS = 50
@@ -42,7 +42,7 @@ def import_metadata(reports: list[ImportReport]) -> dict:
         for x in r.rejects
     ]
     return {
-        "imports": markdown_table(
+        "imports": metadata_table(
             [
                 {
                     "import": r.import_id,
@@ -64,8 +64,8 @@ def import_metadata(reports: list[ImportReport]) -> dict:
         "rows_rejected": sum(len(r.rejects) for r in reports),
         "rows_held_for_retry": sum(r.held_for_retry for r in reports),
         "boxes_clipped": sum(len(r.clipped) for r in reports),
-        "rejects_by_reason": markdown_table([{"reason": k, "rows": v} for k, v in sorted(reasons.items())]),
-        "rejected_rows": markdown_table(rejects[:REJECT_ROWS]),
+        "rejects_by_reason": metadata_table([{"reason": k, "rows": v} for k, v in sorted(reasons.items())]),
+        "rejected_rows": metadata_table(rejects[:REJECT_ROWS]),
     }
 
 

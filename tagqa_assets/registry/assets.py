@@ -16,14 +16,13 @@ from tagqa_assets.contracts.models import (
     model_key,
 )
 from tagqa_assets.partitions import dataset_versions
-from tagqa_assets.previews import markdown_table
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.previews import metadata_table
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.training.artifacts import model_dir_uri, read_model_record
-from tagqa_assets.training.evaluation_asset import EVALUATION_KEY, model_evaluation
-from tagqa_assets.training.gates import compare_on_hard_examples, compare_with_champion, gate
-from tagqa_assets.training.lineage import MODEL_ID, upstream_metadata
-from tagqa_assets.training.resources import PromotionPolicyResource
+from tagqa_assets.model_catalog.model_files import model_dir_uri, read_model_record
+from tagqa_assets.registry.gates import compare_on_hard_examples, compare_with_champion, gate
+from tagqa_assets.registry.policy import PromotionPolicyResource
+from tagqa_assets.training.lineage import MODEL_ID
 
 REGISTRY_CODE_VERSION = "register-v1"
 
@@ -43,7 +42,6 @@ def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str) -> dic
 
 @dg.asset(
     partitions_def=dataset_versions,
-    deps=[model_evaluation],
     group_name="registry",
     kinds={"python"},
     code_version=REGISTRY_CODE_VERSION,
@@ -51,7 +49,7 @@ def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str) -> dic
 )
 def registered_model(
     context: dg.AssetExecutionContext, store: StoreResource, model_registry: ModelRegistryResource,
-    promotion_policy: PromotionPolicyResource,
+    promotion_policy: PromotionPolicyResource, model_evaluation: str,
 ) -> dg.MaterializeResult:
     """The evaluated model as the next registry version: ``Approved`` or ``PendingManualApproval``.
 
@@ -62,9 +60,9 @@ def registered_model(
     """
     object_store = store.open()
     version = context.partition_key
-    upstream = upstream_metadata(context.instance, "model_evaluation", version)
-    model_id, evaluation_key = str(upstream[MODEL_ID]), str(upstream[EVALUATION_KEY])
+    evaluation_key = model_evaluation  # handed off by this run's (or the latest) model_evaluation
     evaluation = object_store.get_json(evaluation_key)
+    model_id = str(evaluation["model_id"])
     record = read_model_record(object_store, model_id)
     policy = promotion_policy.policy()
     result = gate(evaluation["metrics"], policy)
@@ -111,7 +109,7 @@ def registered_model(
             "registry": registry.name,
             "gate": result.describe(),
             "code_version": entry.code_version,
-            "metrics": markdown_table([{"split": split, **values} for split, values in entry.metrics.items()]),
+            "metrics": metadata_table([{"split": split, **values} for split, values in entry.metrics.items()]),
             "artifacts": dg.MetadataValue.json(entry.artifacts),
         }
     )

@@ -1,4 +1,7 @@
-"""The champion (newest Approved model version) and its predictions, for model-assisted labeling."""
+"""The champion (newest Approved model version) and its predictions, for model-assisted labeling.
+
+Labeling declares a ``PreAnnotationResource``; this stage supplies ``ChampionPreAnnotationResource``.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +13,11 @@ from edge_runtime.detector import Thresholds
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from tagqa_assets.contracts.labels import Annotation
 from tagqa_assets.labeling.backends.base import ImageRef
-from tagqa_assets.registry.backends import ModelRegistry
+from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
+from tagqa_assets.model_catalog.registry import ModelRegistry
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
+from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.storage import ObjectStore
-from tagqa_assets.training.artifacts import stage_onnx
 from tagqa_assets.training.detections import OnnxModel
 
 PRE_LABEL_THRESHOLDS = Thresholds(conf=0.25, iou=0.7, max_detections=100)
@@ -44,3 +49,13 @@ def predict_boxes(
                 for b, c in zip(found.boxes, found.classes)
             ]
     return predictions
+
+
+class ChampionPreAnnotationResource(PreAnnotationResource):
+    """Model-assisted labeling: the current champion's boxes as suggestions for new labeling jobs."""
+
+    model_registry: ModelRegistryResource
+
+    def suggest(self, store: ObjectStore, images: list[ImageRef]) -> dict[str, list[Annotation]]:
+        """The champion's boxes per raw key; ``{}`` while no version is Approved."""
+        return predict_boxes(store, images, registry=self.model_registry.open(store))

@@ -6,7 +6,7 @@ import argparse
 import json
 
 from tagqa_assets.contracts.models import APPROVED, REJECTED
-from tagqa_assets.registry.resources import registry_from_environment
+from tagqa_assets.model_catalog.resources import registry_from_environment
 from tagqa_assets.settings import store_from_environment
 
 COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "created_at", "reason")

@@ -5,7 +5,6 @@ import shutil
 
 import dagster as dg
 
-from tagqa_assets.contracts.datasets import SPLITS, DatasetRecord
 from tagqa_assets.contracts.models import (
     CURVES_CSV_FILE,
     CURVES_PNG_FILE,
@@ -21,17 +20,17 @@ from tagqa_assets.contracts.models import (
 )
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.partitions import dataset_versions
-from tagqa_assets.previews import image_markdown, markdown_table
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.previews import image_markdown, metadata_table
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import StoreResource
-from tagqa_assets.training.artifacts import model_dir_uri
+from tagqa_assets.model_catalog.model_files import model_dir_uri
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
 from tagqa_assets.training.export import export_onnx, model_card
-from tagqa_assets.training.lineage import MODEL_ID, upstream_model_id
+from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID
 from tagqa_assets.training.plots import epochs_csv, training_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
 from tagqa_assets.training.start_weights import resolve_start_weights
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 
 TRAINING_CODE_VERSION = "train-v1"
 EXPORT_CODE_VERSION = "export-v1"
@@ -76,18 +75,6 @@ def _json_or_text(value: str) -> object:
         return value
 
 
-def check_trainable(record: DatasetRecord) -> None:
-    """Raise ``dg.Failure`` when a version cannot give a trained and evaluated model."""
-    if sum(record.counts.values()) == 0:
-        raise dg.Failure(f"dataset version {record.version} is empty (0 images): label images and build a new version")
-    empty = [split for split in SPLITS if record.counts.get(split, 0) == 0]
-    if empty:
-        raise dg.Failure(
-            f"dataset version {record.version}: split(s) {empty} have 0 images (counts {record.counts}); "
-            "training needs train and val images and evaluation needs test images"
-        )
-
-
 def _epoch_line(record: dict) -> str:
     parts = [f"epoch {record['epoch']}/{record.get('epochs', '?')}"]
     parts += [f"{name} {record[name]:.4f}" for name in ("box_loss", "cls_loss", "dfl_loss") if name in record]
@@ -101,23 +88,25 @@ def _epoch_line(record: dict) -> str:
     group_name="training",
     kinds={"pytorch", "python"},
     code_version=TRAINING_CODE_VERSION,
+    io_manager_key=HANDOFF_IO_MANAGER,
 )
 def trained_model(
     context: dg.AssetExecutionContext, config: TrainingConfig, store: StoreResource,
     training_backend: TrainingBackendResource, model_registry: ModelRegistryResource,
-) -> dg.MaterializeResult:
+) -> dg.Output[str]:
     """A YOLO detector trained on one dataset version (``models/<model_id>/weights/best.pt``).
 
     Offline (no weight, font or settings download), Ultralytics settings and run folders
     under the work folder, experiment-tracking integrations off unless configured. Each
-    run gets a new ``model_id``, so retraining never overwrites an older model. Per-epoch
+    run gets a new ``model_id`` (the output handed to ``onnx_model``), so retraining never
+    overwrites an older model. The blocking ``dataset_version_sanity`` check keeps empty
+    splits from reaching training. Per-epoch
     losses and validation metrics stream into the run log; a NaN/inf loss, a killed
     trainer or a failed SageMaker job fails the run with the reason and stores nothing.
     """
     object_store = store.open()
     version = context.partition_key
     record = DatasetVersionStore(object_store).read(version)
-    check_trainable(record)
     try:
         params = config.params()
     except ValueError as exc:
@@ -149,7 +138,8 @@ def trained_model(
     object_store.put_json(model_key(model_id, TRAINING_SUMMARY_FILE), summary.to_dict())
     backend.cleanup(outcome)
     best = summary.best
-    return dg.MaterializeResult(
+    return dg.Output(
+        model_id,
         metadata={
             MODEL_ID: model_id,
             "dataset_version": version,
@@ -164,7 +154,7 @@ def trained_model(
             "start_weights": start or "(from scratch: " + params.architecture + ")",
             "network_attempts_blocked": summary.network_attempts_blocked,
             "training_curves": image_markdown(curves, "training curves"),
-            "epochs": markdown_table([{c: r.get(c, "") for c in EPOCH_TABLE_COLUMNS} for r in outcome.epochs[-30:]]),
+            "epochs": metadata_table([{c: r.get(c, "") for c in EPOCH_TABLE_COLUMNS} for r in outcome.epochs[-30:]]),
             "config": dg.MetadataValue.json(params.to_dict()),
         }
     )
@@ -178,14 +168,15 @@ class ExportConfig(dg.Config):
 
 @dg.asset(
     partitions_def=dataset_versions,
-    deps=[trained_model],
     group_name="training",
     kinds={"onnx"},
     code_version=EXPORT_CODE_VERSION,
+    io_manager_key=HANDOFF_IO_MANAGER,
 )
 def onnx_model(
     context: dg.AssetExecutionContext, config: ExportConfig, store: StoreResource, training_backend: TrainingBackendResource,
-) -> dg.MaterializeResult:
+    trained_model: str,
+) -> dg.Output[str]:
     """The trained model as ONNX (``model.onnx`` + ``model_card.json``): static input of the training imgsz.
 
     This is what the edge runs; the blocking ``onnx_parity`` check compares it with the
@@ -193,7 +184,7 @@ def onnx_model(
     """
     object_store = store.open()
     version = context.partition_key
-    model_id = upstream_model_id(context.instance, "trained_model", version)
+    model_id = trained_model
     params = object_store.get_json(model_key(model_id, TRAINING_CONFIG_FILE))
     record = DatasetVersionStore(object_store).read(version)
     scratch = training_backend.work_root() / "export" / model_id
@@ -206,7 +197,8 @@ def onnx_model(
     object_store.put_json(model_key(model_id, MODEL_CARD_FILE), card.to_dict())
     shutil.rmtree(scratch, ignore_errors=True)
     context.log.info(f"exported {model_id}: opset {result.opset}, input {result.input_shape}, sha256 {result.sha256}")
-    return dg.MaterializeResult(
+    return dg.Output(
+        model_id,
         metadata={
             MODEL_ID: model_id,
             "dataset_version": version,

@@ -1,6 +1,6 @@
 """Where training runs: the backend interface and the local backend (a subprocess on this machine).
 
-Both backends run the same entry point (``tagqa_assets.training.entrypoint``) and hand back
+Both backends run the same entry point (``tagqa_trainer.entrypoint``) and hand back
 the same ``TrainingOutcome``: a local folder with ``weights/best.pt``, ``epochs.jsonl`` and
 ``summary.json``. Nothing is written to the store here; the ``trained_model`` asset uploads
 the outcome, so a failed or killed run leaves nothing a reader could mistake for a model.
@@ -26,8 +26,8 @@ from typing import Any
 
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.storage import ObjectStore
-from tagqa_assets.training import entrypoint
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer import entrypoint
+from tagqa_trainer.params import TrainingParams
 
 EpochCallback = Callable[[dict[str, Any]], None]
 TAIL_LINES = 40
@@ -119,7 +119,7 @@ class LocalTrainingBackend(TrainingBackend):
         data_yaml = DatasetVersionStore(store).stage_yolo(job.dataset_version, work / "dataset")
         (work / "params.json").write_text(json.dumps(job.params.to_dict()))
         command = [
-            self.python, "-m", "tagqa_assets.training.entrypoint",
+            self.python, "-m", "tagqa_trainer.entrypoint",
             "--data", str(data_yaml.parent), "--config", str(work / "params.json"), "--output", str(work / "output"),
             "--work", str(work / "ultralytics-run"), "--settings-dir", str(self.settings_dir),
         ]

@@ -1,37 +1,19 @@
-"""Asset checks of the model stage: ONNX parity and the promotion gate (both blocking), champion vs challenger."""
+"""Asset check of the training stage: ONNX/PyTorch parity of the exported model (blocking)."""
 
 import shutil
-import warnings
 
 import dagster as dg
 
 from tagqa_assets.contracts.models import PARITY_FILE, TRAINING_CONFIG_FILE, WEIGHTS_FILE, model_key
-from tagqa_assets.partitions import dataset_versions
-from tagqa_assets.previews import markdown_table
+from tagqa_assets.model_catalog.model_files import stage_onnx
+from tagqa_assets.partitions import dataset_version_check
+from tagqa_assets.previews import metadata_table
 from tagqa_assets.storage import StoreResource
-from tagqa_assets.training.artifacts import stage_onnx
 from tagqa_assets.training.assets import onnx_model
 from tagqa_assets.training.detections import load_split
-from tagqa_assets.training.evaluation_asset import EVALUATION_KEY, model_evaluation
-from tagqa_assets.training.gates import compare_with_champion, gate
-from tagqa_assets.training.lineage import MODEL_ID, staged_dataset, upstream_metadata, upstream_model_id
+from tagqa_assets.training.lineage import MODEL_ID, staged_dataset
 from tagqa_assets.training.parity import MAX_SCORE_DIFF, MIN_IOU, check_parity
-from tagqa_assets.training.resources import PromotionPolicyResource, TrainingBackendResource
-
-
-def partitioned_check(**kwargs: object):
-    """``dg.asset_check`` per dataset version.
-
-    Partitioned checks are a preview feature of Dagster 1.13 that warns at every import of
-    the code location; the warning is silenced here, once, for these checks only.
-    """
-
-    def wrap(fn):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            return dg.asset_check(partitions_def=dataset_versions, **kwargs)(fn)
-
-    return wrap
+from tagqa_assets.training.resources import TrainingBackendResource
 
 
 class ParityConfig(dg.Config):
@@ -42,14 +24,15 @@ class ParityConfig(dg.Config):
     max_score_diff: float = MAX_SCORE_DIFF
 
 
-@partitioned_check(asset=onnx_model, blocking=True)
+@dataset_version_check(asset=onnx_model, blocking=True)
 def onnx_parity(
     context: dg.AssetCheckExecutionContext, config: ParityConfig, store: StoreResource, training_backend: TrainingBackendResource,
+    onnx_model: str,
 ) -> dg.AssetCheckResult:
     """ONNX Runtime (edge pipeline) and PyTorch (Ultralytics) find the same boxes on the test split."""
     object_store = store.open()
     version = context.partition_key
-    model_id = upstream_model_id(context.instance, "onnx_model", version)
+    model_id = onnx_model
     scratch = training_backend.work_root() / "parity" / f"{model_id}-{context.run.run_id[:8]}"
     imgsz = int(object_store.get_json(model_key(model_id, TRAINING_CONFIG_FILE))["imgsz"])
     try:
@@ -73,49 +56,8 @@ def onnx_parity(
             "worst_score_diff": float(report.worst_score_diff),
             "max_raw_output_diff": report.max_raw_output_diff,
             "conf": config.conf,
-            "problems": markdown_table([{"problem": p} for p in report.problems[:30]]),
+            "problems": metadata_table([{"problem": p} for p in report.problems[:30]]),
         },
         description=("ONNX matches PyTorch" if report.passed else f"{len(report.problems)} parity problem(s): "
                      + "; ".join(report.problems[:3])),
-    )
-
-
-def _evaluation(context: dg.AssetCheckExecutionContext, store: StoreResource) -> tuple[str, dict]:
-    metadata = upstream_metadata(context.instance, "model_evaluation", context.partition_key)
-    return str(metadata[MODEL_ID]), store.open().get_json(str(metadata[EVALUATION_KEY]))
-
-
-@partitioned_check(asset=model_evaluation, blocking=True)
-def promotion_gate(
-    context: dg.AssetCheckExecutionContext, store: StoreResource, promotion_policy: PromotionPolicyResource,
-) -> dg.AssetCheckResult:
-    """The model reaches the configured metric on the configured split (default mAP50-95 >= 0.40 on test)."""
-    model_id, document = _evaluation(context, store)
-    result = gate(document["metrics"], promotion_policy.policy())
-    return dg.AssetCheckResult(
-        passed=result.passed,
-        metadata={MODEL_ID: model_id, "metric": result.metric, "split": result.split, "value": result.value,
-                  "threshold": result.threshold},
-        description=result.describe(),
-    )
-
-
-@partitioned_check(asset=model_evaluation)
-def beats_champion(
-    context: dg.AssetCheckExecutionContext, store: StoreResource, promotion_policy: PromotionPolicyResource,
-) -> dg.AssetCheckResult:
-    """Whether the challenger beats the champion on its own test split (decides auto-approval, never blocks)."""
-    model_id, document = _evaluation(context, store)
-    champion = document.get("champion")
-    comparison = compare_with_champion(
-        document["metrics"]["test"], champion["metrics"]["test"] if champion else None,
-        champion["version"] if champion else None, promotion_policy.policy(),
-    )
-    return dg.AssetCheckResult(
-        passed=comparison.approve,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={MODEL_ID: model_id, "challenger": comparison.challenger,
-                  "champion": comparison.champion if comparison.champion is not None else -1.0,
-                  "margin": comparison.margin, "metric": comparison.metric},
-        description=comparison.reason,
     )

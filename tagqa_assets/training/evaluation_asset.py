@@ -19,14 +19,14 @@ from tagqa_assets.contracts.models import (
     model_key,
 )
 from tagqa_assets.partitions import dataset_versions
-from tagqa_assets.previews import Tile, grid_markdown, image_markdown, markdown_table
-from tagqa_assets.registry.resources import ModelRegistryResource
+from tagqa_assets.previews import Tile, grid_markdown, image_markdown, metadata_table
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.training.artifacts import commit_model, git_sha, is_committed, stage_onnx
-from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION, onnx_model
+from tagqa_assets.model_catalog.model_files import commit_model, git_sha, is_committed, stage_onnx
+from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION
 from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
 from tagqa_assets.training.evaluation import SplitMetrics, evaluate
-from tagqa_assets.training.lineage import MODEL_ID, staged_dataset, upstream_model_id
+from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID, staged_dataset
 from tagqa_assets.training.plots import pr_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
 
@@ -83,25 +83,27 @@ def _hard_example_metrics(store: ObjectStore, scratch, challenger: OnnxModel, ch
 
 @dg.asset(
     partitions_def=dataset_versions,
-    deps=[onnx_model, dg.AssetKey("hard_examples")],
+    deps=[dg.AssetKey("hard_examples")],
     group_name="training",
     kinds={"onnx", "python"},
     code_version=EVALUATION_CODE_VERSION,
+    io_manager_key=HANDOFF_IO_MANAGER,
 )
 def model_evaluation(
     context: dg.AssetExecutionContext, config: EvaluationConfig, store: StoreResource,
-    training_backend: TrainingBackendResource, model_registry: ModelRegistryResource,
-) -> dg.MaterializeResult:
+    training_backend: TrainingBackendResource, model_registry: ModelRegistryResource, onnx_model: str,
+) -> dg.Output[str]:
     """mAP50, mAP50-95, precision and recall of the ONNX model on the version's test (and val) split.
 
     Predictions go through the edge runtime's own pipeline. The current champion is
     evaluated on the same test split. Each evaluation is stored as
     ``models/<id>/evaluations/<run_id>.json``; the first one also commits the model
-    (``metrics.json``, then ``model.json``). The blocking ``promotion_gate`` check reads it.
+    (``metrics.json``, then ``model.json``); its key is the output handed to the
+    ``promotion_gate`` check and ``registered_model``.
     """
     object_store = store.open()
     version = context.partition_key
-    model_id = upstream_model_id(context.instance, "onnx_model", version)
+    model_id = onnx_model
     scratch = training_backend.work_root() / "evaluate" / f"{model_id}-{context.run.run_id[:8]}"
     champion = model_registry.open(object_store).champion()
     champion_test: SplitMetrics | None = None
@@ -148,7 +150,8 @@ def model_evaluation(
         rows.append({"model": f"champion v{champion.version}", **champion_test.headline()})
     hard_rows = [] if hard is None else [{"model": "challenger", **hard["challenger"]}] + (
         [{"model": f"champion v{champion.version}", **hard["champion"]}] if hard["champion"] else [])
-    return dg.MaterializeResult(
+    return dg.Output(
+        evaluation_key,
         metadata={
             MODEL_ID: model_id,
             EVALUATION_KEY: evaluation_key,
@@ -158,9 +161,9 @@ def model_evaluation(
             "test_instances": metrics["test"].instances,
             "champion_version": champion.version if champion else 0,
             **({f"champion_test_{k}": v for k, v in champion_test.headline().items()} if champion_test else {}),
-            "test_split_comparison": markdown_table(rows),
+            "test_split_comparison": metadata_table(rows),
             "hard_examples_images": 0 if hard is None else hard["images"],
-            "hard_examples_comparison": markdown_table(hard_rows),
+            "hard_examples_comparison": metadata_table(hard_rows),
             "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),
             "test_predictions": grid_markdown(tiles, "test images: truth green, predictions red"),
         }

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_runtime.contracts import ModelCard
-from tagqa_assets.training.ultralytics_tasks import EXPORT_RECORD, ONNX_FILE, run_task
+from tagqa_trainer.ultralytics_tasks import EXPORT_RECORD, ONNX_FILE, run_task
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import numpy as np
 from edge_runtime.detector import Thresholds
 from edge_runtime.letterbox import letterbox
 from tagqa_assets.training.detections import ImageDetections, LabeledImage, OnnxModel, box_iou
-from tagqa_assets.training.ultralytics_tasks import run_task
+from tagqa_trainer.ultralytics_tasks import run_task
 
 MIN_IOU = 0.99
 MAX_SCORE_DIFF = 1e-3

@@ -1,14 +1,24 @@
-"""Resources of the training stage: where training runs, and the promotion policy."""
+"""Resources of the training stage: where training runs, and the profile automated runs train with."""
 
 import os
 from pathlib import Path
+from typing import Any, Literal, get_args
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingBackend
-from tagqa_assets.training.gates import PromotionPolicy
 
-TRAINING_BACKENDS = ("local", "sagemaker")
+TrainingBackendName = Literal["local", "sagemaker"]
+TRAINING_BACKENDS: tuple[str, ...] = get_args(TrainingBackendName)
+
+
+def training_backend_name(name: str) -> TrainingBackendName:
+    """``name`` as a ``TrainingBackendName`` (empty: ``local``); ``ValueError`` listing the choices otherwise."""
+    name = name or "local"
+    if name not in TRAINING_BACKENDS:
+        raise ValueError(f"unknown training backend {name!r}; use one of {TRAINING_BACKENDS}")
+    return name  # type: ignore[return-value]
 
 
 class TrainingBackendResource(dg.ConfigurableResource):
@@ -16,6 +26,8 @@ class TrainingBackendResource(dg.ConfigurableResource):
 
     Scratch folders (staged datasets, Ultralytics settings and run folders) live under
     ``work_dir``, by default ``$DAGSTER_HOME/tagqa-work`` (``.tagqa/work`` without DAGSTER_HOME).
+    ``backend`` is text checked against ``TrainingBackendName`` in ``build`` (``dg.EnvVar``
+    cannot fill a ``Literal`` field); the boto3 client is built once per resource object.
     """
 
     backend: str = "local"
@@ -26,6 +38,7 @@ class TrainingBackendResource(dg.ConfigurableResource):
     sagemaker_endpoint_url: str = ""
     aws_region: str = ""
     poll_seconds: float = 30.0
+    _client: Any = PrivateAttr(default=None)
 
     def work_root(self) -> Path:
         """The scratch root (created)."""
@@ -41,66 +54,24 @@ class TrainingBackendResource(dg.ConfigurableResource):
 
     def build(self) -> TrainingBackend:
         """The configured backend; raises ``ValueError`` for an unknown name."""
-        if self.backend in ("", "local"):
+        if training_backend_name(self.backend) == "local":
             return LocalTrainingBackend(self.work_root())
-        if self.backend == "sagemaker":
-            import boto3
+        from tagqa_assets.training.sagemaker import SageMakerTrainingBackend
 
-            from tagqa_assets.training.sagemaker import SageMakerTrainingBackend
-
-            client = boto3.client("sagemaker", endpoint_url=self.sagemaker_endpoint_url or None,
-                                  region_name=self.aws_region or None)
-            return SageMakerTrainingBackend(
-                client, role_arn=self.sagemaker_role_arn, image_uri=self.sagemaker_image_uri,
-                work_root=self.work_root(), instance_type=self.sagemaker_instance_type or "ml.m5.xlarge",
-                poll_seconds=self.poll_seconds,
-            )
-        raise ValueError(f"unknown training backend {self.backend!r}; use one of {TRAINING_BACKENDS}")
-
-
-class PromotionPolicyResource(dg.ConfigurableResource):
-    """The promotion gate and champion/challenger rule (defaults and reasons: docs/training.md).
-
-    Numbers are text so each can come from an environment variable (``dg.EnvVar`` has no
-    float form): TAGQA_GATE_METRIC, TAGQA_GATE_SPLIT, TAGQA_GATE_THRESHOLD,
-    TAGQA_CHAMPION_MARGIN, TAGQA_HARD_EXAMPLE_MARGIN, TAGQA_APPROVE_WITHOUT_CHAMPION.
-    """
-
-    gate_metric: str = "map50_95"
-    gate_split: str = "test"
-    gate_threshold: str = "0.40"
-    champion_margin: str = "0.01"
-    hard_example_margin: str = "0.05"
-    approve_without_champion: str = "false"
-
-    def policy(self) -> PromotionPolicy:
-        """The validated policy; raises ``ValueError`` naming a setting that is not a number / boolean."""
-        return PromotionPolicy(
-            self.gate_metric or "map50_95",
-            self.gate_split or "test",
-            _number("gate_threshold", self.gate_threshold, 0.40),
-            _number("champion_margin", self.champion_margin, 0.01),
-            _flag("approve_without_champion", self.approve_without_champion),
-            _number("hard_example_margin", self.hard_example_margin, 0.05),
+        return SageMakerTrainingBackend(
+            self.sagemaker_client(), role_arn=self.sagemaker_role_arn, image_uri=self.sagemaker_image_uri,
+            work_root=self.work_root(), instance_type=self.sagemaker_instance_type or "ml.m5.xlarge",
+            poll_seconds=self.poll_seconds,
         )
 
+    def sagemaker_client(self) -> Any:
+        """The ``sagemaker`` boto3 client of this resource (built on first use)."""
+        if self._client is None:
+            import boto3
 
-def _number(name: str, text: str, default: float) -> float:
-    if str(text).strip() == "":
-        return default
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"promotion policy {name}={text!r} is not a number") from None
-
-
-def _flag(name: str, text: str) -> bool:
-    value = str(text).strip().lower()
-    if value in ("", "0", "false", "no"):
-        return False
-    if value in ("1", "true", "yes"):
-        return True
-    raise ValueError(f"promotion policy {name}={text!r} is not true/false")
+            self._client = boto3.client("sagemaker", endpoint_url=self.sagemaker_endpoint_url or None,
+                                        region_name=self.aws_region or None)
+        return self._client
 
 
 class TrainingProfileResource(dg.ConfigurableResource):

@@ -2,8 +2,8 @@
 
 The job reads the dataset version's YOLO export straight from the S3 store (channel
 ``training``), optional start weights (channel ``weights``), and the configuration from the
-``tagqa_config`` hyper-parameter; it runs ``python -m tagqa_assets.training.entrypoint
---sagemaker`` in ``image_uri`` (an image with tagqa installed, see docs/training.md) with
+``tagqa_config`` hyper-parameter; it runs ``python -m tagqa_trainer.entrypoint
+--sagemaker`` in ``image_uri`` (the trainer image, deploy/sagemaker/Dockerfile; see docs/training.md) with
 network isolation, because training needs nothing from the internet. Dagster starts the
 job, polls ``describe_training_job``, surfaces ``FailureReason``, and downloads the
 ``model.tar.gz`` that ``ModelArtifacts.S3ModelArtifacts`` names.
@@ -15,17 +15,19 @@ import json
 import logging
 import shutil
 import tarfile
-import time
 from pathlib import Path
 from typing import Any
+
+from botocore.exceptions import WaiterError
 
 from tagqa_assets.contracts.keys import dataset_prefix, model_prefix
 from tagqa_assets.contracts.datasets import YOLO_DIR
 from tagqa_assets.storage import ObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import EpochCallback, TrainingBackend, TrainingFailed, TrainingJob, TrainingOutcome, read_outcome
 
-ENTRY_POINT = ["python3", "-m", "tagqa_assets.training.entrypoint"]
-TERMINAL = ("Completed", "Failed", "Stopped")
+ENTRY_POINT = ["python3", "-m", "tagqa_trainer.entrypoint"]
+ENTRY_ARGUMENTS = ["--sagemaker"]  # the image's ENTRYPOINT and CMD (deploy/sagemaker/Dockerfile)
+WAIT_MARGIN_SECONDS = 3600  # the waiter gives up this long after the job's own runtime limit
 # SageMaker parses these from the job's log into CloudWatch metrics (console charts).
 METRIC_DEFINITIONS = [
     {"Name": "train:box_loss", "Regex": r'TAGQA_EPOCH .*"box_loss": ([0-9.eE+-]+)'},
@@ -77,7 +79,7 @@ class SageMakerTrainingBackend(TrainingBackend):
                 "TrainingImage": self.image_uri,
                 "TrainingInputMode": "File",
                 "ContainerEntrypoint": ENTRY_POINT,
-                "ContainerArguments": ["--sagemaker"],
+                "ContainerArguments": ENTRY_ARGUMENTS,
                 "MetricDefinitions": METRIC_DEFINITIONS,
             },
             "RoleArn": self.role_arn,
@@ -118,20 +120,25 @@ class SageMakerTrainingBackend(TrainingBackend):
         return outcome
 
     def wait(self, name: str, log: logging.Logger) -> dict[str, Any]:
-        """Poll until the job ends; returns the final description or raises ``TrainingFailed`` with its reason."""
-        seen = None
-        while True:
-            description = self.client.describe_training_job(TrainingJobName=name)
-            status, secondary = description["TrainingJobStatus"], description.get("SecondaryStatus", "")
-            if (status, secondary) != seen:
-                log.info(f"SageMaker training job {name}: {status} / {secondary}")
-                seen = (status, secondary)
-            if status == "Completed":
-                return description
-            if status in TERMINAL:
-                reason = description.get("FailureReason") or "SageMaker gave no FailureReason"
-                raise TrainingFailed(f"SageMaker training job {name} {status.lower()}: {reason}")
-            time.sleep(self.poll_seconds)
+        """Wait until the job ends (boto3's ``training_job_completed_or_stopped`` waiter, polling every
+        ``poll_seconds``); returns the final description or raises ``TrainingFailed`` with its reason."""
+        log.info(f"SageMaker training job {name}: waiting for it to end (polling every {self.poll_seconds:g} s)")
+        attempts = int((self.max_runtime_seconds + WAIT_MARGIN_SECONDS) / max(self.poll_seconds, 0.001)) + 1
+        try:
+            self.client.get_waiter("training_job_completed_or_stopped").wait(
+                TrainingJobName=name, WaiterConfig={"Delay": self.poll_seconds, "MaxAttempts": attempts})
+        except WaiterError as exc:
+            description = exc.last_response or {}
+            status = description.get("TrainingJobStatus", "unknown")
+            reason = description.get("FailureReason") or description.get("Error", {}).get("Message") or str(exc)
+            raise TrainingFailed(f"SageMaker training job {name} {status.lower()}: {reason}") from None
+        description = self.client.describe_training_job(TrainingJobName=name)
+        status = description["TrainingJobStatus"]
+        log.info(f"SageMaker training job {name}: {status} / {description.get('SecondaryStatus', '')}")
+        if status != "Completed":
+            reason = description.get("FailureReason") or "SageMaker gave no FailureReason"
+            raise TrainingFailed(f"SageMaker training job {name} {status.lower()}: {reason}")
+        return description
 
     def cleanup(self, outcome: TrainingOutcome) -> None:
         shutil.rmtree(outcome.output_dir.parent, ignore_errors=True)

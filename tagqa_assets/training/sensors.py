@@ -6,7 +6,9 @@ A new dataset version gets one run of the whole chain (``trained_model`` -> ``on
 change (a bumped ``code_version``) Dagster marks the affected partitions stale; the sensor
 re-runs the chain, from the changed asset on, for the newest dataset version only: older
 versions are history, and re-running them is an explicit backfill. Run keys carry the
-code versions, so a change is acted on once.
+code versions, so a change is acted on once. A version whose blocking
+``dataset_version_sanity`` check failed is not trained (the check's description says why).
+Why this is a sensor and not declarative automation: docs/architecture.md.
 """
 
 import hashlib
@@ -20,6 +22,8 @@ from tagqa_assets.training.resources import TrainingProfileResource
 # By key: registered_model lives in the registry stage, which imports this one.
 CHAIN = tuple(dg.AssetKey(name) for name in ("trained_model", "onnx_model", "model_evaluation", "registered_model"))
 DATASET_VERSION = dg.AssetKey("dataset_version")
+SANITY_CHECK = dg.AssetCheckKey(DATASET_VERSION, "dataset_version_sanity")
+SANITY_HISTORY = 200  # latest check evaluations read per tick (newest first); older versions are long handled
 CODE_VERSION_TAG = "dagster/code_version"
 
 
@@ -52,6 +56,16 @@ def first_changed(instance: dg.DagsterInstance, version: str, code: dict[dg.Asse
     return None
 
 
+def failed_sanity(instance: dg.DagsterInstance) -> set[str]:
+    """Dataset versions whose latest ``dataset_version_sanity`` evaluation failed."""
+    latest: dict[str, bool] = {}
+    for record in instance.event_log_storage.get_asset_check_execution_history(SANITY_CHECK, limit=SANITY_HISTORY):
+        evaluation = record.event.asset_check_evaluation if record.event else None
+        if record.partition and evaluation is not None and record.partition not in latest:
+            latest[record.partition] = evaluation.passed
+    return {version for version, passed in latest.items() if not passed}
+
+
 def _run_key(kind: str, version: str, code: dict[dg.AssetKey, str]) -> str:
     digest = hashlib.sha256(json.dumps(sorted((k.to_user_string(), v) for k, v in code.items())).encode()).hexdigest()[:10]
     return f"{kind}-{version}-{digest}"
@@ -68,7 +82,8 @@ def model_training_sensor(context: dg.SensorEvaluationContext, training_profile:
     """Read the cursor (versions already handled), find built versions not handled, check code versions."""
     handled = set(json.loads(context.cursor)) if context.cursor else None
     built = context.instance.get_materialized_partitions(DATASET_VERSION)
-    versions = [v for v in context.instance.get_dynamic_partitions(dataset_versions.name) if v in built]
+    blocked = failed_sanity(context.instance)
+    versions = [v for v in context.instance.get_dynamic_partitions(dataset_versions.name) if v in built and v not in blocked]
     if not versions:
         return dg.SkipReason("no dataset version has been built yet")
     code = current_code_versions(context)

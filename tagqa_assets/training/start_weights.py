@@ -8,9 +8,9 @@ from typing import Any
 import dagster as dg
 
 from tagqa_assets.contracts.models import WEIGHTS_FILE, model_key
-from tagqa_assets.registry.backends import ModelRegistry
+from tagqa_assets.model_catalog.registry import ModelRegistry
 from tagqa_assets.storage import ObjectStore
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.params import TrainingParams
 
 
 def resolve_start_weights(params: TrainingParams, store: ObjectStore, registry: ModelRegistry, log: Any) -> str:

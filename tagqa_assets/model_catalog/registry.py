@@ -3,7 +3,7 @@
 ``ModelRegistry`` is the interface; ``LocalModelRegistry`` keeps one JSON record per version
 under ``registry/models/`` in the object store (the embedded default) and an append-only
 event per status change under ``registry/events/``; ``SageMakerModelRegistry``
-(registry/sagemaker.py) uses a SageMaker model package group. The champion is the newest
+(model_catalog/sagemaker.py) uses a SageMaker model package group. The champion is the newest
 ``Approved`` version.
 """
 

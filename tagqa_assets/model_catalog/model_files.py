@@ -7,12 +7,11 @@ out half a model.
 
 from __future__ import annotations
 
-import hashlib
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from tagqa_assets.contracts.keys import MODELS_PREFIX, model_prefix
+from tagqa_assets.contracts.keys import model_prefix
 from tagqa_assets.contracts.models import (
     COMMIT_FILE,
     METRICS_FILE,
@@ -22,12 +21,6 @@ from tagqa_assets.contracts.models import (
     model_key,
 )
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
-
-
-def put_model_file(store: ObjectStore, model_id: str, name: str, data: bytes) -> str:
-    """Store one file of a model directory; returns its sha256."""
-    store.put_bytes(model_key(model_id, name), data)
-    return hashlib.sha256(data).hexdigest()
 
 
 def model_dir_uri(store: ObjectStore, model_id: str) -> str:
@@ -53,12 +46,6 @@ def read_model_record(store: ObjectStore, model_id: str) -> ModelRecord:
         return ModelRecord.from_dict(store.get_json(key))
     except ObjectNotFound:
         raise ValueError(f"model {model_id!r} is not committed (no {store.uri_for(key)}); it is incomplete or failed") from None
-
-
-def committed_model_ids(store: ObjectStore) -> list[str]:
-    """Ids of all committed models, sorted (dataset version first, so oldest versions first)."""
-    ids = [prefix[len(MODELS_PREFIX) :].rstrip("/") for prefix in store.list_prefixes(MODELS_PREFIX)]
-    return [model_id for model_id in ids if is_committed(store, model_id)]
 
 
 def stage_onnx(store: ObjectStore, model_id: str, directory: Path) -> Path:

@@ -4,8 +4,8 @@ Importing Ultralytics changes the importing process for good (it patches ``PIL.I
 and ``cv2.imread``, configures logging, reads its settings directory once), so the Dagster
 process never imports it: training, export and PyTorch inference all happen in children.
 
-    python -m tagqa_assets.training.ultralytics_tasks export WEIGHTS IMGSZ OUT_DIR [--opset N]
-    python -m tagqa_assets.training.ultralytics_tasks predict WEIGHTS IMGSZ PIXELS.npz OUT.npz --conf C --iou I --max-det M
+    python -m tagqa_trainer.ultralytics_tasks export WEIGHTS IMGSZ OUT_DIR [--opset N]
+    python -m tagqa_trainer.ultralytics_tasks predict WEIGHTS IMGSZ PIXELS.npz OUT.npz --conf C --iou I --max-det M
 
 Both take ``--settings-dir`` (Ultralytics' settings folder). ``export`` writes
 ``OUT_DIR/model.onnx`` and ``OUT_DIR/export.json``; ``predict`` reads decoded RGB images
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tagqa_assets.training.offline import NetworkGuard, configure_settings, prepare_environment
+from tagqa_trainer.offline import NetworkGuard, configure_settings, prepare_environment
 
 ONNX_FILE = "model.onnx"
 EXPORT_RECORD = "export.json"
@@ -36,7 +36,7 @@ EXPORT_RECORD = "export.json"
 def run_task(args: list[str], *, settings_dir: Path, cwd: Path, timeout: float = 1800) -> None:
     """Run one task in a child process; raises ``RuntimeError`` with its last output when it fails."""
     cwd.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "tagqa_assets.training.ultralytics_tasks", *args, "--settings-dir", str(settings_dir)]
+    command = [sys.executable, "-m", "tagqa_trainer.ultralytics_tasks", *args, "--settings-dir", str(settings_dir)]
     env = {**os.environ, "MPLBACKEND": "Agg", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, errors="replace", timeout=timeout)
     if done.returncode != 0:
@@ -92,7 +92,7 @@ def predict(weights: Path, imgsz: int, pixels_file: Path, out_file: Path, *, con
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one task (see module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m tagqa_assets.training.ultralytics_tasks")
+    parser = argparse.ArgumentParser(prog="python -m tagqa_trainer.ultralytics_tasks")
     tasks = parser.add_subparsers(dest="task", required=True)
     exporting = tasks.add_parser("export")
     exporting.add_argument("weights", type=Path)

@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from tagqa_assets.contracts.models import ModelVersion
-from tagqa_assets.registry.backends import ModelRegistry, UnknownModelVersion, check_status, utc_now
+from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersion, check_status, utc_now
 
 PREFIX = "tagqa."
 MAX_VALUE = 256
@@ -99,13 +99,8 @@ class SageMakerModelRegistry(ModelRegistry):
         self._group_checked = True
 
     def _paginate(self, operation: str, field: str, **request: Any) -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = []
-        while True:
-            page = getattr(self.client, operation)(**request)
-            items.extend(page.get(field, []))
-            if not page.get("NextToken"):
-                return items
-            request["NextToken"] = page["NextToken"]
+        """Every item of ``field`` across the pages of ``operation`` (boto3's paginator)."""
+        return [item for page in self.client.get_paginator(operation).paginate(**request) for item in page.get(field, [])]
 
     def register(self, candidate: ModelVersion) -> ModelVersion:
         self._ensure_group()

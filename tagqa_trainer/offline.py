@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tagqa_assets.training.params import INTEGRATIONS
+from tagqa_trainer.params import INTEGRATIONS
 
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 _LOCAL_HOSTS = {"localhost", "127.0.0.1", "::1", "0.0.0.0", ""}
@@ -34,7 +34,7 @@ def prepare_environment(settings_dir: Path, *, offline: bool = True) -> Path:
     if "ultralytics" in sys.modules and os.environ.get("YOLO_CONFIG_DIR") != str(settings_dir):
         raise RuntimeError(
             f"ultralytics was imported before its settings dir was set to {settings_dir}; "
-            "run training through tagqa_assets.training.entrypoint"
+            "run training through tagqa_trainer.entrypoint"
         )
     os.environ["YOLO_CONFIG_DIR"] = str(settings_dir)
     os.environ.setdefault("MPLBACKEND", "Agg")

@@ -1,8 +1,8 @@
 """The training entry point: one YOLO training run on one staged dataset, locally or in SageMaker.
 
-    python -m tagqa_assets.training.entrypoint --data DIR --config params.json --output OUT \
+    python -m tagqa_trainer.entrypoint --data DIR --config params.json --output OUT \
         [--weights START.pt] [--settings-dir DIR] [--work DIR]
-    python -m tagqa_assets.training.entrypoint --sagemaker [--sagemaker-root /opt/ml]
+    python -m tagqa_trainer.entrypoint --sagemaker [--sagemaker-root /opt/ml]
 
 ``DIR`` is a YOLO export (``data.yaml``, ``images/<split>/``, ``labels/<split>/``); in
 SageMaker it is the ``training`` channel, the start weights the optional ``weights``
@@ -27,8 +27,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from tagqa_assets.training.offline import NetworkGuard, configure_settings, prepare_environment
-from tagqa_assets.training.params import TrainingParams
+from tagqa_trainer.offline import NetworkGuard, configure_settings, prepare_environment
+from tagqa_trainer.params import TrainingParams
 
 EPOCH_MARK = "TAGQA_EPOCH "
 ERROR_MARK = "TAGQA_ERROR "
@@ -207,7 +207,7 @@ def _sagemaker_paths(root: Path) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, train, map failures to exit codes (see module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m tagqa_assets.training.entrypoint", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m tagqa_trainer.entrypoint", description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path)
     parser.add_argument("--config", type=Path, help="training parameters JSON (TrainingParams)")
     parser.add_argument("--output", type=Path)

@@ -1,7 +1,7 @@
 """The training configuration as plain data, shared by Dagster, the backends and the entry point.
 
 ``TrainingParams`` is what the training entry point (``python -m
-tagqa_assets.training.entrypoint``) receives as JSON, locally and inside a SageMaker
+tagqa_trainer.entrypoint``) receives as JSON, locally and inside a SageMaker
 training job, so it must not depend on Dagster.
 """
 
