@@ -1,6 +1,4 @@
-"""The model registry resource (TAGQA_REGISTRY_BACKEND) and the same choice for command-line tools."""
-
-import os
+"""The model registry resource (TAGQA_REGISTRY_BACKEND)."""
 
 import dagster as dg
 
@@ -27,17 +25,6 @@ def open_registry(store: ObjectStore, *, backend: str = "local", group: str = DE
         client = boto3.client("sagemaker", endpoint_url=endpoint_url or None, region_name=region or None)
         return SageMakerModelRegistry(client, group or DEFAULT_GROUP)
     raise ValueError(f"unknown registry backend {backend!r}; use one of {REGISTRY_BACKENDS}")
-
-
-def registry_from_environment(store: ObjectStore) -> ModelRegistry:
-    """The registry the code location uses, from the same variables, read when called."""
-    return open_registry(
-        store,
-        backend=os.environ.get("TAGQA_REGISTRY_BACKEND", "local"),
-        group=os.environ.get("TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
-        endpoint_url=os.environ.get("TAGQA_SAGEMAKER_ENDPOINT_URL", ""),
-        region=os.environ.get("TAGQA_AWS_REGION", ""),
-    )
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
