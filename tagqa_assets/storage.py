@@ -363,6 +363,6 @@ class StoreResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """Log the store every run uses (a wrong TAGQA_STORE would otherwise show only as empty results)."""
-        if context.dagster_run is not None:
+        if context.run is not None:
             endpoint = f" via {self.s3_endpoint_url}" if self.s3_endpoint_url else ""
             context.log.info(f"tagqa store: {self.open().uri}{endpoint}")

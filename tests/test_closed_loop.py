@@ -35,7 +35,7 @@ from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.datasets.hard_examples import load_current
 from tagqa_assets.datasets.split import DEFAULT_RATIOS
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.definitions import defs
+from tagqa_assets.definitions import defs as load_definitions
 from tagqa_assets.deployment.local_target import PID_FILE
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.ingestion.synthetic import generate_tags
@@ -144,6 +144,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
     store = open_store(store_root, endpoint_url=endpoint or None)
     (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+    defs = load_definitions()  # after the settings above: the code location reads them when it loads
     driver = LoopDriver(defs, instance)
     labeler = Labeler(store)
     registry = LocalModelRegistry(store)
@@ -213,7 +214,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
         assert store.exists(f"models/{model.model_id}/model.json")
 
         # 7. A code change re-runs the chain for the newest dataset version only.
-        _bumped_code_version_requests_one_run(driver, instance, v1, v2)
+        _bumped_code_version_requests_one_run(defs, driver, instance, v1, v2)
     finally:
         collector.close()
         if device.poll() is None:
@@ -221,7 +222,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
             device.wait(timeout=30)
 
 
-def _bumped_code_version_requests_one_run(driver: LoopDriver, instance: dg.DagsterInstance, older: str, newest: str) -> None:
+def _bumped_code_version_requests_one_run(defs: dg.Definitions, driver: LoopDriver, instance: dg.DagsterInstance, older: str, newest: str) -> None:
     with dg.build_sensor_context(instance=instance, cursor=driver.cursors["model_training_sensor"],
                                  repository_def=driver.repository, resources=defs.resources) as context:
         unchanged = model_training_sensor(context)
