@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -90,10 +91,32 @@ def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    try:
+        wait_for_http(endpoint + "/moto-api/", "moto's server", timeout=60)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def wait_for_http(url: str, what: str, *, timeout: float) -> None:
+    """Wait until ``url`` answers HTTP at all (any status); fails naming ``what``, the URL and the wait."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer {url} within {timeout:.0f} s (last error: {exc})")
+            time.sleep(0.2)
 
 
 @pytest.fixture
