@@ -14,6 +14,7 @@ setting is one line in ``Settings``.
 from __future__ import annotations
 
 import difflib
+import json
 import logging
 import os
 import shlex
@@ -27,6 +28,9 @@ from dotenv import dotenv_values
 
 SETTINGS_FILE = "tagqa.env"
 SETTINGS_FILE_VARIABLE = "TAGQA_SETTINGS_FILE"
+# What load_settings exported from the file ({name: value} JSON), so a later load in this process
+# or a child (a reload, a run worker) can tell file values from the shell's and forget removed lines.
+EXPORTED_VARIABLE = "TAGQA_SETTINGS_EXPORTED"
 DEFAULT_SOURCE = "default"
 ENVIRONMENT_SOURCE = "environment"
 # Names a settings file may hold that must be one of ours (a typo would silently do nothing).
@@ -174,7 +178,7 @@ def read_settings_file(path: Path) -> dict[str, str]:
     """The file's assignments; ``ValueError`` naming the file for a tagqa name that is no setting."""
     values = {key: value for key, value in dotenv_values(path).items() if value is not None}
     for key in values:
-        if key.startswith(OWN_PREFIXES) and key not in _BY_NAME and key != SETTINGS_FILE_VARIABLE:
+        if key.startswith(OWN_PREFIXES) and key not in _BY_NAME:
             close = difflib.get_close_matches(key, list(_BY_NAME), n=1)
             hint = f" (did you mean {close[0]}?)" if close else " (tagqa settings lists them)"
             raise ValueError(f"{path}: {key} is not a tagqa setting{hint}")
@@ -191,11 +195,15 @@ def load_settings(environ: MutableMapping[str, str] | None = None, cwd: Path | N
     """
     environ = os.environ if environ is None else environ
     cwd = Path.cwd() if cwd is None else cwd
+    for key, value in json.loads(environ.pop(EXPORTED_VARIABLE, "") or "{}").items():
+        if environ.get(key) == value:
+            del environ[key]
     path = settings_file_path(environ, cwd)
     from_file = read_settings_file(path) if path else {}
-    for key, value in from_file.items():
-        if value != "" and not environ.get(key):
-            environ[key] = value
+    exported = {key: value for key, value in from_file.items() if value != "" and not environ.get(key)}
+    environ.update(exported)
+    if exported:
+        environ[EXPORTED_VARIABLE] = json.dumps(exported)
     _warn_about_dotenv(cwd)
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
@@ -203,7 +211,7 @@ def load_settings(environ: MutableMapping[str, str] | None = None, cwd: Path | N
         text = environ.get(spec.name, "")
         if text == "":
             continue
-        where = str(path) if path and from_file.get(spec.name) == text else ENVIRONMENT_SOURCE
+        where = str(path) if spec.name in exported else ENVIRONMENT_SOURCE
         values[spec.attribute] = _parse(spec, text, where)
         sources[spec.attribute] = where
     return replace(DEFAULTS, **values, sources=sources, settings_file=path)

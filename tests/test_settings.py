@@ -48,6 +48,13 @@ def test_precedence_is_shell_then_settings_file_then_default(tmp_path: Path) -> 
     assert settings.deploy_target == "local" and settings.source("deploy_target") == DEFAULT_SOURCE
     # File values the shell lacks are exported (dg.EnvVar resolves them in this process and its children).
     assert environ["TAGQA_DEPLOY_TIMEOUT_SECONDS"] == "30" and environ["TAGQA_STORE"] == "from-shell"
+    # A reload (here, or in a child that inherited the environment) still knows which values came
+    # from the file, and forgets a line removed from it.
+    (tmp_path / SETTINGS_FILE).write_text("TAGQA_GATE_THRESHOLD=0.3\n")
+    reloaded = load_settings(dict(environ), tmp_path)
+    assert reloaded.deploy_timeout_seconds == 600 and reloaded.source("deploy_timeout_seconds") == DEFAULT_SOURCE
+    assert reloaded.gate_threshold == 0.3 and reloaded.source("gate_threshold") == str(tmp_path / SETTINGS_FILE)
+    assert reloaded.store == "from-shell"
 
 
 def test_no_settings_at_all_is_the_embedded_default(tmp_path: Path) -> None:
