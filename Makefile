@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 STATE := $(CURDIR)/.tagqa
 PORT ?= 3000
 
-export TAGQA_STORE ?= $(STATE)/store
 export DAGSTER_HOME ?= $(STATE)/dagster
 export YOLO_CONFIG_DIR ?= $(STATE)/ultralytics
 export YOLO_OFFLINE := 1
@@ -15,10 +14,12 @@ export MPLCONFIGDIR ?= $(STATE)/matplotlib
 NATIVE_SOURCES := setup.py edge_runtime/_letterbox.c
 INSTALL_STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt $(NATIVE_SOURCES) | sha256sum | cut -c1-12)
 
-.PHONY: setup run test demo broker system-deps compiler labelstudio-install labelstudio clean-state
+.PHONY: setup run test test-quick screenshots demo broker system-deps compiler labelstudio-install labelstudio clean-state
 
-## setup: create the venv, install tagqa with its pinned dependencies, write .env and the Dagster instance config
-setup: $(INSTALL_STAMP) .env $(DAGSTER_HOME)/dagster.yaml
+## setup: create the venv, install tagqa with its pinned dependencies, write tagqa.env (commented) and the Dagster instance config
+setup: $(INSTALL_STAMP) tagqa.env $(DAGSTER_HOME)/dagster.yaml
+	@# A .env from an older checkout: Dagster's CLI would load it over the shell; move tagqa's settings out.
+	@if grep -qsE '^(TAGQA_|LABEL_STUDIO_)' .env; then $(BIN)/tagqa settings init; fi
 
 $(INSTALL_STAMP): pyproject.toml constraints.txt $(NATIVE_SOURCES) | compiler
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,8 +27,10 @@ $(INSTALL_STAMP): pyproject.toml constraints.txt $(NATIVE_SOURCES) | compiler
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.installed-* && touch $@
 
-.env:
-	cp .env.example .env
+# The project's settings file: every line commented (defaults live in tagqa_assets/settings.py).
+# Not .env: Dagster's CLI loads ./.env over the shell, tagqa reads tagqa.env under it.
+tagqa.env: | $(INSTALL_STAMP)
+	$(BIN)/tagqa settings init
 
 ## compiler: a C compiler for the edge runtime's native letterbox kernel (optional for a device, used by the tests)
 compiler:
@@ -60,6 +63,15 @@ system-deps:
 test: setup system-deps labelstudio-install
 	$(BIN)/python -m pytest
 
+## test-quick: the tests not marked slow (no training runs, no Label Studio, no Chromium, no dagster dev); minutes
+test-quick: setup
+	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || echo "no mosquitto: make system-deps (the broker tests will fail)"
+	$(BIN)/python -m pytest -m 'not slow'
+
+## screenshots: refresh the README's images (docs/img/*.png) from a real dagster dev and Chromium
+screenshots: setup system-deps
+	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/test_ui.py -q
+
 LABEL_STUDIO_VERSION := 1.23.2
 LABEL_STUDIO_VENV := $(STATE)/labelstudio/venv
 LABEL_STUDIO_STAMP := $(LABEL_STUDIO_VENV)/.installed-$(LABEL_STUDIO_VERSION)
@@ -81,9 +93,9 @@ $(LABEL_STUDIO_TEMPLATE): $(LABEL_STUDIO_STAMP) deploy/labelstudio/prepare_templ
 	LABEL_STUDIO_BASE_DATA_DIR=$(@D).tmp $(LABEL_STUDIO_VENV)/bin/python deploy/labelstudio/prepare_template.py
 	rm -rf $(@D) && mv $(@D).tmp $(@D)
 
-## labelstudio: start Label Studio on 127.0.0.1 (LABEL_STUDIO_PORT, default 8080) with the admin and API token from .env
-labelstudio: labelstudio-install .env
-	LABEL_STUDIO_VENV=$(LABEL_STUDIO_VENV) deploy/labelstudio/start.sh
+## labelstudio: start Label Studio on 127.0.0.1 (LABEL_STUDIO_PORT, default 8080) with the admin and API token of tagqa's settings
+labelstudio: labelstudio-install setup
+	LABEL_STUDIO_VENV=$(LABEL_STUDIO_VENV) TAGQA=$(BIN)/tagqa deploy/labelstudio/start.sh
 
 clean-state:
 	rm -rf $(STATE)

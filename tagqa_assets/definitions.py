@@ -1,19 +1,15 @@
 """The tagqa code location: each stage's definitions plus the resources they share.
 
-Every setting comes from the environment at run time (``dg.EnvVar``); ``make run`` and
-``make test`` write defaults into ``.env``, which the Dagster CLI loads (see .env.example).
+Built lazily (``@dg.definitions``): settings are read when Dagster loads the code location,
+not when this module is imported. Precedence: the shell, then ``tagqa.env``, then the
+defaults in ``tagqa_assets/settings.py``; with no settings at all it is the embedded default.
 """
 
 import dagster as dg
 
 from tagqa_assets import datasets, deployment, ingestion, labeling, registry, training
-from tagqa_assets.storage import StoreResource
-
-store = StoreResource(
-    root=dg.EnvVar("TAGQA_STORE"),
-    s3_endpoint_url=dg.EnvVar("TAGQA_S3_ENDPOINT_URL"),
-    aws_region=dg.EnvVar("TAGQA_AWS_REGION"),
-)
+from tagqa_assets.resources import build_resources
+from tagqa_assets.settings import load_settings
 
 # Declarative automation (hard_examples is eager) is evaluated by this sensor; Dagster's
 # implicit one starts stopped, and the loop should move out of the box.
@@ -23,12 +19,16 @@ automation = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.RUNNING,
 )
 
-defs = dg.Definitions.merge(
-    ingestion.defs,
-    labeling.defs,
-    datasets.defs,
-    training.defs,
-    registry.defs,
-    deployment.defs,
-    dg.Definitions(resources={"store": store}, sensors=[automation]),
-)
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """All stages with the resources configured from the settings in force now."""
+    return dg.Definitions.merge(
+        ingestion.defs,
+        labeling.defs,
+        datasets.defs,
+        training.defs,
+        registry.defs,
+        deployment.defs,
+        dg.Definitions(resources=build_resources(load_settings()), sensors=[automation]),
+    )

@@ -360,3 +360,9 @@ class StoreResource(dg.ConfigurableResource):
     def open(self) -> ObjectStore:
         """The configured store; S3 when ``root`` is an ``s3://`` URI."""
         return open_store(self.root, endpoint_url=self.s3_endpoint_url or None, region=self.aws_region or None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """Log the store every run uses (a wrong TAGQA_STORE would otherwise show only as empty results)."""
+        if context.run is not None:
+            endpoint = f" via {self.s3_endpoint_url}" if self.s3_endpoint_url else ""
+            context.log.info(f"tagqa store: {self.open().uri}{endpoint}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,11 +25,19 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session", autouse=True)
 def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """Keep every tool's state inside the test session: no ~/.config, no network downloads."""
+    """Keep every tool's state inside the test session: no ~/.config, no network downloads.
+
+    tagqa's settings are the embedded defaults (tagqa_assets/settings.py) except the state
+    folders; a developer's TAGQA_*/LABEL_STUDIO_* variables and ./tagqa.env are kept out.
+    Tests that need another backend configure its resource directly or set the variable.
+    """
     state = tmp_path_factory.mktemp("tagqa-state")
+    (state / "settings.env").write_text("# the test session's settings file: empty, every setting at its default\n")
     values = {
+        "TAGQA_SETTINGS_FILE": str(state / "settings.env"),
         "TAGQA_STORE": str(state / "store"),
-        "TAGQA_S3_ENDPOINT_URL": "",
+        "TAGQA_DEVICES_ROOT": str(state / "devices"),
+        "TAGQA_EDGE_WHEELS_DIR": str(state / "edge-wheels"),
         "TAGQA_AWS_REGION": "us-east-1",
         "DAGSTER_HOME": str(state / "dagster"),
         "YOLO_CONFIG_DIR": str(state / "ultralytics"),
@@ -37,49 +46,12 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        # The embedded default of every backend (.env.example); tests that need another
-        # backend configure its resource directly.
-        "TAGQA_LABELING_BACKEND": "inbox",
-        "TAGQA_LABEL_STORE": "local",
-        "TAGQA_FEATURE_GROUP": "tagqa-labels",
-        "LABEL_STUDIO_URL": "http://127.0.0.1:8080",
-        "LABEL_STUDIO_API_TOKEN": "",
-        "TAGQA_GROUNDTRUTH_ROLE_ARN": "",
-        "TAGQA_GROUNDTRUTH_WORKTEAM_ARN": "",
-        "TAGQA_FEATURE_STORE_ROLE_ARN": "",
-        "TAGQA_FEATURE_STORE_OFFLINE_URI": "",
-        "TAGQA_TRAINING_BACKEND": "local",
-        "TAGQA_REGISTRY_BACKEND": "local",
-        "TAGQA_SAGEMAKER_ROLE_ARN": "",
-        "TAGQA_SAGEMAKER_TRAINING_IMAGE": "",
-        "TAGQA_SAGEMAKER_INSTANCE_TYPE": "",
-        "TAGQA_SAGEMAKER_ENDPOINT_URL": "",
-        "TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP": "tagqa-scratch-detector",
-        "TAGQA_GATE_METRIC": "map50_95",
-        "TAGQA_GATE_SPLIT": "test",
-        "TAGQA_GATE_THRESHOLD": "0.40",
-        "TAGQA_CHAMPION_MARGIN": "0.01",
-        "TAGQA_HARD_EXAMPLE_MARGIN": "0.05",
-        "TAGQA_APPROVE_WITHOUT_CHAMPION": "false",
-        "TAGQA_TRAIN_EPOCHS": "0",
-        "TAGQA_TRAIN_IMGSZ": "0",
-        "TAGQA_TRAIN_BATCH": "0",
-        "TAGQA_RETRAIN_EVERY_DAYS": "7",
-        "TAGQA_DEPLOY_TARGET": "local",
-        "TAGQA_DEVICE_ID": "line-1",
-        "TAGQA_DEVICES_ROOT": str(state / "devices"),
-        "TAGQA_MQTT_BROKER": "127.0.0.1:1883",
-        "TAGQA_GREENGRASS_TARGET_ARN": "",
-        "TAGQA_GREENGRASS_ROOT": "/greengrass/v2",
-        "TAGQA_COMPONENT_PREFIX": "com.tagqa.",
-        "TAGQA_DEPLOY_TIMEOUT_SECONDS": "600",
-        "TAGQA_DEVICE_CONFIGURATION": "",
-        "TAGQA_EDGE_WHEELS_DIR": str(state / "edge-wheels"),
-        "TAGQA_EDGE_WHEEL_PLATFORM": "",
-        "TAGQA_EDGE_PYTHON_VERSION": "",
     }
     (state / "dagster").mkdir()
-    saved = {key: os.environ.get(key) for key in values}
+    foreign = [key for key in os.environ if key.startswith(("TAGQA_", "LABEL_STUDIO_")) and key not in values]
+    saved = {key: os.environ.get(key) for key in [*values, *foreign]}
+    for key in foreign:
+        del os.environ[key]
     os.environ.update(values)
     yield state
     for key, value in saved.items():
@@ -119,10 +91,32 @@ def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 
     port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    try:
+        wait_for_http(endpoint + "/moto-api/", "moto's server", timeout=60)
+        yield endpoint
+    finally:
+        server.stop()
+
+
+def wait_for_http(url: str, what: str, *, timeout: float) -> None:
+    """Wait until ``url`` answers HTTP at all (any status); fails naming ``what``, the URL and the wait."""
+    import urllib.error
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=5).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                pytest.fail(f"{what} did not answer {url} within {timeout:.0f} s (last error: {exc})")
+            time.sleep(0.2)
 
 
 @pytest.fixture

@@ -4,11 +4,11 @@ Used by the UI test and the loop-latency benchmark. The server runs in its own p
 group (webserver, daemon, code servers and the run workers they launch), which ``stop``
 ends as a whole.
 
-It runs from a scratch folder, not from the repository root: ``dagster dev`` loads the
-``.env`` of its working directory over the environment it was given, and the repository's
-``.env`` (written by ``make setup``) points at the developer's ``.tagqa/`` state. The code
-location is still the repository's (``-w <repo>/workspace.yaml``; ``tagqa_assets`` is
-installed editable).
+It runs from a scratch folder, not from the repository root: ``dagster dev`` loads a
+``.env`` of its working directory over the environment it was given (a developer may have
+one). The code location is still the repository's (``-w <repo>/workspace.yaml``), and its
+settings come from ``env`` (the test session names an empty TAGQA_SETTINGS_FILE, so a
+developer's ``tagqa.env`` stays out).
 """
 
 from __future__ import annotations
@@ -57,10 +57,18 @@ class DagsterDev:
         self.log = self.workdir / "dagster-dev.log"
         self.process: subprocess.Popen | None = None
 
-    def start(self, timeout: float = 120.0) -> float:
+    def start(self, timeout: float = 180.0) -> float:
         """Start the server and wait until ``/server_info`` answers and the code location is loaded;
-        returns the seconds that took. Raises (with the log's tail) if the server dies or times out."""
-        started = time.monotonic()
+        returns the seconds that took. Raises (with the log's tail) if the server dies or times out,
+        after stopping what it started."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> float:
+        started = self._started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
             cwd=self.workdir, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
@@ -79,7 +87,8 @@ class DagsterDev:
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}")
         if time.monotonic() > deadline:
-            raise TimeoutError(f"dagster dev on port {self.port} did not serve {what} in time:\n{self.log_tail()}")
+            raise TimeoutError(f"dagster dev on port {self.port} did not serve {what} within {deadline - self._started:.0f} s "
+                               f"(started, not stopped by the test):\n{self.log_tail()}")
 
     def _answers(self, path: str) -> bool:
         try:

@@ -15,7 +15,7 @@ from image_fixtures import encoded_image
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.datasets.pending import pending_versions
 from tagqa_assets.datasets.sensors import RetrainingPolicyResource, retraining_schedule
-from tagqa_assets.definitions import defs
+from tagqa_assets.definitions import defs as load_definitions
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.validation import sha256_hex
 from tagqa_assets.labeling.label_store import LocalLabelStore
@@ -27,7 +27,7 @@ from tagqa_assets.training.sensors import CHAIN, model_training_sensor
 
 
 def _tick(instance: dg.DagsterInstance, cursor: str | None, profile: TrainingProfileResource):
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=defs.get_repository_def(),
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=load_definitions().get_repository_def(),
                                       resources={"training_profile": profile})
     return model_training_sensor(context)
 

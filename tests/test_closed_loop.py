@@ -35,7 +35,7 @@ from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.datasets.hard_examples import load_current
 from tagqa_assets.datasets.split import DEFAULT_RATIOS
 from tagqa_assets.datasets.versions import DatasetVersionStore
-from tagqa_assets.definitions import defs
+from tagqa_assets.definitions import defs as load_definitions
 from tagqa_assets.deployment.local_target import PID_FILE
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.ingestion.synthetic import generate_tags
@@ -94,10 +94,15 @@ def _start_device(workdir: Path, env: dict[str, str], camera: Path) -> subproces
         cwd=workdir, env=env, stdout=open(workdir / "device.log", "w"), stderr=subprocess.STDOUT,
     )
     pid_file = Path(env["TAGQA_DEVICES_ROOT"]) / DEVICE / PID_FILE
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # generous: the device imports onnxruntime on a busy machine
     while not pid_file.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert pid_file.is_file(), (workdir / "device.log").read_text()
+    if not pid_file.is_file():
+        state = f"exited with {process.poll()}" if process.poll() is not None else "still running after 90 s"
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        raise AssertionError(f"`tagqa edge up` wrote no {pid_file} ({state}):\n{(workdir / 'device.log').read_text()[-3000:]}")
     return process
 
 
@@ -144,6 +149,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
     store = open_store(store_root, endpoint_url=endpoint or None)
     (tmp_path / "dagster").mkdir()
     instance = dg.DagsterInstance.local_temp(str(tmp_path / "dagster"))
+    defs = load_definitions()  # after the settings above: the code location reads them when it loads
     driver = LoopDriver(defs, instance)
     labeler = Labeler(store)
     registry = LocalModelRegistry(store)
@@ -213,7 +219,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
         assert store.exists(f"models/{model.model_id}/model.json")
 
         # 7. A code change re-runs the chain for the newest dataset version only.
-        _bumped_code_version_requests_one_run(driver, instance, v1, v2)
+        _bumped_code_version_requests_one_run(defs, driver, instance, v1, v2)
     finally:
         collector.close()
         if device.poll() is None:
@@ -221,7 +227,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
             device.wait(timeout=30)
 
 
-def _bumped_code_version_requests_one_run(driver: LoopDriver, instance: dg.DagsterInstance, older: str, newest: str) -> None:
+def _bumped_code_version_requests_one_run(defs: dg.Definitions, driver: LoopDriver, instance: dg.DagsterInstance, older: str, newest: str) -> None:
     with dg.build_sensor_context(instance=instance, cursor=driver.cursors["model_training_sensor"],
                                  repository_def=driver.repository, resources=defs.resources) as context:
         unchanged = model_training_sensor(context)

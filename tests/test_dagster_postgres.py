@@ -91,16 +91,21 @@ def postgres() -> Iterator[Postgres]:
     data, log = root / "data", root / "server.log"
 
     def run(*command: str) -> None:
-        result = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=120)
+        result = subprocess.run([*as_postgres, *command], capture_output=True, text=True, timeout=180)
         if result.returncode:
             server_log = log.read_text() if log.exists() else ""
             pytest.fail(f"{' '.join(command[:2])} failed ({result.returncode}): {result.stderr}\n{server_log[-3000:]}")
 
-    run(str(bindir / "initdb"), "-D", str(data), "-U", server.user, f"--pwfile={password_file}",
-        "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8")
-    options = f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "60", "-o", options, "start")
     try:
+        run(str(bindir / "initdb"), "-D", str(data), "-U", server.user, f"--pwfile={password_file}",
+            "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8")
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+    options = f"-p {server.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+    try:
+        # Generous: a busy 2-core machine may take a while; pg_ctl names what it waited for.
+        run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(log), "-w", "-t", "120", "-o", options, "start")
         admin = psycopg2.connect(host=server.host, port=server.port, user=server.user, password=server.password, dbname="postgres")
         admin.autocommit = True
         with admin.cursor() as cursor:
@@ -108,7 +113,9 @@ def postgres() -> Iterator[Postgres]:
         admin.close()
         yield server
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
+        # Also after a failed start: a half-started server must not outlive the fixture.
+        subprocess.run([*as_postgres, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "-t", "60", "stop"],
+                       capture_output=True, text=True, timeout=120)
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -246,7 +253,7 @@ def test_code_server_serves_the_location_the_production_workspace_names(
                "-m", "tagqa_assets.definitions", "--location-name", "tagqa"]
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        client, deadline = DagsterGrpcClient(port=port, host="127.0.0.1"), time.monotonic() + 90
+        client, deadline = DagsterGrpcClient(port=port, host="127.0.0.1"), time.monotonic() + 180
         while True:
             try:
                 client.ping("ready?")
@@ -254,7 +261,9 @@ def test_code_server_serves_the_location_the_production_workspace_names(
             except Exception:  # the server is still importing the code location
                 if server.poll() is not None or time.monotonic() > deadline:
                     server.kill()
-                    pytest.fail(f"code server did not come up: {server.communicate()[0][-3000:]}")
+                    state = f"exited with {server.returncode}" if server.returncode is not None else "no answer within 180 s"
+                    pytest.fail(f"code server on 127.0.0.1:{port} did not answer a gRPC ping ({state}): "
+                                f"{server.communicate()[0][-3000:]}")
                 time.sleep(0.3)
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("TAGQA_CODE_SERVER_HOST", "127.0.0.1")

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dagster as dg
 
-from tagqa_assets.definitions import defs
+from tagqa_assets.definitions import defs as load_definitions
 
 
 def test_definitions_load_and_every_asset_is_documented():
-    graph = defs.resolve_asset_graph()
+    graph = load_definitions().resolve_asset_graph()
     assert graph.get_all_asset_keys(), "no assets defined"
     for key in graph.get_all_asset_keys():
         spec = graph.get(key)
@@ -18,6 +18,7 @@ def test_definitions_load_and_every_asset_is_documented():
 
 
 def test_ingestion_wiring():
+    defs = load_definitions()
     graph = defs.resolve_asset_graph()
     assert graph.get(dg.AssetKey("raw_images")).group_name == "ingestion"
     assert defs.get_sensor_def("raw_image_sensor").default_status == dg.DefaultSensorStatus.RUNNING

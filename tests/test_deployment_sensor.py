@@ -4,7 +4,6 @@ approval through the sensor's run request to a model serving on a device."""
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from edge_fixtures import mosquitto, tiny_models  # noqa: F401
 from tagqa_assets.cli import main as tagqa
 from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVersion
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
-from tagqa_assets.deployment.resources import ENVIRONMENT, DeploymentResource
+from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.deployment.sensors import model_approval_sensor
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
@@ -26,18 +25,14 @@ from tagqa_assets.storage import LocalObjectStore, StoreResource
 
 
 def test_the_code_location_runs_registry_to_component_to_deployment() -> None:
-    from tagqa_assets.definitions import defs
+    from tagqa_assets.definitions import defs as load_definitions
 
+    defs = load_definitions()
     graph = defs.resolve_asset_graph()
     assert graph.get(edge_component.key).parent_keys == {dg.AssetKey("registered_model")}
     assert graph.get(edge_deployment.key).parent_keys == {edge_component.key}
     assert {graph.get(k).group_name for k in (edge_component.key, edge_deployment.key)} == {"deployment"}
     assert defs.resolve_sensor_def("model_approval_sensor").default_status == dg.DefaultSensorStatus.RUNNING
-    repo = Path(__file__).resolve().parents[1]
-    used = set(re.findall(r'dg\.EnvVar(?:\.int)?\("(\w+)"\)', (repo / "tagqa_assets/deployment/__init__.py").read_text()))
-    settings = set(re.findall(r"^(\w+)=", (repo / ".env.example").read_text(), re.MULTILINE))
-    assert used and used <= settings, f"missing from .env.example: {sorted(used - settings)}"
-    assert used == set(ENVIRONMENT), "the command line reads the same variables as the code location"
 
 
 def _tick(root: Path, cursor: str | None) -> dg.SensorResult:
@@ -118,7 +113,7 @@ def test_approval_through_the_cli_reaches_a_running_device(tmp_path: Path, tiny_
     register_model(store, registry, tiny_models["a"], "ds1-aaaaaaaa", status=PENDING)
     monkeypatch.setenv("TAGQA_STORE", str(store_root))
     monkeypatch.setenv("TAGQA_REGISTRY_BACKEND", "local")
-    monkeypatch.chdir(tmp_path)  # the CLI loads ./.env; keep a developer's .env out of the test
+    monkeypatch.chdir(tmp_path)  # relative defaults and ./tagqa.env: keep the checkout out of the test
     cursor = _tick(store_root, None).cursor
     assert tagqa(["models", "approve", "1", "--reason", "looks good"]) == 0
     [request] = _tick(store_root, cursor).run_requests

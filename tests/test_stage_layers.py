@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "tagqa_assets"
-ASSEMBLERS = {"definitions", "cli"}  # they put the stages together, so they import every stage
+ASSEMBLERS = {"definitions", "resources", "cli"}  # they put the stages together (resources.py wires every stage's resources), so they import every stage
 
 
 def units(root: Path = PACKAGE) -> dict[str, list[Path]]:

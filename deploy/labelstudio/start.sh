@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start the local Label Studio for tagqa (what `make labelstudio` runs), in the foreground.
 #
-# Settings come from the environment, else from the repository's .env:
+# Settings come from the environment, else from tagqa's settings (tagqa.env, then its defaults):
 #   LABEL_STUDIO_USERNAME, LABEL_STUDIO_PASSWORD  the local admin (created on first start)
 #   LABEL_STUDIO_API_TOKEN                        the admin's API token (legacy token, >= 6 characters)
 #   LABEL_STUDIO_PORT                             default 8080; it listens on 127.0.0.1 only
@@ -16,18 +16,21 @@ set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 
-if [[ -f "$REPO/.env" ]]; then
-  while IFS='=' read -r name value; do
-    [[ "$name" =~ ^LABEL_STUDIO_[A-Z_]+$ ]] || continue
-    [[ -n "${!name+x}" ]] && continue  # the environment wins over .env
-    value="${value%\"}"; value="${value#\"}"
-    export "$name=$value"
-  done < "$REPO/.env"
-fi
+# Whatever the environment lacks comes from tagqa's settings (tagqa.env, then the defaults in
+# tagqa_assets/settings.py), the same values the labelstudio labeling backend uses.
+NAMES=(LABEL_STUDIO_USERNAME LABEL_STUDIO_PASSWORD LABEL_STUDIO_API_TOKEN LABEL_STUDIO_PORT)
+for name in "${NAMES[@]}"; do
+  if [[ -z "${!name:-}" ]]; then
+    TAGQA="${TAGQA:-$REPO/.venv/bin/tagqa}"
+    [[ -x "$TAGQA" ]] || TAGQA=$(command -v tagqa) || { echo "set ${NAMES[*]} or install tagqa (make setup)" >&2; exit 1; }
+    eval "$("$TAGQA" settings shell "${NAMES[@]}")"
+    break
+  fi
+done
 
-: "${LABEL_STUDIO_USERNAME:?set LABEL_STUDIO_USERNAME (an e-mail address) in the environment or .env}"
-: "${LABEL_STUDIO_PASSWORD:?set LABEL_STUDIO_PASSWORD in the environment or .env}"
-: "${LABEL_STUDIO_API_TOKEN:?set LABEL_STUDIO_API_TOKEN in the environment or .env}"
+: "${LABEL_STUDIO_USERNAME:?set LABEL_STUDIO_USERNAME (an e-mail address)}"
+: "${LABEL_STUDIO_PASSWORD:?set LABEL_STUDIO_PASSWORD}"
+: "${LABEL_STUDIO_API_TOKEN:?set LABEL_STUDIO_API_TOKEN}"
 PORT="${LABEL_STUDIO_PORT:-8080}"
 DATA_DIR="${LABEL_STUDIO_DATA_DIR:-$REPO/.tagqa/labelstudio/data}"
 VENV="${LABEL_STUDIO_VENV:-$REPO/.tagqa/labelstudio/venv}"

@@ -54,7 +54,8 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
   echo "started Mosquitto on 127.0.0.1:$BROKER_PORT (log: $STATE/logs/mosquitto.log)"
 fi
 
-export TAGQA_MQTT_BROKER=${TAGQA_MQTT_BROKER:-127.0.0.1:$BROKER_PORT}
+# Only an explicit TAGQA_BROKER_PORT overrides the broker of tagqa.env (the shell wins over it).
+[[ -n "${TAGQA_BROKER_PORT:-}" ]] && export TAGQA_MQTT_BROKER=127.0.0.1:$BROKER_PORT
 "$BIN/tagqa" edge up > "$STATE/logs/edge-device.log" 2>&1 < /dev/null &
 pids+=($!)
 echo "started local edge device line-1: drop images into $STATE/devices/line-1/incoming/ once a model is deployed (log: $STATE/logs/edge-device.log)"

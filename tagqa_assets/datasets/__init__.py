@@ -4,12 +4,11 @@ import dagster as dg
 
 from tagqa_assets.datasets.assets import dataset_version, hard_examples
 from tagqa_assets.datasets.checks import dataset_version_sanity
-from tagqa_assets.datasets.sensors import RetrainingPolicyResource, dataset_version_sensor, retraining_schedule
+from tagqa_assets.datasets.sensors import dataset_version_sensor, retraining_schedule
 
 defs = dg.Definitions(
     assets=[dataset_version, hard_examples],
     asset_checks=[dataset_version_sanity],
     sensors=[dataset_version_sensor],
     schedules=[retraining_schedule],
-    resources={"retraining": RetrainingPolicyResource(every_days=dg.EnvVar.int("TAGQA_RETRAIN_EVERY_DAYS"))},
 )

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import uuid
 
 from tagqa_assets.deployment.deployer import DeploymentFailed, roll_back
 from tagqa_assets.deployment.device_process import exec_runtime, register_device, runtime_argv, wait_for_first_deployment
 from tagqa_assets.deployment.history import DeploymentHistory, history_rows
-from tagqa_assets.deployment.resources import TARGET_KINDS, deployment_from_environment
+from tagqa_assets.deployment.resources import TARGET_KINDS, DeploymentResource
 from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
-from tagqa_assets.model_catalog.resources import registry_from_environment
-from tagqa_assets.settings import store_from_environment
 
 HISTORY_COLUMNS = ("started_at", "kind", "model_version", "components", "status", "devices", "deployment_id", "error")
 
@@ -45,19 +42,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.set_defaults(handler=_edge_up)
 
 
-def _settings(target: str | None):
-    """Deployment settings from the environment with ``--target`` applied (a kind or a target id)."""
-    if not target:
-        return deployment_from_environment()
-    kind = target.split(":", 1)[0]
+def _settings(args: argparse.Namespace) -> DeploymentResource:
+    """The code location's ``deployment`` resource with ``--target`` applied (a kind or a target id)."""
+    deployment: DeploymentResource = args.resources.deployment
+    if not args.target:
+        return deployment
+    kind = args.target.split(":", 1)[0]
     if kind not in TARGET_KINDS:
-        raise ValueError(f"unknown target {target!r}; use one of {TARGET_KINDS} or a target id such as 'local'")
-    return deployment_from_environment(target=kind)
+        raise ValueError(f"unknown target {args.target!r}; use one of {TARGET_KINDS} or a target id such as 'local'")
+    return deployment.model_copy(update={"target": kind})
 
 
 def _history(args: argparse.Namespace) -> int:
-    store = store_from_environment()
-    target = args.target if args.target and ":" in args.target else _settings(args.target).open_target(store).target_id
+    store = args.resources.store.open()
+    target = args.target if args.target and ":" in args.target else _settings(args).open_target(store).target_id
     records = DeploymentHistory(store).records(target)
     if args.json:
         print(json.dumps([r.to_dict() for r in reversed(records)][: args.limit], indent=2))
@@ -74,10 +72,10 @@ def _history(args: argparse.Namespace) -> int:
 
 
 def _rollback(args: argparse.Namespace) -> int:
-    store = store_from_environment()
-    target = _settings(args.target).open_target(store)
+    store = args.resources.store.open()
+    target = _settings(args).open_target(store)
     try:
-        report = roll_back(target, store, registry_from_environment(store), run_id=f"cli-{uuid.uuid4().hex[:8]}",
+        report = roll_back(target, store, args.resources.model_registry.open(store), run_id=f"cli-{uuid.uuid4().hex[:8]}",
                            reason=args.reason or "tagqa deploy rollback")
     except (DeploymentFailed, TargetNotFound, DeploymentError) as exc:
         print(f"tagqa deploy rollback: {exc}")
@@ -90,13 +88,12 @@ def _rollback(args: argparse.Namespace) -> int:
 
 
 def _edge_up(args: argparse.Namespace) -> int:
-    settings = deployment_from_environment()
+    settings: DeploymentResource = args.resources.deployment
     device = args.device_id or settings.device_ids.split(",")[0].strip()
     broker = args.broker or settings.mqtt_broker
     folder = register_device(args.devices_root or settings.devices_root, device, broker=broker)
     argv = runtime_argv(folder, device, broker=broker, source=args.source or str(folder / "incoming"),
-                        store=os.environ.get("TAGQA_STORE") or ".tagqa/store",
-                        s3_endpoint_url=os.environ.get("TAGQA_S3_ENDPOINT_URL", ""),
+                        store=args.resources.store.root, s3_endpoint_url=args.resources.store.s3_endpoint_url,
                         health_interval=args.health_interval, log_level=args.log_level)
     try:
         wait_for_first_deployment(folder)

@@ -1,11 +1,10 @@
 """``DeploymentResource``: where releases go (TAGQA_DEPLOY_TARGET) and how components are built.
 
-The same settings serve the code location (``dg.EnvVar`` in definitions.py) and the command
-line (``deployment_from_environment``, read when a command runs).
+Configured from the settings in ``tagqa_assets/resources.py``, for the code location and the
+``tagqa`` command line alike.
 """
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -84,29 +83,3 @@ class DeploymentResource(dg.ConfigurableResource):
                                     poll_interval_seconds=self.poll_interval_seconds,
                                     device_configuration=self.configuration_overrides())
         raise ValueError(f"unknown deployment target {self.target!r}; use one of {TARGET_KINDS} (TAGQA_DEPLOY_TARGET)")
-
-
-# Environment variable -> resource field, for the command line (the code location uses dg.EnvVar).
-ENVIRONMENT = {
-    "TAGQA_DEPLOY_TARGET": "target",
-    "TAGQA_DEVICE_ID": "device_ids",
-    "TAGQA_DEVICES_ROOT": "devices_root",
-    "TAGQA_MQTT_BROKER": "mqtt_broker",
-    "TAGQA_GREENGRASS_TARGET_ARN": "greengrass_target_arn",
-    "TAGQA_GREENGRASS_ROOT": "greengrass_root",
-    "TAGQA_AWS_REGION": "aws_region",
-    "TAGQA_COMPONENT_PREFIX": "component_prefix",
-    "TAGQA_DEPLOY_TIMEOUT_SECONDS": "timeout_seconds",
-    "TAGQA_DEVICE_CONFIGURATION": "device_configuration",
-    "TAGQA_EDGE_WHEELS_DIR": "edge_wheels_dir",
-    "TAGQA_EDGE_WHEEL_PLATFORM": "edge_wheel_platform",
-    "TAGQA_EDGE_PYTHON_VERSION": "edge_python_version",
-}
-
-
-def deployment_from_environment(**overrides: Any) -> DeploymentResource:
-    """The resource from the same variables the code location uses, read now; unset ones keep defaults."""
-    values: dict[str, Any] = {field: os.environ[name] for name, field in ENVIRONMENT.items() if os.environ.get(name)}
-    if "timeout_seconds" in values:
-        values["timeout_seconds"] = int(values["timeout_seconds"])
-    return DeploymentResource(**{**values, **overrides})

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from tagqa_assets.contracts.keys import RAW_PREFIX
 from tagqa_assets.ingestion.writers import upload_folder, write_demo_set
-from tagqa_assets.settings import store_from_environment
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    store = store_from_environment()
+    store = args.resources.store.open()
     if args.if_empty and next(iter(store.list_objects(RAW_PREFIX)), None) is not None:
         print(f"{store.uri}: raw/ is not empty, demo set not written")
         return 0
@@ -39,7 +38,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _upload(args: argparse.Namespace) -> int:
-    store = store_from_environment()
+    store = args.resources.store.open()
     result = upload_folder(store, args.folder, source=args.source)
     print(f"uploaded {len(result.keys)} file(s) from {args.folder} to {store.uri_for(RAW_PREFIX + args.source)}")
     for path, reason in result.refused:

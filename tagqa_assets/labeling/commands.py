@@ -3,33 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from tagqa_assets.labeling.importers import FORMATS
 from tagqa_assets.labeling.jobs import JobBook
 from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
 from tagqa_assets.labeling.label_sources import import_path, inbox_keys
-from tagqa_assets.labeling.label_store import LabelStore, latest_records, snapshot_of
-from tagqa_assets.labeling.resources import LabelStoreResource
+from tagqa_assets.labeling.label_store import latest_records, snapshot_of
 from tagqa_assets.labeling.unlabeled import find_unlabeled
-from tagqa_assets.settings import store_from_environment
-from tagqa_assets.storage import ObjectStore
 
 SHOWN_REJECTS = 20
-
-
-def label_store_from_environment(store: ObjectStore) -> LabelStore:
-    """The label store named by ``TAGQA_LABEL_STORE`` (default ``local``) and its Feature Store settings."""
-    env = os.environ
-    return LabelStoreResource(
-        backend=env.get("TAGQA_LABEL_STORE") or "local",
-        feature_group_name=env.get("TAGQA_FEATURE_GROUP") or "tagqa-labels",
-        feature_store_role_arn=env.get("TAGQA_FEATURE_STORE_ROLE_ARN", ""),
-        feature_store_offline_uri=env.get("TAGQA_FEATURE_STORE_OFFLINE_URI", ""),
-        aws_region=env.get("TAGQA_AWS_REGION", ""),
-        s3_endpoint_url=env.get("TAGQA_S3_ENDPOINT_URL", ""),
-    ).open(store)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,8 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _import(args: argparse.Namespace) -> int:
-    store = store_from_environment()
-    report = import_path(store, label_store_from_environment(store), args.file, fmt=args.format, images_root=args.images_root)
+    store = args.resources.store.open()
+    report = import_path(store, args.resources.labels.open(store), args.file, fmt=args.format, images_root=args.images_root)
     print(
         f"{args.file} ({report.format}): {report.rows} row(s): {report.imported} imported, "
         f"{report.already_in_store} already in the label store, {len(report.rejects)} rejected "
@@ -67,8 +50,8 @@ def _import(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    store = store_from_environment()
-    label_store = label_store_from_environment(store)
+    store = args.resources.store.open()
+    label_store = args.resources.labels.open(store)
     records = label_store.records()
     latest = latest_records(records)
     snapshot = snapshot_of(records)

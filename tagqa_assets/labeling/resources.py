@@ -57,7 +57,7 @@ class LabelingResource(dg.ConfigurableResource):
     groundtruth_name_prefix: str = "tagqa"
     # Account of the pre/post-annotation Lambdas, for regions outside the built-in table.
     groundtruth_lambda_account_id: str = ""
-    aws_region: str = "us-east-1"
+    aws_region: str = ""  # empty: us-east-1 for Ground Truth (its Lambda table needs a region)
 
     def open(self, store: ObjectStore, label_store: LabelStore) -> LabelingBackend:
         """The configured backend; raises ``ValueError`` naming the missing or wrong setting."""
@@ -67,7 +67,7 @@ class LabelingResource(dg.ConfigurableResource):
             return InboxBackend(store=store, label_store=label_store)
         if self.backend == "labelstudio":
             if not self.label_studio_api_token:
-                raise ValueError("TAGQA_LABELING_BACKEND=labelstudio needs LABEL_STUDIO_API_TOKEN (see .env.example)")
+                raise ValueError("TAGQA_LABELING_BACKEND=labelstudio needs LABEL_STUDIO_API_TOKEN (tagqa settings)")
             from tagqa_assets.labeling.backends.labelstudio import LabelStudioBackend
 
             return LabelStudioBackend(

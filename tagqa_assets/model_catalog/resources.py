@@ -1,6 +1,5 @@
-"""The model registry resource (TAGQA_REGISTRY_BACKEND) and the same choice for command-line tools."""
+"""The model registry resource (TAGQA_REGISTRY_BACKEND), configured in ``tagqa_assets/resources.py``."""
 
-import os
 from typing import Any, Literal, get_args
 
 import dagster as dg
@@ -20,16 +19,6 @@ def registry_backend(name: str) -> RegistryBackend:
     if name not in REGISTRY_BACKENDS:
         raise ValueError(f"unknown registry backend {name!r}; use one of {REGISTRY_BACKENDS}")
     return name  # type: ignore[return-value]
-
-
-def registry_from_environment(store: ObjectStore) -> ModelRegistry:
-    """The registry the code location uses, from the same variables, read when called."""
-    return ModelRegistryResource(
-        backend=os.environ.get("TAGQA_REGISTRY_BACKEND", "local"),
-        sagemaker_model_package_group=os.environ.get("TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
-        sagemaker_endpoint_url=os.environ.get("TAGQA_SAGEMAKER_ENDPOINT_URL", ""),
-        aws_region=os.environ.get("TAGQA_AWS_REGION", ""),
-    ).open(store)
 
 
 class ModelRegistryResource(dg.ConfigurableResource):

@@ -6,8 +6,6 @@ import argparse
 import json
 
 from tagqa_assets.contracts.models import APPROVED, REJECTED
-from tagqa_assets.model_catalog.resources import registry_from_environment
-from tagqa_assets.settings import store_from_environment
 
 COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "created_at", "reason")
 
@@ -27,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _list(args: argparse.Namespace) -> int:
-    registry = registry_from_environment(store_from_environment())
+    registry = args.resources.model_registry.open(args.resources.store.open())
     entries = registry.list_versions()
     if args.json:
         print(json.dumps([entry.to_dict() for entry in entries], indent=2))
@@ -57,7 +55,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _set_status(args: argparse.Namespace) -> int:
-    registry = registry_from_environment(store_from_environment())
+    registry = args.resources.model_registry.open(args.resources.store.open())
     try:
         entry = registry.set_status(args.version, args.status, args.reason or f"set by tagqa models {args.models_command}")
     except LookupError as exc:
