@@ -13,11 +13,11 @@ from tagqa_assets.cli import main
 from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.writers import write_demo_set
-from tagqa_assets.labeling.box_checks import RowRejected, check_boxes
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX, retry_unmatched
-from tagqa_assets.labeling.label_sources import import_inbox_object, import_path, inbox_keys
+from tagqa_assets.labeling.imports.box_checks import RowRejected, check_boxes
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX, retry_unmatched
+from tagqa_assets.labeling.imports.sources import import_inbox_object, import_path, inbox_keys
 from tagqa_assets.labeling.label_store import LocalLabelStore, latest_records
-from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.imports.matching import RawImageIndex
 
 W, H = 64, 48  # size of the fixture images
 

@@ -26,7 +26,8 @@ from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.backends.base import COMPLETED, FAILED, OPEN, ImageRef
 from tagqa_assets.labeling.backends.labelstudio import LabelStudioBackend
 from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, LabelStudioError, is_personal_access_token
-from tagqa_assets.labeling.backends.labelstudio_boxes import is_rejected, rotated_box_bounds, to_annotations, to_prediction_result
+from tagqa_assets.labeling.backends.labelstudio_boxes import to_annotations, to_prediction_result
+from tagqa_assets.labeling.imports.format_labelstudio import is_rejected, rotated_box_bounds
 from conftest import REPO, free_port
 
 LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"

@@ -9,10 +9,10 @@ from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX
 from tagqa_assets.ingestion.assets import raw_images
 from tagqa_assets.labeling.backends.base import OPEN
 from tagqa_assets.labeling.jobs import JobBook
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX, ImportReport, import_parsed, records_as_rows, retry_unmatched
-from tagqa_assets.labeling.label_sources import import_inbox_object, inbox_keys
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX, ImportReport, import_parsed, records_as_rows, retry_unmatched
+from tagqa_assets.labeling.imports.sources import import_inbox_object, inbox_keys
 from tagqa_assets.labeling.label_store import snapshot_of
-from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.imports.matching import RawImageIndex
 from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled, open_jobs_for

@@ -6,10 +6,10 @@ import argparse
 import os
 from pathlib import Path
 
-from tagqa_assets.labeling.importers import FORMATS
+from tagqa_assets.labeling.imports.rows import FORMATS
 from tagqa_assets.labeling.jobs import JobBook
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
-from tagqa_assets.labeling.label_sources import import_path, inbox_keys
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX
+from tagqa_assets.labeling.imports.sources import import_path, inbox_keys
 from tagqa_assets.labeling.label_store import LabelStore, latest_records, snapshot_of
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled
@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     labels = subparsers.add_parser("labels", help="import label files, show the label store")
     commands = labels.add_subparsers(dest="labels_command", required=True)
     importer = commands.add_parser("import", help="import a label file (or a YOLO folder) into the label store")
-    importer.add_argument("file", type=Path, help="labels.csv, Ground Truth manifest, label-record JSON lines, COCO JSON, or a YOLO folder")
+    importer.add_argument("file", type=Path, help="labels.csv, Ground Truth manifest, label-record JSON lines, COCO JSON, Label Studio JSON/JSON-MIN export, or a YOLO folder")
     importer.add_argument("--format", choices=FORMATS, default=None, help="default: detected from the name and content")
     importer.add_argument("--images-root", type=Path, default=None, help="folder holding the labeled image files: match them by content hash")
     importer.add_argument("--strict", action="store_true", help="exit with status 1 when any row was rejected")

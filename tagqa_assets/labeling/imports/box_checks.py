@@ -23,7 +23,11 @@ BOX_OUTSIDE_IMAGE = "box_outside_image"
 DUPLICATE_ROW = "duplicate_row"
 CONFLICTING_ROW = "conflicting_row"
 SIZE_MISMATCH = "size_mismatch"
-# From matching (tagqa_assets.labeling.matching): no image yet (held and retried), or several.
+# A task of a labeling tool that carries no label: never annotated (or the tool failed on
+# it), or every annotation was skipped.
+UNANNOTATED = "unannotated"
+SKIPPED = "skipped"
+# From matching (matching.py): no image yet (held and retried), or several.
 IMAGE_NOT_FOUND = "image_not_found"
 AMBIGUOUS_IMAGE = "ambiguous_image"
 REJECT_REASONS = (
@@ -36,6 +40,8 @@ REJECT_REASONS = (
     DUPLICATE_ROW,
     CONFLICTING_ROW,
     SIZE_MISMATCH,
+    UNANNOTATED,
+    SKIPPED,
     IMAGE_NOT_FOUND,
     AMBIGUOUS_IMAGE,
 )
