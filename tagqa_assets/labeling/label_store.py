@@ -1,8 +1,8 @@
 """The label store: append-only label records; the latest record per image wins.
 
 ``LabelStore`` is the interface (append, read all records, a cheap revision token); the
-local implementation keeps Parquet parts under ``labels/records/`` in the object store, the
-AWS one (``featurestore.py``) writes a SageMaker Feature Store feature group. Everything
+local implementation keeps Parquet parts under ``labels/records/`` in the object store
+(written and compacted by ``parquet_parts.py``), the AWS one (``featurestore.py``) writes a SageMaker Feature Store feature group. Everything
 that decides *which* label counts lives here, once, as pure functions over the records:
 
 - the latest record per ``source_ref`` wins (greatest ``event_time``; ties go to the record
@@ -18,9 +18,7 @@ stored is a no-op, and readers drop repeated ids, so re-running an import never 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,6 +28,7 @@ import pandas as pd
 
 from tagqa_assets.contracts.keys import LABELS_PREFIX
 from tagqa_assets.contracts.labels import APPROVED, LABEL_RECORD_COLUMNS, LabelRecord
+from tagqa_assets.parquet_parts import ParquetParts
 from tagqa_assets.storage import ObjectStore
 
 RECORDS_PREFIX = f"{LABELS_PREFIX}records/"
@@ -72,10 +71,6 @@ def records_frame(records: Sequence[LabelRecord], written_at: str) -> pd.DataFra
         row["written_at"] = written_at
         rows.append(row)
     return pd.DataFrame(rows, columns=list(STORED_COLUMNS))
-
-
-def empty_records() -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype="object") for column in STORED_COLUMNS})
 
 
 @dataclass(frozen=True)
@@ -187,33 +182,6 @@ class LabelStore(ABC):
         return set(decided["source_ref"].astype(str)) | {str(s) for s in decided["image_sha256"] if s}
 
 
-class ParquetParts:
-    """Append-only Parquet parts under one prefix: each append writes one new part."""
-
-    def __init__(self, store: ObjectStore, prefix: str) -> None:
-        self.store = store
-        self.prefix = prefix
-
-    def part_keys(self) -> list[str]:
-        return [info.key for info in self.store.list_objects(self.prefix) if info.key.endswith(".parquet")]
-
-    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        frames = [pd.read_parquet(io.BytesIO(self.store.get_bytes(key)), columns=columns) for key in self.part_keys()]
-        frames = [frame for frame in frames if not frame.empty]
-        if not frames:
-            return empty_records()[list(columns)] if columns else empty_records()
-        return pd.concat(frames, ignore_index=True)
-
-    def write(self, frame: pd.DataFrame) -> str:
-        """Write ``frame`` as a new part; part names sort in write order."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        key = f"{self.prefix}part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self.store.put_bytes(key, buffer.getvalue())
-        return key
-
-
 class LocalLabelStore(LabelStore):
     """Label records as append-only Parquet parts under ``labels/records/`` of the object store."""
 
@@ -221,7 +189,7 @@ class LocalLabelStore(LabelStore):
 
     def __init__(self, store: ObjectStore, prefix: str = RECORDS_PREFIX) -> None:
         self.store = store
-        self.parts = ParquetParts(store, prefix)
+        self.parts = ParquetParts(store, prefix, columns=STORED_COLUMNS, unique_by="record_id")
 
     def append(self, records: Sequence[LabelRecord]) -> AppendResult:
         frame = records_frame(records, datetime.now(timezone.utc).isoformat())
