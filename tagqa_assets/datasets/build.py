@@ -34,7 +34,14 @@ from tagqa_assets.contracts.keys import dataset_prefix
 from tagqa_assets.contracts.labels import CLASS_NAMES
 from tagqa_assets.datasets.split import DEFAULT_RATIOS, assign_splits, check_ratios
 from tagqa_assets.datasets.versions import DatasetVersionStore, data_yaml_text
-from tagqa_assets.datasets.yolo_export import annotations_from_json, manifest_boxes, yolo_image_path, yolo_label_path, yolo_label_text
+from tagqa_assets.datasets.yolo_export import (
+    annotations_from_json,
+    manifest_boxes,
+    upright_image_bytes,
+    yolo_image_path,
+    yolo_label_path,
+    yolo_label_text,
+)
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.labeling.label_store import LabelSnapshot
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
@@ -89,20 +96,20 @@ def diff_manifests(current: pd.DataFrame, parent: pd.DataFrame | None) -> dict:
     }
 
 
-def _manifest(snapshot: LabelSnapshot, store: ObjectStore, splits: Mapping[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+def _manifest(snapshot: LabelSnapshot, store: ObjectStore, splits: Mapping[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str, int, str]]]:
     images = RawImageCatalog(store).images()
-    by_sha = dict(zip(images["sha256"], zip(images["key"], images["format"])))
+    by_sha = dict(zip(images["sha256"], zip(images["key"], images["format"], images["orientation"])))
     missing = [key for key, sha in zip(snapshot.frame["image_key"], snapshot.frame["sha256"]) if sha not in by_sha]
     if missing:
         raise ValueError(f"{len(missing)} labeled image(s) are not in the raw-image inventory of {store.uri}, e.g. {missing[:5]}")
     rows, writes = [], []
     for item in snapshot.frame.itertuples(index=False):
-        raw_key, image_format = by_sha[item.sha256]
+        raw_key, image_format, orientation = by_sha[item.sha256]
         split = splits[item.sha256]
         annotations = annotations_from_json(item.annotations)
         image_path = yolo_image_path(split, item.sha256, image_format)
         label = yolo_label_text(annotations, int(item.width), int(item.height))
-        writes.append((raw_key, image_path, label))
+        writes.append((raw_key, image_path, label, int(orientation), image_format))
         rows.append((raw_key, item.sha256, split, int(item.width), int(item.height), manifest_boxes(annotations), float(item.event_time), item.labeling_job, image_path))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     stems = manifest["yolo_image"].str.rsplit("/", n=1).str[-1]
@@ -153,9 +160,12 @@ def build_dataset_version(
     prefix = dataset_prefix(version)
     yolo = f"{prefix}{YOLO_DIR}/"
 
-    def write(item: tuple[str, str, str]) -> None:
-        raw_key, image_path, label = item
-        store.copy(raw_key, yolo + image_path)
+    def write(item: tuple[str, str, str, int, str]) -> None:
+        raw_key, image_path, label, orientation, image_format = item
+        if orientation == 1:
+            store.copy(raw_key, yolo + image_path)
+        else:  # labels are in display pixels: write the pixels upright (yolo_export.py)
+            store.put_bytes(yolo + image_path, upright_image_bytes(store.get_bytes(raw_key), image_format))
         store.put_bytes(yolo + yolo_label_path(image_path), label.encode())
 
     threads = LOCAL_WRITE_THREADS if isinstance(store, LocalObjectStore) else S3_WRITE_THREADS

@@ -30,12 +30,18 @@ CATALOG_COLUMNS = (
     "ingested_at",
     "duplicate_of",
     "run_id",
+    "stored_width",
+    "stored_height",
+    "orientation",
 )
 
 
 @dataclass(frozen=True)
 class RawImage:
-    """One inventory row."""
+    """One inventory row: ``width`` x ``height`` is the display size (EXIF orientation applied),
+    ``stored_width`` x ``stored_height`` and ``orientation`` how the pixels are stored
+    (``ingestion/validation.py``). Rows written before orientation was recorded read as
+    orientation 1 with the stored size equal to the display size."""
 
     key: str
     sha256: str
@@ -48,6 +54,9 @@ class RawImage:
     ingested_at: str
     duplicate_of: str | None
     run_id: str
+    stored_width: int | None = None
+    stored_height: int | None = None
+    orientation: int = 1
 
 
 class RawImageCatalog:
@@ -62,7 +71,13 @@ class RawImageCatalog:
         table = self.parts.read()
         if table.empty:
             return table
-        table = table.drop_duplicates(subset="key", keep="first")
+        table = table.drop_duplicates(subset="key", keep="first").copy()
+        for column in ("stored_width", "stored_height", "orientation"):
+            if column not in table.columns:
+                table[column] = None
+        table["orientation"] = table["orientation"].fillna(1).astype("int64")
+        table["stored_width"] = table["stored_width"].fillna(table["width"]).astype("int64")
+        table["stored_height"] = table["stored_height"].fillna(table["height"]).astype("int64")
         return table.sort_values("key", kind="stable").reset_index(drop=True)
 
     def images(self) -> pd.DataFrame:
