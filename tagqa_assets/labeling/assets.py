@@ -18,6 +18,7 @@ from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled, open_jobs_for
 from tagqa_assets.labeling.views import import_metadata, label_grid, store_summary
 from tagqa_assets.previews import Tile, grid_markdown, markdown_table
+from tagqa_assets.settings import defect_classes
 from tagqa_assets.storage import StoreResource
 
 GRID_LIMIT = 24
@@ -84,7 +85,7 @@ def label_store(
         for reject in report.rejects[:20]:
             context.log.warning(f"{report.source} line {reject.line}: {reject.reason}: {reject.detail}")
     records = label_store_.records()
-    snapshot = snapshot_of(records)
+    snapshot = snapshot_of(records, defect_classes())
     metadata = {**store_summary(records, snapshot, label_store_.name), **import_metadata(reports)}
     metadata["open_jobs"] = len(book.open_jobs())
     metadata["new_labels"] = label_grid(object_store, records, reports, limit=GRID_LIMIT)

@@ -13,7 +13,7 @@ from tagqa_assets.labeling.imports.sources import import_path, inbox_keys
 from tagqa_assets.labeling.label_store import LabelStore, latest_records, snapshot_of
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled
-from tagqa_assets.settings import store_from_environment
+from tagqa_assets.settings import defect_classes, store_from_environment
 from tagqa_assets.storage import ObjectStore
 
 SHOWN_REJECTS = 20
@@ -71,7 +71,7 @@ def _status(args: argparse.Namespace) -> int:
     label_store = label_store_from_environment(store)
     records = label_store.records()
     latest = latest_records(records)
-    snapshot = snapshot_of(records)
+    snapshot = snapshot_of(records, defect_classes())
     held = sum(1 for _ in store.list_objects(UNMATCHED_PREFIX))
     print(f"label store ({label_store.name}) in {store.uri}: {len(records)} record(s), {len(latest)} image(s) labeled")
     print(f"approved snapshot {snapshot.snapshot_id[:8]}: {snapshot.images} image(s), {snapshot.rejected} rejected")

@@ -27,8 +27,9 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from tagqa_assets.contracts.keys import LABELS_PREFIX
-from tagqa_assets.contracts.labels import APPROVED, LABEL_RECORD_COLUMNS, LabelRecord
+from tagqa_assets.contracts.labels import APPROVED, DEFAULT_CLASS_NAMES, LABEL_RECORD_COLUMNS, LabelRecord
 from tagqa_assets.parquet_parts import ParquetParts
+from tagqa_assets.settings import defect_classes
 from tagqa_assets.storage import ObjectStore
 
 RECORDS_PREFIX = f"{LABELS_PREFIX}records/"
@@ -95,6 +96,7 @@ class LabelSnapshot:
     frame: pd.DataFrame
     rejected: int  # images whose winning record is REJECTED
     unresolved: int  # approved winners without an image hash (written by foreign tools)
+    class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES  # the taxonomy the class ids refer to
 
     @property
     def images(self) -> int:
@@ -112,11 +114,12 @@ def latest_records(records: pd.DataFrame) -> pd.DataFrame:
     return winners.sort_values("source_ref", kind="stable").reset_index(drop=True)
 
 
-def snapshot_of(records: pd.DataFrame) -> LabelSnapshot:
-    """The approved snapshot of ``records`` (all stored rows, any order)."""
+def snapshot_of(records: pd.DataFrame, class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES) -> LabelSnapshot:
+    """The approved snapshot of ``records`` (all stored rows, any order) under the taxonomy ``class_names``."""
     latest = latest_records(records)
     if latest.empty:
-        return LabelSnapshot(hashlib.sha256(b"").hexdigest(), pd.DataFrame(columns=list(SNAPSHOT_COLUMNS)), 0, 0)
+        empty = pd.DataFrame(columns=list(SNAPSHOT_COLUMNS))
+        return LabelSnapshot(snapshot_hash(empty, class_names), empty, 0, 0, tuple(class_names))
     rejected = int((latest["status"] != APPROVED).sum())
     approved = latest[latest["status"] == APPROVED]
     has_hash = approved["image_sha256"].notna() & (approved["image_sha256"].astype(str) != "")
@@ -137,12 +140,20 @@ def snapshot_of(records: pd.DataFrame) -> LabelSnapshot:
         }
     )
     frame = frame.sort_values("sha256", kind="stable").reset_index(drop=True)
-    return LabelSnapshot(snapshot_hash(frame), frame, rejected, unresolved)
+    return LabelSnapshot(snapshot_hash(frame, class_names), frame, rejected, unresolved, tuple(class_names))
 
 
-def snapshot_hash(frame: pd.DataFrame) -> str:
-    """sha256 over ``sha256 <TAB> canonical boxes`` lines, sorted: what training sees, nothing else."""
+def snapshot_hash(frame: pd.DataFrame, class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES) -> str:
+    """sha256 over ``sha256 <TAB> canonical boxes`` lines, sorted: what training sees, nothing else.
+
+    The taxonomy is part of it (class ids mean nothing without their names): a taxonomy
+    other than the default adds a first line ``classes <TAB> ["scratch","dent"]``, so
+    changing ``TAGQA_DEFECT_CLASSES`` cuts a new dataset version. The default taxonomy adds
+    no line, so versions made before the taxonomy was a setting keep their names.
+    """
     digest = hashlib.sha256()
+    if tuple(class_names) != DEFAULT_CLASS_NAMES:
+        digest.update(f"classes\t{json.dumps(list(class_names), separators=(',', ':'))}\n".encode())
     for sha, boxes in sorted(zip(frame["sha256"], frame["annotations"])):
         digest.update(f"{sha}\t{canonical_annotations(boxes)}\n".encode())
     return digest.hexdigest()
@@ -170,8 +181,8 @@ class LabelStore(ABC):
         return latest_records(self.records())
 
     def snapshot(self) -> LabelSnapshot:
-        """The approved set with its content hash (see ``LabelSnapshot``)."""
-        return snapshot_of(self.records())
+        """The approved set with its content hash under the project's taxonomy (see ``LabelSnapshot``)."""
+        return snapshot_of(self.records(), defect_classes())
 
     def labeled_keys(self) -> set[str]:
         """Raw keys and image hashes that have a label decision (approved or rejected)."""

@@ -21,10 +21,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tagqa_assets.contracts.labels import CLASS_NAMES, Annotation, LabelRecord
+from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.labeling.imports.box_checks import UNANNOTATED
 from tagqa_assets.labeling.imports.format_groundtruth import PRELABEL_ATTRIBUTE, VERDICTS, VERIFICATION_TYPE, parse_groundtruth
+from tagqa_assets.settings import defect_classes
 
 LABEL_ATTRIBUTE = "category"
 VERIFICATION_ATTRIBUTE = "verified"
@@ -37,7 +38,7 @@ def _json_lines(items: list[dict[str, Any]]) -> bytes:
 
 
 def _class_map() -> dict[str, str]:
-    return {str(index): name for index, name in enumerate(CLASS_NAMES)}
+    return {str(index): name for index, name in enumerate(defect_classes())}
 
 
 def input_manifest(images: list[ImageRef], uris: dict[str, str], suggestions: dict[str, list[Annotation]] | None, *, when: datetime) -> bytes:
@@ -63,8 +64,9 @@ def input_manifest(images: list[ImageRef], uris: dict[str, str], suggestions: di
 
 
 def label_categories() -> dict[str, Any]:
-    """The labeling job's label category configuration: one label per class, in class-id order."""
-    return {"document-version": "2018-11-28", "labels": [{"label": name} for name in CLASS_NAMES]}
+    """The labeling job's label category configuration: one label per class of the taxonomy
+    (``TAGQA_DEFECT_CLASSES``), in class-id order."""
+    return {"document-version": "2018-11-28", "labels": [{"label": name} for name in defect_classes()]}
 
 
 def verification_categories() -> dict[str, Any]:
@@ -75,7 +77,7 @@ def verification_categories() -> dict[str, Any]:
 def template(name: str) -> bytes:
     """A worker task template (``bounding-box`` or ``verification``) with tagqa's class names filled in."""
     text = (_TEMPLATES / f"groundtruth-{name}.liquid.html").read_text()
-    return text.replace(_CLASS_NAMES_MARK, json.dumps(list(CLASS_NAMES)).replace('"', "&quot;")).encode()
+    return text.replace(_CLASS_NAMES_MARK, json.dumps(list(defect_classes())).replace('"', "&quot;")).encode()
 
 
 def labeled_lines(data: bytes) -> tuple[bytes, int]:

@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any
 from xml.sax.saxutils import quoteattr
 
-from tagqa_assets.contracts.labels import CLASS_NAMES, Annotation
+from tagqa_assets.contracts.labels import Annotation
 from tagqa_assets.labeling.imports.box_checks import RowRejected
 from tagqa_assets.labeling.imports.format_labelstudio import REJECT_CHOICE, result_boxes
+from tagqa_assets.settings import defect_classes
 
 IMAGE_NAME = "image"  # the <Image> tag; tasks carry the image URL in data["image"]
 BOXES_NAME = "label"  # the <RectangleLabels> control
@@ -24,13 +25,15 @@ _DECIMALS = 3  # 1/1000 px: the precision the label store compares boxes at
 _COLORS = ("#e5484d", "#3e63dd", "#30a46c", "#f76b15")
 
 
-def labeling_config(class_names: tuple[str, ...] = CLASS_NAMES) -> str:
-    """The project's labeling config: one rectangle label per class, plus a 'reject' choice."""
+def labeling_config(class_names: tuple[str, ...] | None = None) -> str:
+    """The project's labeling config: one rectangle label per class of the taxonomy (default
+    ``TAGQA_DEFECT_CLASSES``), plus a 'reject' choice."""
+    class_names = class_names or defect_classes()
     labels = "\n".join(
         f"    <Label value={quoteattr(name)} background={quoteattr(_COLORS[i % len(_COLORS)])}/>" for i, name in enumerate(class_names)
     )
     return f"""<View>
-  <Header value="Draw a box around every scratch. No scratch: submit without a box."/>
+  <Header value="Draw a box around every defect ({', '.join(class_names)}). No defect: submit without a box."/>
   <Image name="{IMAGE_NAME}" value="${IMAGE_NAME}" zoom="true" zoomControl="true"/>
   <RectangleLabels name="{BOXES_NAME}" toName="{IMAGE_NAME}" strokeWidth="2">
 {labels}
@@ -53,7 +56,7 @@ def box_control(parsed: dict[str, Any], *, project: str) -> tuple[str, str]:
     if not controls:
         raise ValueError(f"Label Studio project {project} has no <RectangleLabels> control on an image; choose another project_title")
     name, control = next(((n, c) for n, c in controls if n == BOXES_NAME), controls[0])
-    missing = [cls for cls in CLASS_NAMES if cls not in (control.get("labels") or [])]
+    missing = [cls for cls in defect_classes() if cls not in (control.get("labels") or [])]
     if missing:
         raise ValueError(f"Label Studio project {project}: <RectangleLabels name={name!r}> lacks classes {missing}")
     return name, str(control["to_name"][0])
@@ -61,8 +64,9 @@ def box_control(parsed: dict[str, Any], *, project: str) -> tuple[str, str]:
 
 def to_prediction_result(annotation: Annotation, width: int, height: int, *, from_name: str = BOXES_NAME, to_name: str = IMAGE_NAME) -> dict[str, Any]:
     """One pixel box as a Label Studio ``rectanglelabels`` result (percentages of ``width`` x ``height``)."""
-    if not 0 <= annotation.class_id < len(CLASS_NAMES):
-        raise ValueError(f"class id {annotation.class_id} is not one of {list(range(len(CLASS_NAMES)))}")
+    class_names = defect_classes()
+    if not 0 <= annotation.class_id < len(class_names):
+        raise ValueError(f"class id {annotation.class_id} is not one of {list(range(len(class_names)))}")
     return {
         "from_name": from_name,
         "to_name": to_name,
@@ -76,7 +80,7 @@ def to_prediction_result(annotation: Annotation, width: int, height: int, *, fro
             "width": annotation.width / width * 100.0,
             "height": annotation.height / height * 100.0,
             "rotation": 0,
-            "rectanglelabels": [CLASS_NAMES[annotation.class_id]],
+            "rectanglelabels": [class_names[annotation.class_id]],
         },
     }
 
