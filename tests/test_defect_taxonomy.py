@@ -120,3 +120,20 @@ def test_labels_outside_the_taxonomy_never_reach_a_version(local_store, monkeypa
     snapshot = labels.snapshot()
     with pytest.raises(ValueError, match="outside the taxonomy"):
         build_dataset_version(local_store, snapshot, dataset_version_name(1, snapshot.snapshot_id))
+
+
+def test_evaluation_reports_ap_per_class_and_map_over_classes():
+    import numpy as np
+
+    from tagqa_assets.training.detections import ImageDetections, LabeledImage
+    from tagqa_assets.training.evaluation import evaluate
+
+    truth = np.array([[10, 10, 40, 40], [60, 10, 90, 40]], dtype=np.float32)
+    image = LabeledImage("a.jpg", b"", np.zeros((50, 100, 3), np.uint8), truth, np.array([0, 1]))
+    # The scratch is found exactly; the dent is missed (a box of the wrong class on it).
+    found = ImageDetections(truth.copy(), np.array([0.9, 0.8], np.float32), np.array([0, 0]))
+    metrics = evaluate([image], [found])
+    # A perfect class scores 0.995, as in Ultralytics (101-point trapezoid under the envelope).
+    assert metrics.per_class == {"0": {"ap50": 0.995, "ap50_95": 0.995, "instances": 1}, "1": {"ap50": 0.0, "ap50_95": 0.0, "instances": 1}}
+    assert metrics.map50_95 == pytest.approx(0.4975) and metrics.map50 == pytest.approx(0.4975)  # the gate's mAP: mean over classes
+    assert metrics.per_class_named(("scratch", "dent")) == {"scratch": metrics.per_class["0"], "dent": metrics.per_class["1"]}
