@@ -39,6 +39,8 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
 	cp deploy/dagster/local/dagster.yaml $@
 
 ## demo: write a small synthetic demo set into the store, only when raw/ is empty
+# The local demo runs the multi-class path: two defect kinds, unless the user chose a taxonomy.
+demo run: export TAGQA_DEFECT_CLASSES ?= scratch,dent
 demo: setup
 	$(BIN)/tagqa demo --count 40 --if-empty
 
