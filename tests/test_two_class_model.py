@@ -6,6 +6,7 @@ import json
 
 import dagster as dg
 import numpy as np
+import pytest
 import yaml
 
 from edge_runtime.detector import Detector, Thresholds
@@ -17,6 +18,7 @@ from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.storage import LocalObjectStore
 
 CLASSES = ("scratch", "dent")
+pytestmark = pytest.mark.slow  # trains a model
 
 
 def test_two_class_model_trains_evaluates_per_class_and_the_device_names_both(tmp_path, monkeypatch):
