@@ -46,7 +46,8 @@ def parse_coco(data: bytes, name: str, *, event_time: float, images_root: Path |
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as exc:
         parsed.rejects.append(Reject(0, name, UNPARSEABLE, f"not a COCO detection file: {exc!r}"))
         return parsed
-    date_created = (document.get("info") or {}).get("date_created") if isinstance(document.get("info"), dict) else None
+    info = document.get("info")
+    date_created = info.get("date_created") if isinstance(info, dict) else None
     when: float | RowRejected
     try:
         when = coco_time(date_created) if date_created not in (None, "") else event_time
