@@ -42,6 +42,10 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
 	cp deploy/dagster/local/dagster.yaml $@
 
 ## demo: write a small synthetic demo set into the store, only when raw/ is empty
+# The local demo runs the multi-class path: two defect kinds, unless the user chose a taxonomy
+# (in the shell or in tagqa.env: the shell's value wins, as everywhere).
+DEMO_DEFECT_CLASSES := scratch,dent
+demo run: export TAGQA_DEFECT_CLASSES ?= $(or $(shell sed -n 's/^TAGQA_DEFECT_CLASSES=//p' tagqa.env 2>/dev/null | tail -n 1),$(DEMO_DEFECT_CLASSES))
 demo: setup
 	$(BIN)/tagqa demo --count 40 --if-empty
 

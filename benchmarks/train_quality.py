@@ -36,8 +36,8 @@ def build_real_version(store, dataset: Path) -> str:
     from tagqa_assets.datasets.build import build_dataset_version
     from tagqa_assets.ingestion.ingest import ingest_keys
     from tagqa_assets.ingestion.writers import upload_folder
-    from tagqa_assets.labeling.importers import parse_labels_csv
-    from tagqa_assets.labeling.label_import import import_parsed
+    from tagqa_assets.labeling.imports.rows import parse_labels_csv
+    from tagqa_assets.labeling.imports.pipeline import import_parsed
     from tagqa_assets.labeling.label_store import LocalLabelStore
 
     upload = upload_folder(store, dataset / "images", source="import")

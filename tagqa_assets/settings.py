@@ -26,6 +26,8 @@ from typing import Any
 import dagster as dg
 from dotenv import dotenv_values
 
+from tagqa_assets.contracts.labels import DEFAULT_CLASS_NAMES, parse_class_names
+
 SETTINGS_FILE = "tagqa.env"
 SETTINGS_FILE_VARIABLE = "TAGQA_SETTINGS_FILE"
 # What load_settings exported from the file ({name: value} JSON), so a later load in this process
@@ -53,6 +55,7 @@ class Settings:
 
     labeling_backend: str = _setting("TAGQA_LABELING_BACKEND", "inbox", "Who labels: inbox (label files dropped in the store) | labelstudio | groundtruth.", group="Labeling (docs/labeling.md)")
     label_store: str = _setting("TAGQA_LABEL_STORE", "local", "Where label records live: local (Parquet in the store) | featurestore (SageMaker Feature Store).", group="Labeling (docs/labeling.md)")
+    defect_classes: str = _setting("TAGQA_DEFECT_CLASSES", "scratch", "Defect taxonomy: ordered, comma-separated class names (class id = position); add new classes at the end only. make demo/run use scratch,dent unless set.", group="Labeling (docs/labeling.md)")
     label_studio_url: str = _setting("LABEL_STUDIO_URL", "http://127.0.0.1:8080", "Label Studio the labelstudio backend talks to.", group="Labeling (docs/labeling.md)")
     label_studio_api_token: str = _setting("LABEL_STUDIO_API_TOKEN", "tagqa-local-labelstudio-token", "API token of the local Label Studio admin (make labelstudio creates it; 127.0.0.1 only).", group="Labeling (docs/labeling.md)", secret=True)
     label_studio_username: str = _setting("LABEL_STUDIO_USERNAME", "admin@tagqa.local", "Admin that make labelstudio creates on first start (an e-mail address).", group="Labeling (docs/labeling.md)")
@@ -292,3 +295,11 @@ def migrate_dotenv(cwd: Path) -> list[str]:
     report.append(f"dropped {len(ours) - len(moved)} default value(s); old file kept as {backup}")
     report.append(f"{dotenv} keeps {len(rest)} other line(s)" if rest else f"removed {dotenv}")
     return report
+
+
+def defect_classes(settings: Settings | None = None) -> tuple[str, ...]:
+    """The project's defect taxonomy: ``TAGQA_DEFECT_CLASSES`` (ordered, comma-separated; class
+    id = position), default ``scratch``. Read when called (``load_settings`` when no settings are
+    given), never at import time; raises ``ValueError`` naming the variable when it is malformed."""
+    text = (load_settings() if settings is None else settings).defect_classes
+    return parse_class_names(text) if text.strip() else DEFAULT_CLASS_NAMES

@@ -41,7 +41,7 @@ TEST_RATIOS = {"train": 0.6, "val": 0.2, "test": 0.2}
 CHAIN = [trained_model, onnx_model, onnx_parity, model_evaluation, promotion_gate, beats_champion, registered_model]
 
 
-def pick_tags(count: int, *, seed: int, ratios: dict[str, float]) -> list:
+def pick_tags(count: int, *, seed: int, ratios: dict[str, float], defects: tuple[str, ...] = ("scratch",)) -> list:
     """``count`` synthetic tags, at least a fifth of them (>= 2) in each split with a positive ratio.
 
     Splits follow the content hash, so a small random set can leave a split empty by chance;
@@ -50,7 +50,7 @@ def pick_tags(count: int, *, seed: int, ratios: dict[str, float]) -> list:
     per_split = {split: max(2, count // 5) for split, ratio in ratios.items() if ratio > 0 and split != "train"}
     per_split["train"] = count - sum(per_split.values())
     chosen, taken = [], dict.fromkeys(per_split, 0)
-    for tag in generate_tags(count * 6, seed=seed, prefix=f"t{seed}"):
+    for tag in generate_tags(count * 6, seed=seed, prefix=f"t{seed}", defects=defects):
         split = split_for(hashlib.sha256(tag.jpeg).hexdigest(), ratios)
         if taken.get(split, 0) < per_split.get(split, 0):
             taken[split] += 1
@@ -59,11 +59,13 @@ def pick_tags(count: int, *, seed: int, ratios: dict[str, float]) -> list:
     return chosen
 
 
-def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str, float] | None = None) -> str:
-    """Add ``count`` labeled synthetic images to the store and commit the next dataset version."""
+def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str, float] | None = None,
+                  defects: tuple[str, ...] = ("scratch",)) -> str:
+    """Add ``count`` labeled synthetic images (with the ``defects`` kinds; the taxonomy in
+    ``TAGQA_DEFECT_CLASSES`` must list them) to the store and commit the next dataset version."""
     ratios = ratios or TEST_RATIOS
     keys, records = [], []
-    for tag in pick_tags(count, seed=seed, ratios=ratios):
+    for tag in pick_tags(count, seed=seed, ratios=ratios, defects=defects):
         now = datetime.now(timezone.utc)
         key = raw_key("camera-test", f"{now:%H%M%S%f}-{tag.name}", now)
         store.put_bytes(key, tag.jpeg)

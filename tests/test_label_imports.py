@@ -13,11 +13,11 @@ from tagqa_assets.cli import main
 from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.writers import write_demo_set
-from tagqa_assets.labeling.box_checks import RowRejected, check_boxes
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX, retry_unmatched
-from tagqa_assets.labeling.label_sources import import_inbox_object, import_path, inbox_keys
+from tagqa_assets.labeling.imports.box_checks import RowRejected, check_boxes
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX, retry_unmatched
+from tagqa_assets.labeling.imports.sources import import_inbox_object, import_path, inbox_keys
 from tagqa_assets.labeling.label_store import LocalLabelStore, latest_records
-from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.imports.matching import RawImageIndex
 
 W, H = 64, 48  # size of the fixture images
 
@@ -336,3 +336,76 @@ def test_cli_import_and_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     status = capsys.readouterr().out
     assert "1 image(s) labeled" in status and "unlabeled images (no label, no open job): 1" in status
     assert main(["labels", "import", str(tmp_path / "missing.csv")]) == 2
+
+
+@pytest.mark.parametrize(
+    ("verdict", "meta", "expected"),
+    [
+        (0, {}, APPROVED),  # the reference pipeline: class 0 approves
+        (2, {}, REJECTED),
+        (1, {"class-name": "approve"}, APPROVED),  # the name wins over the id
+        (0, {"class-name": "Reject"}, REJECTED),
+        (1, {"class-map": {"0": "reject", "1": "approve"}}, APPROVED),  # a verification job whose class 0 rejects
+        (0, {"class-name": "The boxes are right: every scratch has one tight box"}, APPROVED),
+        (2, {"class-name": "The image is unusable (blurred, cut off, not a tag)"}, REJECTED),
+        ("yes please", {}, "invalid_value"),  # neither an id nor a name
+        (0, {"class-name": "maybe"}, "invalid_value"),
+        (5, {"class-map": {"0": "approve", "1": "reject"}}, "invalid_value"),  # not in the class map
+    ],
+)
+def test_groundtruth_verdicts_follow_the_class_map(local_store, tmp_path: Path, verdict, meta, expected):
+    _ingest(local_store, {"raw/camera-1/2026/11/25/v.jpg": encoded_image(shade=90)})
+    item = {
+        "source-ref": "s3://gt-bucket/images/v.jpg",
+        "category": {"image_size": [{"width": W, "height": H, "depth": 3}], "annotations": []},
+        "category-metadata": {"creation-date": "2022-07-07T12:00:00.1", "job-name": "labeling-job/gt-1", "class-map": {"0": "scratch"}},
+        "verified": verdict,
+        "verified-metadata": {"creation-date": "2022-07-08T09:00:00Z", "type": "groundtruth/label-verification", **meta},
+    }
+    manifest = tmp_path / "verified.manifest"
+    manifest.write_text(json.dumps(item) + "\n")
+    labels = LocalLabelStore(local_store)
+    report = import_path(local_store, labels, manifest)
+    if expected in (APPROVED, REJECTED):
+        assert report.imported == 1 and labels.latest()["status"].tolist() == [expected]
+    else:
+        assert report.imported == 0 and report.reasons() == {expected: 1} and "verdict" in report.rejects[0].detail
+
+
+@pytest.mark.parametrize(
+    ("date_created", "expected"),
+    [
+        ("2024-05-01T10:00:00", "2024-05-01T10:00:00Z"),  # naive = UTC, never local time
+        ("2024-05-01T10:00:00.250", "2024-05-01T10:00:00.250Z"),  # fractional seconds
+        ("2024-05-01 10:00:00.123456", "2024-05-01T10:00:00.123456Z"),
+        ("2024-05-01T12:00:00+02:00", "2024-05-01T10:00:00Z"),
+        ("2024-05-01T10:00:00Z", "2024-05-01T10:00:00Z"),
+        ("2017/09/01", "2017-09-01T00:00:00Z"),  # COCO's own style
+        ("2024-05-01", "2024-05-01T00:00:00Z"),
+    ],
+)
+def test_coco_date_created_is_iso_8601_and_naive_means_utc(local_store, tmp_path: Path, monkeypatch, date_created, expected):
+    monkeypatch.setenv("TZ", "America/New_York")  # a machine in another zone reads the same instant
+    import time as _time
+
+    _time.tzset()
+    try:
+        _ingest(local_store, {"raw/camera-2/2026/11/25/d.jpg": encoded_image(shade=71)})
+        document = {"info": {"date_created": date_created}, "images": [{"id": 1, "file_name": "d.jpg", "width": W, "height": H}], "annotations": [], "categories": []}
+        path = tmp_path / "instances.json"
+        path.write_text(json.dumps(document))
+        labels = LocalLabelStore(local_store)
+        assert import_path(local_store, labels, path).imported == 1
+        assert labels.latest()["event_time"].tolist() == [pd.Timestamp(expected).timestamp()]
+    finally:
+        monkeypatch.delenv("TZ")
+        _time.tzset()
+
+
+def test_coco_unreadable_date_rejects_the_rows_with_a_reason(local_store, tmp_path: Path):
+    _ingest(local_store, {"raw/camera-2/2026/11/25/e.jpg": encoded_image(shade=72)})
+    document = {"info": {"date_created": "first of May"}, "images": [{"id": 1, "file_name": "e.jpg", "width": W, "height": H}], "annotations": []}
+    path = tmp_path / "instances.json"
+    path.write_text(json.dumps(document))
+    report = import_path(local_store, LocalLabelStore(local_store), path)
+    assert report.reasons() == {"invalid_value": 1} and "date_created" in report.rejects[0].detail

@@ -13,7 +13,7 @@ from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.ingestion.assets import raw_images
 from tagqa_assets.ingestion.writers import upload_folder
 from tagqa_assets.labeling.assets import label_store, unlabeled_images
-from tagqa_assets.labeling.label_sources import import_path
+from tagqa_assets.labeling.imports.sources import import_path
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource

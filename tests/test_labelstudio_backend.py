@@ -9,6 +9,7 @@ conversions are also tested as pure functions.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -26,7 +27,8 @@ from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.backends.base import COMPLETED, FAILED, OPEN, ImageRef
 from tagqa_assets.labeling.backends.labelstudio import LabelStudioBackend
 from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, LabelStudioError, is_personal_access_token
-from tagqa_assets.labeling.backends.labelstudio_boxes import is_rejected, rotated_box_bounds, to_annotations, to_prediction_result
+from tagqa_assets.labeling.backends.labelstudio_boxes import to_annotations, to_prediction_result
+from tagqa_assets.labeling.imports.format_labelstudio import is_rejected, rotated_box_bounds
 from conftest import REPO, free_port
 
 LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"
@@ -310,3 +312,71 @@ def test_reject_choice_and_rotated_bounds():
     assert not is_rejected([{"from_name": "label", "type": "rectanglelabels", "value": {"rectanglelabels": ["scratch"]}}])
     x1, y1, x2, y2 = rotated_box_bounds(0, 0, 10, 10, 45)
     assert (round(x1, 6), round(y1, 6), round(x2, 6), round(y2, 6)) == (round(-(10 / 2**0.5), 6), 0.0, round(10 / 2**0.5, 6), round(20 / 2**0.5, 6))
+
+
+FOREIGN_CONFIG = """<View>
+  <Image name="img" value="$image"/>
+  <RectangleLabels name="bbox" toName="img">
+    <Label value="scratch"/>
+  </RectangleLabels>
+</View>"""
+
+
+def test_a_foreign_project_and_its_exports_read_like_the_backend(label_studio, real_dataset, local_store, tmp_path):
+    """A project whose box control is not called 'label', real tag images, and Label Studio's own
+    JSON and JSON-MIN exports of it imported as files: the same boxes as the live backend."""
+    from tagqa_assets.ingestion.catalog import RawImageCatalog
+    from tagqa_assets.ingestion.ingest import ingest_keys
+    from tagqa_assets.labeling.imports.pipeline import import_parsed, records_as_rows
+    from tagqa_assets.labeling.imports.sources import import_path
+    from tagqa_assets.labeling.label_store import LocalLabelStore, latest_records
+
+    files = sorted((real_dataset / "images" / "bad").glob("*.jpg"))[:3]
+    keys = []
+    for path in files:
+        key = f"raw/camera-1/2024/05/04/{path.name}"
+        local_store.put_bytes(key, path.read_bytes())
+        keys.append(key)
+    ingest_keys(local_store, keys, run_id="ls-foreign")
+    images = [ImageRef(r.key, r.sha256, int(r.width), int(r.height), local_store.uri_for(r.key)) for r in RawImageCatalog(local_store).images().itertuples()]
+    client = LabelStudioClient(label_studio.url, label_studio.token)
+    project = client.request("POST", "/api/projects", json={"title": "foreign boxes", "label_config": FOREIGN_CONFIG})["id"]
+    backend = LabelStudioBackend(url=label_studio.url, api_token=label_studio.token, store=local_store, project_title="foreign boxes")
+    job = backend.create_job(images, job_id="lj-foreign-config", pre_annotations={images[0].key: [Annotation(0, 10, 20, 30, 40)]})
+    assert job.detail["project_id"] == project
+    task = client.request("GET", f"/api/tasks/{job.detail['task_ids'][images[0].key]}")
+    assert task["predictions"][0]["result"][0]["from_name"] == "bbox"  # suggestions use the project's control
+
+    boxes = {images[0].key: [(81.2, 123.4, 82.5, 97.25)], images[1].key: [(180, 119, 72, 70), (286, 79, 52, 82)], images[2].key: []}
+    for image in images:
+        result = []
+        for left, top, width, height in boxes[image.key]:
+            item = _box(left, top, width, height, w=image.width, h=image.height)
+            result.append({**item, "from_name": "bbox", "to_name": "img"})
+        client.request("POST", f"/api/tasks/{job.detail['task_ids'][image.key]}/annotations", json={"result": result})
+    records = backend.fetch_results(job)
+    assert {r.source_ref: [(a.left, a.top, a.width, a.height) for a in r.annotations] for r in records} == {
+        key: [tuple(float(v) for v in box) for box in value] for key, value in boxes.items()
+    }
+    labels = LocalLabelStore(local_store)
+    assert import_parsed(local_store, labels, records_as_rows(records), source="backend").imported == 3
+
+    # Label Studio's own JSON export, imported as a file: the very same records (already stored).
+    export = tmp_path / "export.json"
+    export.write_bytes(json.dumps(client.request("GET", f"/api/projects/{project}/export", params={"exportType": "JSON"})).encode())
+    report = import_path(local_store, labels, export)
+    assert (report.format, report.rows, report.already_in_store, report.rejects) == ("labelstudio", 3, 3, [])
+    assert report.matched_by == {"content_hash": 3}
+
+    # Its JSON-MIN export, into a fresh label store: the same boxes within 0.5 px.
+    minimal = tmp_path / "export-min.json"
+    minimal.write_bytes(json.dumps(client.request("GET", f"/api/projects/{project}/export", params={"exportType": "JSON_MIN"})).encode())
+    other = LocalLabelStore(local_store, prefix="labels/other/")
+    report = import_path(local_store, other, minimal)
+    assert (report.format, report.rows, report.imported, report.rejects) == ("labelstudio", 3, 3, [])
+    got = {row.source_ref: json.loads(row.annotations) for row in latest_records(other.records()).itertuples()}
+    for key, expected in boxes.items():
+        found = sorted((a["left"], a["top"], a["width"], a["height"]) for a in got[key])
+        assert len(found) == len(expected)
+        for f, e in zip(found, sorted(expected)):
+            assert all(abs(x - y) <= 0.5 for x, y in zip(f, e)), (f, e)

@@ -15,7 +15,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 LABEL_RECORD_VERSION = 1
-CLASS_NAMES: tuple[str, ...] = ("scratch",)
+# The defect taxonomy: class id = position. The project's own comes from TAGQA_DEFECT_CLASSES
+# (``tagqa_assets.settings.defect_classes``); this is the reference pipeline's, the default.
+DEFAULT_CLASS_NAMES: tuple[str, ...] = ("scratch",)
 
 APPROVED = "APPROVED"
 REJECTED = "REJECTED"
@@ -32,6 +34,21 @@ LABEL_RECORD_COLUMNS = (
     "labeling_job",
     "status",
 )
+
+
+def parse_class_names(text: str, *, source: str = "TAGQA_DEFECT_CLASSES") -> tuple[str, ...]:
+    """An ordered, comma-separated list of defect class names as a tuple (class id = position).
+
+    Names are stripped; raises ``ValueError`` naming ``source`` for an empty list, an empty
+    name or a name given twice.
+    """
+    names = tuple(name.strip() for name in text.split(","))
+    if not text.strip() or any(not name for name in names):
+        raise ValueError(f"{source}={text!r}: expected comma-separated class names such as 'scratch,dent'")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{source}={text!r}: class names {repeated} appear more than once")
+    return names
 
 
 @dataclass(frozen=True)

@@ -31,10 +31,16 @@ from tagqa_assets.contracts.datasets import (
     parse_dataset_version,
 )
 from tagqa_assets.contracts.keys import dataset_prefix
-from tagqa_assets.contracts.labels import CLASS_NAMES
 from tagqa_assets.datasets.split import DEFAULT_RATIOS, assign_splits, check_ratios
 from tagqa_assets.datasets.versions import DatasetVersionStore, data_yaml_text
-from tagqa_assets.datasets.yolo_export import annotations_from_json, manifest_boxes, yolo_image_path, yolo_label_path, yolo_label_text
+from tagqa_assets.datasets.yolo_export import (
+    annotations_from_json,
+    manifest_boxes,
+    upright_image_bytes,
+    yolo_image_path,
+    yolo_label_path,
+    yolo_label_text,
+)
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.labeling.label_store import LabelSnapshot
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
@@ -57,6 +63,20 @@ class BuildResult:
     record: DatasetRecord
     stats: dict
     manifest: pd.DataFrame
+
+
+def check_taxonomy(parent_classes: tuple[str, ...], class_names: tuple[str, ...], *, version: str, parent: str) -> None:
+    """Raise ``ValueError`` unless the parent version's classes are the first classes of ``class_names``.
+
+    Label records store class ids; a taxonomy may therefore only grow at its end (``scratch``
+    -> ``scratch,dent``). Reordering or removing a class would silently give old labels other
+    names in the new version.
+    """
+    if tuple(class_names[: len(parent_classes)]) != tuple(parent_classes):
+        raise ValueError(
+            f"{version}: the taxonomy {list(class_names)} does not extend {parent}'s {list(parent_classes)}; "
+            "TAGQA_DEFECT_CLASSES may only add classes at its end (stored labels keep their class ids)"
+        )
 
 
 def parent_of(versions: DatasetVersionStore, version: str) -> str | None:
@@ -89,20 +109,23 @@ def diff_manifests(current: pd.DataFrame, parent: pd.DataFrame | None) -> dict:
     }
 
 
-def _manifest(snapshot: LabelSnapshot, store: ObjectStore, splits: Mapping[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str]]]:
+def _manifest(snapshot: LabelSnapshot, store: ObjectStore, splits: Mapping[str, str]) -> tuple[pd.DataFrame, list[tuple[str, str, str, int, str]]]:
     images = RawImageCatalog(store).images()
-    by_sha = dict(zip(images["sha256"], zip(images["key"], images["format"])))
+    by_sha = dict(zip(images["sha256"], zip(images["key"], images["format"], images["orientation"])))
     missing = [key for key, sha in zip(snapshot.frame["image_key"], snapshot.frame["sha256"]) if sha not in by_sha]
     if missing:
         raise ValueError(f"{len(missing)} labeled image(s) are not in the raw-image inventory of {store.uri}, e.g. {missing[:5]}")
     rows, writes = [], []
     for item in snapshot.frame.itertuples(index=False):
-        raw_key, image_format = by_sha[item.sha256]
+        raw_key, image_format, orientation = by_sha[item.sha256]
         split = splits[item.sha256]
         annotations = annotations_from_json(item.annotations)
+        unknown = sorted({a.class_id for a in annotations if not 0 <= a.class_id < len(snapshot.class_names)})
+        if unknown:
+            raise ValueError(f"labels of {item.image_key} use class ids {unknown}, outside the taxonomy {list(snapshot.class_names)}")
         image_path = yolo_image_path(split, item.sha256, image_format)
         label = yolo_label_text(annotations, int(item.width), int(item.height))
-        writes.append((raw_key, image_path, label))
+        writes.append((raw_key, image_path, label, int(orientation), image_format))
         rows.append((raw_key, item.sha256, split, int(item.width), int(item.height), manifest_boxes(annotations), float(item.event_time), item.labeling_job, image_path))
     manifest = pd.DataFrame(rows, columns=list(MANIFEST_COLUMNS))
     stems = manifest["yolo_image"].str.rsplit("/", n=1).str[-1]
@@ -146,6 +169,9 @@ def build_dataset_version(
     if versions.is_committed(version):
         raise VersionExists(f"dataset version {version} is already committed in {store.uri}; versions are immutable")
     parent = parent_of(versions, version)
+    class_names = tuple(snapshot.class_names)
+    if parent:
+        check_taxonomy(versions.read(parent).class_names, class_names, version=version, parent=parent)
     parent_manifest = versions.manifest(parent) if parent else None
     inherited = dict(zip(parent_manifest["sha256"], parent_manifest["split"])) if parent_manifest is not None else {}
     splits = assign_splits(snapshot.frame["sha256"], ratios, inherited)
@@ -153,9 +179,12 @@ def build_dataset_version(
     prefix = dataset_prefix(version)
     yolo = f"{prefix}{YOLO_DIR}/"
 
-    def write(item: tuple[str, str, str]) -> None:
-        raw_key, image_path, label = item
-        store.copy(raw_key, yolo + image_path)
+    def write(item: tuple[str, str, str, int, str]) -> None:
+        raw_key, image_path, label, orientation, image_format = item
+        if orientation == 1:
+            store.copy(raw_key, yolo + image_path)
+        else:  # labels are in display pixels: write the pixels upright (yolo_export.py)
+            store.put_bytes(yolo + image_path, upright_image_bytes(store.get_bytes(raw_key), image_format))
         store.put_bytes(yolo + yolo_label_path(image_path), label.encode())
 
     threads = LOCAL_WRITE_THREADS if isinstance(store, LocalObjectStore) else S3_WRITE_THREADS
@@ -170,13 +199,13 @@ def build_dataset_version(
     stats = _stats(manifest, version, parent, diff, snapshot, ratios)
     store.put_json(prefix + STATS_FILE, stats)
     present = {s: bool(stats["counts"][s]) for s in SPLITS}
-    store.put_bytes(yolo + "data.yaml", data_yaml_text(".", present, CLASS_NAMES).encode())
+    store.put_bytes(yolo + "data.yaml", data_yaml_text(".", present, class_names).encode())
     record = DatasetRecord(
         version=version,
         parent=parent,
         created_at=created_at or datetime.now(timezone.utc).isoformat(),
         label_snapshot_id=snapshot.snapshot_id,
-        class_names=CLASS_NAMES,
+        class_names=class_names,
         split_ratios=ratios,
         counts=stats["counts"],
         box_counts=stats["box_counts"],

@@ -17,6 +17,7 @@ import pandas as pd
 
 from tagqa_assets.contracts.datasets import dataset_version_name, parse_dataset_version
 from tagqa_assets.contracts.keys import DATASETS_PREFIX
+from tagqa_assets.contracts.labels import DEFAULT_CLASS_NAMES
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.labeling.label_store import LabelSnapshot, snapshot_hash
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
@@ -39,6 +40,7 @@ def save_pending(store: ObjectStore, version: str, snapshot: LabelSnapshot, *, l
         {
             "version": version,
             "snapshot_id": snapshot.snapshot_id,
+            "class_names": list(snapshot.class_names),
             "images": snapshot.images,
             "label_revision": label_revision,
             "requested_at": datetime.now(timezone.utc).isoformat(),
@@ -57,12 +59,13 @@ def load_pending(store: ObjectStore, version: str) -> LabelSnapshot | None:
     except ObjectNotFound:
         return None
     frame = pd.read_parquet(io.BytesIO(store.get_bytes(_prefix(version) + "snapshot.parquet")))
-    actual = snapshot_hash(frame)
+    class_names = tuple(request.get("class_names") or DEFAULT_CLASS_NAMES)
+    actual = snapshot_hash(frame, class_names)
     if actual != request["snapshot_id"]:
         raise ValueError(f"pending snapshot of {version} hashes to {actual[:12]}, its request says {request['snapshot_id'][:12]}")
     if not actual.startswith(parse_dataset_version(version)[1]):
         raise ValueError(f"pending snapshot of {version} hashes to {actual[:8]}, which is not the id in its name")
-    return LabelSnapshot(actual, frame, rejected=0, unresolved=0)
+    return LabelSnapshot(actual, frame, rejected=0, unresolved=0, class_names=class_names)
 
 
 def pending_versions(store: ObjectStore) -> list[str]:

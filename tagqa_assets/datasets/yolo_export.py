@@ -1,8 +1,18 @@
-"""Ultralytics YOLO export of one dataset version: file names and label lines."""
+"""Ultralytics YOLO export of one dataset version: file names, label lines, upright pixels.
+
+Labels are in display pixels (EXIF orientation applied, docs/interfaces.md). An image
+stored with an Orientation tag of 2-8 is exported with its pixels turned upright and the
+tag removed (``upright_image_bytes``), so every reader of the dataset, whether it honours
+EXIF or not, sees the pixels the label fractions refer to. Images stored upright are copied
+byte for byte.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+
+from PIL import Image, ImageOps
 
 from tagqa_assets.contracts.labels import Annotation
 
@@ -47,3 +57,24 @@ def manifest_boxes(annotations: list[Annotation]) -> str:
 def annotations_from_json(text: str) -> list[Annotation]:
     """Annotations stored as a JSON list of ``{class_id, left, top, width, height}``."""
     return [Annotation.from_dict(item) for item in json.loads(text)]
+
+
+def upright_image_bytes(data: bytes, image_format: str) -> bytes:
+    """``data`` re-encoded with its EXIF orientation applied to the pixels and the tag dropped.
+
+    JPEG and WebP are written at quality 95 (one more generation; lossless formats stay
+    lossless), in the same format so the export's file name still fits. Raises ``ValueError``
+    naming the format when Pillow cannot write it.
+    """
+    with Image.open(io.BytesIO(data)) as image:
+        upright = ImageOps.exif_transpose(image)
+        exif = upright.getexif()
+        exif.pop(0x0112, None)
+        out = io.BytesIO()
+        fmt = "JPEG" if image_format.upper() in ("JPEG", "MPO") else image_format.upper()
+        options = {"quality": 95} if fmt in ("JPEG", "WEBP") else {}
+        try:
+            upright.save(out, format=fmt, exif=exif.tobytes(), **options)
+        except (KeyError, OSError) as exc:
+            raise ValueError(f"cannot write an upright {image_format} image: {exc}") from exc
+        return out.getvalue()

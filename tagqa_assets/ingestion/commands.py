@@ -7,6 +7,8 @@ from pathlib import Path
 
 from tagqa_assets.contracts.keys import RAW_PREFIX
 from tagqa_assets.ingestion.writers import upload_folder, write_demo_set
+from tagqa_assets.contracts.labels import parse_class_names
+from tagqa_assets.settings import defect_classes
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,6 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     demo.add_argument("--source", default="camera-demo", help="raw source name (default camera-demo)")
     demo.add_argument("--no-labels", action="store_true", help="do not drop ground-truth labels into the inbox")
     demo.add_argument("--if-empty", action="store_true", help="do nothing when raw/ already holds objects")
+    demo.add_argument("--defects", default=None, help="defect kinds to draw, comma-separated (default: TAGQA_DEFECT_CLASSES; scratch and dent can be drawn)")
     demo.set_defaults(handler=_demo)
 
     upload = subparsers.add_parser("upload", help="send a folder of images into raw/<source>/<date>/")
@@ -30,8 +33,17 @@ def _demo(args: argparse.Namespace) -> int:
     if args.if_empty and next(iter(store.list_objects(RAW_PREFIX)), None) is not None:
         print(f"{store.uri}: raw/ is not empty, demo set not written")
         return 0
-    keys, inbox = write_demo_set(store, args.count, seed=args.seed, source=args.source, with_labels=not args.no_labels)
-    print(f"wrote {len(keys)} synthetic images to {store.uri_for(RAW_PREFIX + args.source)}")
+    defects = parse_class_names(args.defects, source="--defects") if args.defects else defect_classes()
+    taxonomy = defect_classes()
+    if not args.no_labels and tuple(defects) != tuple(taxonomy[: len(defects)]):
+        print(f"--defects {list(defects)} must be the first classes of the taxonomy {list(taxonomy)} (TAGQA_DEFECT_CLASSES), or the labels would be rejected")
+        return 2
+    try:
+        keys, inbox = write_demo_set(store, args.count, seed=args.seed, source=args.source, with_labels=not args.no_labels, defects=defects)
+    except ValueError as exc:
+        print(f"tagqa demo: {exc}; set --defects or TAGQA_DEFECT_CLASSES to kinds it can draw")
+        return 2
+    print(f"wrote {len(keys)} synthetic images with {', '.join(defects)} to {store.uri_for(RAW_PREFIX + args.source)}")
     if inbox:
         print(f"wrote their labels to {store.uri_for(inbox)}")
     return 0

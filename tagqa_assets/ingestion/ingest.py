@@ -141,6 +141,9 @@ def ingest_keys(
             ingested_at=datetime.now(timezone.utc).isoformat(),
             duplicate_of=duplicate_of,
             run_id=run_id,
+            stored_width=info.stored_width,
+            stored_height=info.stored_height,
+            orientation=info.orientation,
         )
         if duplicate_of is None:
             first_key_by_sha[info.sha256] = key

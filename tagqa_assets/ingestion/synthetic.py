@@ -1,8 +1,9 @@
 """Synthetic metal-tag images with exact ground truth, for demos and tests.
 
 A tag is a dark brushed-metal plate with a punched hole; a scratch is a thin bright
-polyline. The ground-truth box of a scratch is the bounding box of its stroke, so labels
-are exact by construction. The same seed gives the same images, byte for byte.
+polyline, a dent a dark dish with a bright rim on its lit side. The ground-truth box of a
+defect is the bounding box of what was drawn, so labels are exact by construction. The
+same seed (and defect list) gives the same images, byte for byte.
 """
 
 from __future__ import annotations
@@ -65,19 +66,52 @@ def _scratch(rng: random.Random, draw: ImageDraw.ImageDraw, width: int, height: 
     return Annotation(class_id=0, left=round(left, 1), top=round(top, 1), width=round(right - left, 1), height=round(bottom - top, 1))
 
 
-def generate_tags(count: int, *, seed: int = 0, prefix: str = "tag", scratch_rate: float = 0.8) -> list[SyntheticTag]:
-    """``count`` tags; about ``scratch_rate`` of them carry 1-3 scratches, the rest none."""
+def _dent(rng: random.Random, draw: ImageDraw.ImageDraw, width: int, height: int, class_id: int) -> Annotation:
+    rx, ry = rng.uniform(9, 22), rng.uniform(7, 16)
+    cx, cy = rng.uniform(90 + rx, width - 10 - rx), rng.uniform(10 + ry, height - 10 - ry)
+    dark = rng.randint(10, 30)
+    draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=(dark, dark, dark))
+    rim = rng.randint(170, 220)
+    draw.arc([cx - rx, cy - ry, cx + rx, cy + ry], start=200, end=340, fill=(rim, rim, rim), width=2)
+    left, top = max(0.0, cx - rx - 1), max(0.0, cy - ry - 1)
+    right, bottom = min(float(width), cx + rx + 1), min(float(height), cy + ry + 1)
+    return Annotation(class_id=class_id, left=round(left, 1), top=round(top, 1), width=round(right - left, 1), height=round(bottom - top, 1))
+
+
+DEFECT_KINDS = ("scratch", "dent")  # the defect names the generator can draw
+
+
+def generate_tags(
+    count: int, *, seed: int = 0, prefix: str = "tag", scratch_rate: float = 0.8, defects: tuple[str, ...] = ("scratch",)
+) -> list[SyntheticTag]:
+    """``count`` tags; about ``scratch_rate`` of them carry 1-3 defects, the rest none.
+
+    ``defects`` is the taxonomy (class id = position); each defect drawn is one of its kinds,
+    chosen at random. Raises ``ValueError`` for a kind outside ``DEFECT_KINDS``.
+    """
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
+    unknown = [name for name in defects if name not in DEFECT_KINDS]
+    if unknown or not defects:
+        raise ValueError(f"the synthetic generator draws {list(DEFECT_KINDS)}, not {unknown or 'nothing'}")
     rng = random.Random(seed)
     tags = []
     for index in range(count):
         plate = _plate(rng, WIDTH, HEIGHT)
         draw = ImageDraw.Draw(plate)
         scratches = rng.randint(1, 3) if rng.random() < scratch_rate else 0
-        annotations = tuple(_scratch(rng, draw, WIDTH, HEIGHT) for _ in range(scratches))
+        annotations = tuple(_defect(rng, draw, defects) for _ in range(scratches))
         plate = plate.filter(ImageFilter.GaussianBlur(0.6))
         buffer = io.BytesIO()
         plate.save(buffer, format="JPEG", quality=92)
         tags.append(SyntheticTag(f"{prefix}-{seed:04d}-{index:05d}.jpg", buffer.getvalue(), WIDTH, HEIGHT, annotations))
     return tags
+
+
+def _defect(rng: random.Random, draw: ImageDraw.ImageDraw, defects: tuple[str, ...]) -> Annotation:
+    # One kind only: no extra random draw, so the scratch-only set stays byte-identical.
+    class_id = 0 if len(defects) == 1 else rng.randrange(len(defects))
+    if defects[class_id] == "dent":
+        return _dent(rng, draw, WIDTH, HEIGHT, class_id)
+    box = _scratch(rng, draw, WIDTH, HEIGHT)
+    return Annotation(class_id, box.left, box.top, box.width, box.height)

@@ -1,4 +1,11 @@
-"""Decide whether bytes are an image tagqa accepts, by content, never by file extension."""
+"""Decide whether bytes are an image tagqa accepts, by content, never by file extension.
+
+Orientation rule (docs/interfaces.md, "Image orientation"): an image is what a viewer shows.
+A JPEG/TIFF/WebP/PNG whose EXIF ``Orientation`` tag (0x0112) is 2-8 stores its pixels
+mirrored or turned; its *display* size (``width`` x ``height``) is the stored size with the
+axes swapped for orientations 5-8. Labels, dataset exports, evaluation and the edge runtime
+all work in display pixels; the stored size and the orientation are recorded beside it.
+"""
 
 from __future__ import annotations
 
@@ -35,7 +42,9 @@ class InvalidImage(ValueError):
 
 @dataclass(frozen=True)
 class ImageInfo:
-    """What ingestion records about a valid image."""
+    """What ingestion records about a valid image: ``width`` x ``height`` as a viewer shows it
+    (EXIF orientation applied), ``stored_width`` x ``stored_height`` as the pixels are stored,
+    and ``orientation`` (EXIF 1-8; 1 when absent or not a valid value)."""
 
     sha256: str
     bytes: int
@@ -43,6 +52,28 @@ class ImageInfo:
     height: int
     format: str
     channels: int
+    stored_width: int
+    stored_height: int
+    orientation: int = 1
+
+
+EXIF_ORIENTATION = 0x0112
+# Orientations 5-8 turn the image by 90 or 270 degrees: display width = stored height.
+SWAPS_AXES = frozenset({5, 6, 7, 8})
+
+
+def exif_orientation(image: Image.Image) -> int:
+    """The EXIF Orientation of an open image, 1 when absent or outside 1-8 (viewers ignore those)."""
+    try:
+        value = int(image.getexif().get(EXIF_ORIENTATION, 1))
+    except (TypeError, ValueError, SyntaxError, OSError):
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
+def display_size(stored_width: int, stored_height: int, orientation: int) -> tuple[int, int]:
+    """The size a viewer shows for pixels stored as ``stored_width`` x ``stored_height``."""
+    return (stored_height, stored_width) if orientation in SWAPS_AXES else (stored_width, stored_height)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -87,11 +118,16 @@ def inspect_image(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image
             except (SyntaxError, ValueError, Image.DecompressionBombError) as exc:
                 raise InvalidImage(CORRUPT, str(exc)) from exc
             fmt = "JPEG" if image.format == "MPO" else image.format
+            orientation = exif_orientation(image)
+            shown_width, shown_height = display_size(width, height, orientation)
             return ImageInfo(
                 sha256=sha256_hex(data),
                 bytes=len(data),
-                width=width,
-                height=height,
+                width=shown_width,
+                height=shown_height,
                 format=fmt,
                 channels=len(image.getbands()),
+                stored_width=width,
+                stored_height=height,
+                orientation=orientation,
             )

@@ -59,11 +59,15 @@ def upload_folder(store: ObjectStore, folder: Path, *, source: str = "import") -
     return UploadResult(keys, refused)
 
 
-def write_demo_set(store: ObjectStore, count: int, *, seed: int = 0, source: str = "camera-demo", with_labels: bool = True) -> tuple[list[str], str | None]:
-    """Write ``count`` synthetic tags to ``raw/<source>/`` and, optionally, their exact labels
-    as label-record JSON lines into the labels inbox. Returns ``(raw_keys, inbox_key)``."""
+def write_demo_set(
+    store: ObjectStore, count: int, *, seed: int = 0, source: str = "camera-demo", with_labels: bool = True,
+    defects: tuple[str, ...] = ("scratch",),
+) -> tuple[list[str], str | None]:
+    """Write ``count`` synthetic tags with the ``defects`` kinds (class id = position) to
+    ``raw/<source>/`` and, optionally, their exact labels as label-record JSON lines into the
+    labels inbox. Returns ``(raw_keys, inbox_key)``."""
     keys, rows = [], []
-    for tag in generate_tags(count, seed=seed):
+    for tag in generate_tags(count, seed=seed, defects=defects):
         now = datetime.now(timezone.utc)
         key = raw_key(source, arrival_name(tag.name, now), now)
         store.put_bytes(key, tag.jpeg)

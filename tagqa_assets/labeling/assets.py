@@ -9,15 +9,16 @@ from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX
 from tagqa_assets.ingestion.assets import raw_images
 from tagqa_assets.labeling.backends.base import OPEN
 from tagqa_assets.labeling.jobs import JobBook
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX, ImportReport, import_parsed, records_as_rows, retry_unmatched
-from tagqa_assets.labeling.label_sources import import_inbox_object, inbox_keys
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX, ImportReport, import_parsed, records_as_rows, retry_unmatched
+from tagqa_assets.labeling.imports.sources import import_inbox_object, inbox_keys
 from tagqa_assets.labeling.label_store import snapshot_of
-from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.imports.matching import RawImageIndex
 from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.labeling.unlabeled import find_unlabeled, open_jobs_for
 from tagqa_assets.labeling.views import import_metadata, label_grid, store_summary
 from tagqa_assets.previews import Tile, grid_markdown, metadata_table
+from tagqa_assets.settings import defect_classes
 from tagqa_assets.storage import StoreResource
 
 GRID_LIMIT = 24
@@ -84,7 +85,7 @@ def label_store(
         for reject in report.rejects[:20]:
             context.log.warning(f"{report.source} line {reject.line}: {reject.reason}: {reject.detail}")
     records = label_store_.records()
-    snapshot = snapshot_of(records)
+    snapshot = snapshot_of(records, defect_classes())
     metadata = {**store_summary(records, snapshot, label_store_.name), **import_metadata(reports)}
     metadata["open_jobs"] = len(book.open_jobs())
     metadata["new_labels"] = label_grid(object_store, records, reports, limit=GRID_LIMIT)

@@ -7,7 +7,7 @@ import dagster as dg
 from tagqa_assets.contracts.labels import APPROVED
 from tagqa_assets.ingestion.catalog import RawImageCatalog
 from tagqa_assets.labeling.assets import label_store
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX
 from tagqa_assets.labeling.label_store import latest_records
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.previews import metadata_table

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from tagqa_assets.labeling.importers import FORMATS
+from tagqa_assets.labeling.imports.rows import FORMATS
 from tagqa_assets.labeling.jobs import JobBook
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
-from tagqa_assets.labeling.label_sources import import_path, inbox_keys
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX
+from tagqa_assets.labeling.imports.sources import import_path, inbox_keys
 from tagqa_assets.labeling.label_store import latest_records, snapshot_of
 from tagqa_assets.labeling.unlabeled import find_unlabeled
+from tagqa_assets.settings import defect_classes
 
 SHOWN_REJECTS = 20
 
@@ -20,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     labels = subparsers.add_parser("labels", help="import label files, show the label store")
     commands = labels.add_subparsers(dest="labels_command", required=True)
     importer = commands.add_parser("import", help="import a label file (or a YOLO folder) into the label store")
-    importer.add_argument("file", type=Path, help="labels.csv, Ground Truth manifest, label-record JSON lines, COCO JSON, or a YOLO folder")
+    importer.add_argument("file", type=Path, help="labels.csv, Ground Truth manifest, label-record JSON lines, COCO JSON, Label Studio JSON/JSON-MIN export, or a YOLO folder")
     importer.add_argument("--format", choices=FORMATS, default=None, help="default: detected from the name and content")
     importer.add_argument("--images-root", type=Path, default=None, help="folder holding the labeled image files: match them by content hash")
     importer.add_argument("--strict", action="store_true", help="exit with status 1 when any row was rejected")
@@ -54,7 +55,7 @@ def _status(args: argparse.Namespace) -> int:
     label_store = args.resources.labels.open(store)
     records = label_store.records()
     latest = latest_records(records)
-    snapshot = snapshot_of(records)
+    snapshot = snapshot_of(records, defect_classes())
     held = sum(1 for _ in store.list_objects(UNMATCHED_PREFIX))
     print(f"label store ({label_store.name}) in {store.uri}: {len(records)} record(s), {len(latest)} image(s) labeled")
     print(f"approved snapshot {snapshot.snapshot_id[:8]}: {snapshot.images} image(s), {snapshot.rejected} rejected")

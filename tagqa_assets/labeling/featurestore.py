@@ -27,10 +27,10 @@ from tagqa_assets.labeling.label_store import (
     STORED_COLUMNS,
     AppendResult,
     LabelStore,
-    ParquetParts,
     record_id,
     records_frame,
 )
+from tagqa_assets.parquet_parts import ParquetParts
 from tagqa_assets.storage import ObjectStore
 
 JOURNAL_PREFIX = f"{LABELS_PREFIX}featurestore/"
@@ -93,7 +93,7 @@ class FeatureStoreLabelStore(LabelStore):
         self.s3 = s3_client
         self.create_timeout_s = create_timeout_s
         self.poll_interval_s = poll_interval_s
-        self.journal = ParquetParts(store, JOURNAL_PREFIX)
+        self.journal = ParquetParts(store, JOURNAL_PREFIX, columns=STORED_COLUMNS, unique_by="record_id")
         self._description: dict[str, Any] | None = None
 
     def ensure_feature_group(self) -> dict[str, Any]:

@@ -73,11 +73,6 @@ class JobBook:
         ids = [info.key[len(OPEN_PREFIX) :].removesuffix(".json") for info in self.store.list_objects(OPEN_PREFIX)]
         return [job for job in (self.get(job_id) for job_id in ids) if job.state == OPEN]
 
-    def all_jobs(self) -> list[LabelingJob]:
-        """Every job ever opened, oldest first."""
-        keys = [info.key for info in self.store.list_objects(JOBS_PREFIX) if not info.key.endswith(".closed.json")]
-        return [self.get(key[len(JOBS_PREFIX) :].removesuffix(".json")) for key in keys]
-
     def close(self, job: LabelingJob, state: str, *, message: str = "", imported: int = 0) -> None:
         """Mark a job ``COMPLETED`` or ``FAILED``; closing twice keeps the first closure."""
         if state not in (COMPLETED, FAILED):

@@ -1,8 +1,8 @@
 """The label store: append-only label records; the latest record per image wins.
 
 ``LabelStore`` is the interface (append, read all records, a cheap revision token); the
-local implementation keeps Parquet parts under ``labels/records/`` in the object store, the
-AWS one (``featurestore.py``) writes a SageMaker Feature Store feature group. Everything
+local implementation keeps Parquet parts under ``labels/records/`` in the object store
+(written and compacted by ``parquet_parts.py``), the AWS one (``featurestore.py``) writes a SageMaker Feature Store feature group. Everything
 that decides *which* label counts lives here, once, as pure functions over the records:
 
 - the latest record per ``source_ref`` wins (greatest ``event_time``; ties go to the record
@@ -18,9 +18,7 @@ stored is a no-op, and readers drop repeated ids, so re-running an import never 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,7 +27,9 @@ from datetime import datetime, timezone
 import pandas as pd
 
 from tagqa_assets.contracts.keys import LABELS_PREFIX
-from tagqa_assets.contracts.labels import APPROVED, LABEL_RECORD_COLUMNS, LabelRecord
+from tagqa_assets.contracts.labels import APPROVED, DEFAULT_CLASS_NAMES, LABEL_RECORD_COLUMNS, LabelRecord
+from tagqa_assets.parquet_parts import ParquetParts
+from tagqa_assets.settings import defect_classes
 from tagqa_assets.storage import ObjectStore
 
 RECORDS_PREFIX = f"{LABELS_PREFIX}records/"
@@ -74,10 +74,6 @@ def records_frame(records: Sequence[LabelRecord], written_at: str) -> pd.DataFra
     return pd.DataFrame(rows, columns=list(STORED_COLUMNS))
 
 
-def empty_records() -> pd.DataFrame:
-    return pd.DataFrame({column: pd.Series(dtype="object") for column in STORED_COLUMNS})
-
-
 @dataclass(frozen=True)
 class AppendResult:
     """What an append did: records newly stored, records that were already there."""
@@ -100,6 +96,7 @@ class LabelSnapshot:
     frame: pd.DataFrame
     rejected: int  # images whose winning record is REJECTED
     unresolved: int  # approved winners without an image hash (written by foreign tools)
+    class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES  # the taxonomy the class ids refer to
 
     @property
     def images(self) -> int:
@@ -117,11 +114,12 @@ def latest_records(records: pd.DataFrame) -> pd.DataFrame:
     return winners.sort_values("source_ref", kind="stable").reset_index(drop=True)
 
 
-def snapshot_of(records: pd.DataFrame) -> LabelSnapshot:
-    """The approved snapshot of ``records`` (all stored rows, any order)."""
+def snapshot_of(records: pd.DataFrame, class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES) -> LabelSnapshot:
+    """The approved snapshot of ``records`` (all stored rows, any order) under the taxonomy ``class_names``."""
     latest = latest_records(records)
     if latest.empty:
-        return LabelSnapshot(hashlib.sha256(b"").hexdigest(), pd.DataFrame(columns=list(SNAPSHOT_COLUMNS)), 0, 0)
+        empty = pd.DataFrame(columns=list(SNAPSHOT_COLUMNS))
+        return LabelSnapshot(snapshot_hash(empty, class_names), empty, 0, 0, tuple(class_names))
     rejected = int((latest["status"] != APPROVED).sum())
     approved = latest[latest["status"] == APPROVED]
     has_hash = approved["image_sha256"].notna() & (approved["image_sha256"].astype(str) != "")
@@ -142,12 +140,20 @@ def snapshot_of(records: pd.DataFrame) -> LabelSnapshot:
         }
     )
     frame = frame.sort_values("sha256", kind="stable").reset_index(drop=True)
-    return LabelSnapshot(snapshot_hash(frame), frame, rejected, unresolved)
+    return LabelSnapshot(snapshot_hash(frame, class_names), frame, rejected, unresolved, tuple(class_names))
 
 
-def snapshot_hash(frame: pd.DataFrame) -> str:
-    """sha256 over ``sha256 <TAB> canonical boxes`` lines, sorted: what training sees, nothing else."""
+def snapshot_hash(frame: pd.DataFrame, class_names: tuple[str, ...] = DEFAULT_CLASS_NAMES) -> str:
+    """sha256 over ``sha256 <TAB> canonical boxes`` lines, sorted: what training sees, nothing else.
+
+    The taxonomy is part of it (class ids mean nothing without their names): a taxonomy
+    other than the default adds a first line ``classes <TAB> ["scratch","dent"]``, so
+    changing ``TAGQA_DEFECT_CLASSES`` cuts a new dataset version. The default taxonomy adds
+    no line, so versions made before the taxonomy was a setting keep their names.
+    """
     digest = hashlib.sha256()
+    if tuple(class_names) != DEFAULT_CLASS_NAMES:
+        digest.update(f"classes\t{json.dumps(list(class_names), separators=(',', ':'))}\n".encode())
     for sha, boxes in sorted(zip(frame["sha256"], frame["annotations"])):
         digest.update(f"{sha}\t{canonical_annotations(boxes)}\n".encode())
     return digest.hexdigest()
@@ -175,8 +181,8 @@ class LabelStore(ABC):
         return latest_records(self.records())
 
     def snapshot(self) -> LabelSnapshot:
-        """The approved set with its content hash (see ``LabelSnapshot``)."""
-        return snapshot_of(self.records())
+        """The approved set with its content hash under the project's taxonomy (see ``LabelSnapshot``)."""
+        return snapshot_of(self.records(), defect_classes())
 
     def labeled_keys(self) -> set[str]:
         """Raw keys and image hashes that have a label decision (approved or rejected)."""
@@ -187,33 +193,6 @@ class LabelStore(ABC):
         return set(decided["source_ref"].astype(str)) | {str(s) for s in decided["image_sha256"] if s}
 
 
-class ParquetParts:
-    """Append-only Parquet parts under one prefix: each append writes one new part."""
-
-    def __init__(self, store: ObjectStore, prefix: str) -> None:
-        self.store = store
-        self.prefix = prefix
-
-    def part_keys(self) -> list[str]:
-        return [info.key for info in self.store.list_objects(self.prefix) if info.key.endswith(".parquet")]
-
-    def read(self, columns: Sequence[str] | None = None) -> pd.DataFrame:
-        frames = [pd.read_parquet(io.BytesIO(self.store.get_bytes(key)), columns=columns) for key in self.part_keys()]
-        frames = [frame for frame in frames if not frame.empty]
-        if not frames:
-            return empty_records()[list(columns)] if columns else empty_records()
-        return pd.concat(frames, ignore_index=True)
-
-    def write(self, frame: pd.DataFrame) -> str:
-        """Write ``frame`` as a new part; part names sort in write order."""
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-        key = f"{self.prefix}part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        buffer = io.BytesIO()
-        frame.to_parquet(buffer, index=False)
-        self.store.put_bytes(key, buffer.getvalue())
-        return key
-
-
 class LocalLabelStore(LabelStore):
     """Label records as append-only Parquet parts under ``labels/records/`` of the object store."""
 
@@ -221,7 +200,7 @@ class LocalLabelStore(LabelStore):
 
     def __init__(self, store: ObjectStore, prefix: str = RECORDS_PREFIX) -> None:
         self.store = store
-        self.parts = ParquetParts(store, prefix)
+        self.parts = ParquetParts(store, prefix, columns=STORED_COLUMNS, unique_by="record_id")
 
     def append(self, records: Sequence[LabelRecord]) -> AppendResult:
         frame = records_frame(records, datetime.now(timezone.utc).isoformat())

@@ -20,7 +20,7 @@ from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX, RAW_CATALOG_PREFIX
 from tagqa_assets.labeling.assets import label_store, unlabeled_images
 from tagqa_assets.labeling.backends.base import OPEN
 from tagqa_assets.labeling.jobs import JobBook
-from tagqa_assets.labeling.label_import import UNMATCHED_PREFIX
+from tagqa_assets.labeling.imports.pipeline import UNMATCHED_PREFIX
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.storage import StoreResource
 

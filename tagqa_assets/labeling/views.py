@@ -9,7 +9,7 @@ import dagster as dg
 import pandas as pd
 
 from tagqa_assets.contracts.labels import APPROVED, REJECTED
-from tagqa_assets.labeling.label_import import ImportReport
+from tagqa_assets.labeling.imports.pipeline import ImportReport
 from tagqa_assets.labeling.label_store import LabelSnapshot, latest_records
 from tagqa_assets.previews import Tile, grid_markdown, metadata_table
 from tagqa_assets.storage import ObjectNotFound, ObjectStore

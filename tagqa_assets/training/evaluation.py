@@ -32,10 +32,19 @@ class SplitMetrics:
     conf_at_max_f1: float
     pr_recall: list[float] = field(default_factory=list, repr=False)
     pr_precision: list[float] = field(default_factory=list, repr=False)
+    # class id (as text) -> {"ap50", "ap50_95", "instances"}, for every class with true boxes;
+    # map50 / map50_95 are the means over these classes.
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def headline(self) -> dict[str, float]:
         """The four registry metrics, rounded to 4 decimals."""
         return {name: round(getattr(self, name), 4) for name in ("map50", "map50_95", "precision", "recall")}
+
+    def per_class_named(self, class_names: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """``per_class`` keyed by class name (``class <id>`` for an id outside ``class_names``)."""
+        return {
+            (class_names[int(cid)] if int(cid) < len(class_names) else f"class {cid}"): values for cid, values in sorted(self.per_class.items(), key=lambda kv: int(kv[0]))
+        }
 
     def to_dict(self, *, with_curve: bool = False) -> dict[str, Any]:
         """JSON-ready dict; the PR curve only when asked (it is long)."""
@@ -129,4 +138,12 @@ def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> 
         conf_at_max_f1=round(float(grid[best]), 4),
         pr_recall=[round(float(v), 4) for v in grid[::10]],
         pr_precision=[round(float(v), 4) for v in pr_curve.mean(0)[::10]],
+        per_class={
+            str(int(cls)): {
+                "ap50": round(float(ap[index, 0]), 4),
+                "ap50_95": round(float(ap[index].mean()), 4),
+                "instances": int(np.count_nonzero(targets == cls)),
+            }
+            for index, cls in enumerate(classes)
+        },
     )

@@ -122,12 +122,16 @@ def model_evaluation(
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    class_names = tuple(object_store.get_json(model_key(model_id, MODEL_CARD_FILE))["class_names"])
+    per_class = {split: m.per_class_named(class_names) for split, m in metrics.items()}
     document = {
         "model_id": model_id, "dataset_version": version, "run_id": context.run.run_id, "evaluated_at": now,
         "code_version": EVALUATION_CODE_VERSION, "source": "onnx (edge_runtime pipeline)",
         "thresholds": {"conf": EVAL_THRESHOLDS.conf, "iou": EVAL_THRESHOLDS.iou, "max_det": EVAL_THRESHOLDS.max_detections},
         "metrics": {split: m.headline() for split, m in metrics.items()},
         "details": {split: m.to_dict() for split, m in metrics.items()},
+        "class_names": list(class_names),
+        "per_class": per_class,
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
         "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},
@@ -162,6 +166,8 @@ def model_evaluation(
             "champion_version": champion.version if champion else 0,
             **({f"champion_test_{k}": v for k, v in champion_test.headline().items()} if champion_test else {}),
             "test_split_comparison": metadata_table(rows),
+            "test_per_class": metadata_table([{"class": name, **values} for name, values in per_class["test"].items()]),
+            **{f"test_ap50_95_{name}": values["ap50_95"] for name, values in per_class["test"].items()},
             "hard_examples_images": 0 if hard is None else hard["images"],
             "hard_examples_comparison": metadata_table(hard_rows),
             "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),

@@ -10,28 +10,25 @@ copies it and adds its verdict): ``source-ref``; ``category`` with ``image_size`
 in pixels; ``category-metadata`` with ``class-map``, ``job-name``, ``creation-date``
 (``%Y-%m-%dT%H:%M:%S.%f``, UTC) or ``failure-reason``; and from the verification job
 ``verified`` (class 0 = the boxes are right, approve; any other class rejects) with
-``verified-metadata``.
+``verified-metadata`` (``class-name``, ``class-map``). Both are read by the one Ground
+Truth parser, ``imports/format_groundtruth.py``.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from tagqa_assets.contracts.labels import APPROVED, CLASS_NAMES, REJECTED, Annotation, LabelRecord
+from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.labeling.backends.base import ImageRef
+from tagqa_assets.labeling.imports.box_checks import UNANNOTATED
+from tagqa_assets.labeling.imports.format_groundtruth import PRELABEL_ATTRIBUTE, VERDICTS, VERIFICATION_TYPE, parse_groundtruth
+from tagqa_assets.settings import defect_classes
 
 LABEL_ATTRIBUTE = "category"
 VERIFICATION_ATTRIBUTE = "verified"
-PRELABEL_ATTRIBUTE = "prelabel"
-APPROVED_CLASS = 0
-VERDICTS = (
-    "The boxes are right: every scratch has one tight box",
-    "A box is wrong or a scratch has no box",
-    "The image is unusable (blurred, cut off, not a tag)",
-)
 _TEMPLATES = Path(__file__).parent  # groundtruth-<name>.liquid.html, shipped as package data
 _CLASS_NAMES_MARK = "__TAGQA_CLASS_NAMES_JSON__"
 
@@ -41,7 +38,7 @@ def _json_lines(items: list[dict[str, Any]]) -> bytes:
 
 
 def _class_map() -> dict[str, str]:
-    return {str(index): name for index, name in enumerate(CLASS_NAMES)}
+    return {str(index): name for index, name in enumerate(defect_classes())}
 
 
 def input_manifest(images: list[ImageRef], uris: dict[str, str], suggestions: dict[str, list[Annotation]] | None, *, when: datetime) -> bytes:
@@ -67,8 +64,9 @@ def input_manifest(images: list[ImageRef], uris: dict[str, str], suggestions: di
 
 
 def label_categories() -> dict[str, Any]:
-    """The labeling job's label category configuration: one label per class, in class-id order."""
-    return {"document-version": "2018-11-28", "labels": [{"label": name} for name in CLASS_NAMES]}
+    """The labeling job's label category configuration: one label per class of the taxonomy
+    (``TAGQA_DEFECT_CLASSES``), in class-id order."""
+    return {"document-version": "2018-11-28", "labels": [{"label": name} for name in defect_classes()]}
 
 
 def verification_categories() -> dict[str, Any]:
@@ -79,7 +77,7 @@ def verification_categories() -> dict[str, Any]:
 def template(name: str) -> bytes:
     """A worker task template (``bounding-box`` or ``verification``) with tagqa's class names filled in."""
     text = (_TEMPLATES / f"groundtruth-{name}.liquid.html").read_text()
-    return text.replace(_CLASS_NAMES_MARK, json.dumps(list(CLASS_NAMES)).replace('"', "&quot;")).encode()
+    return text.replace(_CLASS_NAMES_MARK, json.dumps(list(defect_classes())).replace('"', "&quot;")).encode()
 
 
 def labeled_lines(data: bytes) -> tuple[bytes, int]:
@@ -96,71 +94,40 @@ def labeled_lines(data: bytes) -> tuple[bytes, int]:
     return "".join(kept).encode(), failed
 
 
-def creation_time(text: str, *, where: str) -> float:
-    """Unix seconds of a Ground Truth ``creation-date`` (UTC, ``%Y-%m-%dT%H:%M:%S[.%f]``)."""
-    for pattern in ("%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%dT%H:%M:%S"):
-        try:
-            return datetime.strptime(text.rstrip("Z"), pattern).replace(tzinfo=timezone.utc).timestamp()
-        except ValueError:
-            continue
-    raise ValueError(f"{where}: creation-date {text!r} is not %Y-%m-%dT%H:%M:%S.%f")
-
-
 def parse_output(data: bytes, images_by_uri: dict[str, ImageRef], *, manifest: str, verified: bool) -> list[LabelRecord]:
-    """Label records of an output manifest (``verified``: the verification job's, with approve/reject verdicts).
+    """Label records of an output manifest (``verified``: the verification job's), read by the one
+    Ground Truth parser (``imports/format_groundtruth.py``).
 
     Lines whose labeling or verification failed carry no label and are left out. The event
     time is the later of the labeling and verification ``creation-date``s (the time of the
     decision), ``labeling_job`` the labeling job's ``job-name``. Raises ``ValueError`` naming
-    ``manifest`` and the line for anything else that does not fit.
+    ``manifest``, the line and the reason for any other line that does not fit: a job's own
+    output has no room for bad rows.
     """
+    parsed = parse_groundtruth(data, manifest, require_verdict=verified)
+    problems = [r for r in parsed.rejects if r.reason != UNANNOTATED]
+    if problems:
+        first = problems[0]
+        raise ValueError(f"{manifest} line {first.line}: {first.reason}: {first.detail}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     records = []
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        where = f"{manifest} line {number}"
-        try:
-            item = json.loads(raw)
-            image = images_by_uri.get(item["source-ref"])
-            if image is None:
-                raise ValueError(f"source-ref {item['source-ref']!r} is not an image of this job")
-            meta = item.get(f"{LABEL_ATTRIBUTE}-metadata") or {}
-            verdict_meta = item.get(f"{VERIFICATION_ATTRIBUTE}-metadata") or {}
-            if LABEL_ATTRIBUTE not in item or "failure-reason" in meta or (verified and (VERIFICATION_ATTRIBUTE not in item or "failure-reason" in verdict_meta)):
-                continue
-            records.append(_record(item, meta, verdict_meta, image, verified=verified, where=where))
-        except (KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"{where}: not a Ground Truth bounding-box line ({type(exc).__name__}: {exc})") from exc
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from exc
+    for row in parsed.rows:
+        image = images_by_uri.get(row.source_ref)
+        if image is None:
+            raise ValueError(f"{manifest} line {row.line}: source-ref {row.source_ref!r} is not an image of this job")
+        item = json.loads(data.splitlines()[row.line - 1])
+        verdict = next((v.get("class-name") for k, v in item.items() if k.endswith("-metadata") and isinstance(v, dict) and v.get("type") == VERIFICATION_TYPE), None)
+        records.append(
+            LabelRecord(
+                source_ref=image.key,
+                image_sha256=image.sha256,
+                image_width=int(row.width or image.width),
+                image_height=int(row.height or image.height),
+                image_depth=row.depth,
+                annotations=tuple(row.annotations),
+                event_time=row.event_time,
+                labeling_job=row.labeling_job,
+                status=row.status,
+                extra={"verdict": verdict or (item.get(f"{VERIFICATION_ATTRIBUTE}-metadata") or {}).get("class-name")} if verified else {},
+            )
+        )
     return records
-
-
-def _record(item: dict[str, Any], meta: dict[str, Any], verdict_meta: dict[str, Any], image: ImageRef, *, verified: bool, where: str) -> LabelRecord:
-    label = item[LABEL_ATTRIBUTE]
-    size = label["image_size"][0]
-    class_map = {str(k): str(v) for k, v in (meta.get("class-map") or _class_map()).items()}
-    boxes = []
-    for box in label["annotations"]:
-        name = class_map.get(str(box["class_id"]))
-        if name not in CLASS_NAMES:
-            raise ValueError(f"class {box['class_id']} ({name!r}) is not one of {list(CLASS_NAMES)}")
-        boxes.append(Annotation(CLASS_NAMES.index(name), float(box["left"]), float(box["top"]), float(box["width"]), float(box["height"])))
-    event_time = creation_time(str(meta["creation-date"]), where=where)
-    status = APPROVED
-    if verified:
-        status = APPROVED if int(item[VERIFICATION_ATTRIBUTE]) == APPROVED_CLASS else REJECTED
-        if verdict_meta.get("creation-date"):
-            event_time = max(event_time, creation_time(str(verdict_meta["creation-date"]), where=where))
-    return LabelRecord(
-        source_ref=image.key,
-        image_sha256=image.sha256,
-        image_width=int(size["width"]),
-        image_height=int(size["height"]),
-        image_depth=int(size.get("depth") or 3),
-        annotations=tuple(boxes),
-        event_time=event_time,
-        labeling_job=str(meta["job-name"]),
-        status=status,
-        extra={"verdict": verdict_meta.get("class-name")} if verified else {},
-    )

@@ -26,13 +26,8 @@ from tagqa_assets.contracts.labels import APPROVED, REJECTED, Annotation, LabelR
 from tagqa_assets.labeling.backends.base import (COMPLETED, FAILED, OPEN, ImageRef, JobStatus, LabelingBackend,
                                                  LabelingJob, check_job_request)
 from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, LabelStudioError
-from tagqa_assets.labeling.backends.labelstudio_boxes import (
-    check_project_config,
-    is_rejected,
-    labeling_config,
-    to_annotations,
-    to_prediction_result,
-)
+from tagqa_assets.labeling.backends.labelstudio_boxes import BOXES_NAME, IMAGE_NAME, box_control, labeling_config, to_annotations, to_prediction_result
+from tagqa_assets.labeling.imports.format_labelstudio import is_rejected, latest_annotation, labelstudio_time
 from tagqa_assets.storage import ObjectStore
 
 _UPLOAD_BATCH = 20
@@ -60,6 +55,7 @@ class LabelStudioBackend(LabelingBackend):
         self.project_title = project_title
         self.model_version = model_version
         self._project_id: int | None = None
+        self._controls: tuple[str, str] = (BOXES_NAME, IMAGE_NAME)  # (from_name, to_name) of the box control
 
     def project_id(self) -> int:
         """The id of the tagqa project, created with tagqa's labeling config when it does not exist."""
@@ -67,7 +63,7 @@ class LabelStudioBackend(LabelingBackend):
             projects = self.client.request("GET", "/api/projects", params={"title": self.project_title, "page_size": _PAGE_SIZE})
             same = sorted((p for p in projects["results"] if p["title"] == self.project_title), key=lambda p: p["id"])
             if same:
-                check_project_config(same[0].get("parsed_label_config") or {}, project=f"{same[0]['id']} ({self.project_title!r})")
+                self._controls = box_control(same[0].get("parsed_label_config") or {}, project=f"{same[0]['id']} ({self.project_title!r})")
                 self._project_id = int(same[0]["id"])
             else:
                 created = self.client.request(
@@ -137,6 +133,7 @@ class LabelStudioBackend(LabelingBackend):
 
     def fetch_results(self, job: LabelingJob) -> list[LabelRecord]:
         """A label record for every task of ``job`` that has a submitted annotation (done so far)."""
+        self.project_id()  # reads the project's box control name
         tasks = self._export(job)
         records = []
         for image in job.images:
@@ -154,8 +151,8 @@ class LabelStudioBackend(LabelingBackend):
                     image_sha256=image.sha256,
                     image_width=image.width,
                     image_height=image.height,
-                    annotations=to_annotations(result, image.width, image.height, where=where),
-                    event_time=datetime.fromisoformat(annotation["updated_at"]).timestamp(),
+                    annotations=to_annotations(result, image.width, image.height, where=where, from_name=self._controls[0]),
+                    event_time=labelstudio_time(annotation["updated_at"], field="updated_at"),
                     labeling_job=f"{self.name}/{job.external_id}",
                     status=REJECTED if is_rejected(result) else APPROVED,
                     extra={"task_id": task["id"], "annotation_id": annotation["id"], "completed_by": annotation.get("completed_by")},
@@ -166,7 +163,8 @@ class LabelStudioBackend(LabelingBackend):
     def _task(self, image: ImageRef, url: str, job_id: str, suggestions: list[Annotation] | None) -> dict[str, Any]:
         task: dict[str, Any] = {"data": {"image": url, "source_ref": image.key, "image_sha256": image.sha256, "tagqa_job": job_id}}
         if suggestions is not None:
-            result = [to_prediction_result(box, image.width, image.height) for box in suggestions]
+            from_name, to_name = self._controls
+            result = [to_prediction_result(box, image.width, image.height, from_name=from_name, to_name=to_name) for box in suggestions]
             task["predictions"] = [{"model_version": self.model_version, "result": result}]
         return task
 
@@ -222,8 +220,5 @@ class LabelStudioBackend(LabelingBackend):
 
 
 def _finished(task: dict[str, Any] | None) -> dict[str, Any] | None:
-    """The task's latest submitted, not skipped annotation, or ``None``."""
-    if task is None:
-        return None
-    submitted = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-    return max(submitted, key=lambda a: (a["updated_at"], a["id"])) if submitted else None
+    """The task's label: its newest submitted, not skipped annotation (the shared rule), or ``None``."""
+    return None if task is None else latest_annotation(task.get("annotations"))

@@ -12,56 +12,14 @@ import hashlib
 from pathlib import Path
 
 from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX
-from tagqa_assets.labeling.box_checks import UNPARSEABLE
-from tagqa_assets.labeling.importers import (
-    COCO,
-    FORMATS,
-    GROUNDTRUTH,
-    LABELS_CSV,
-    RECORDS,
-    YOLO,
-    ParsedFile,
-    Reject,
-    detect_format,
-    parse_labels_csv,
-    parse_records,
-)
-from tagqa_assets.labeling.groundtruth_manifest import parse_groundtruth
-from tagqa_assets.labeling.label_import import IMPORTS_PREFIX, ImportReport, import_parsed, new_import_id
+from tagqa_assets.labeling.imports.box_checks import UNPARSEABLE
+from tagqa_assets.labeling.imports.format_yolo import parse_yolo_folder
+from tagqa_assets.labeling.imports.formats import parse_label_bytes
+from tagqa_assets.labeling.imports.matching import RawImageIndex
+from tagqa_assets.labeling.imports.pipeline import IMPORTS_PREFIX, ImportReport, import_parsed, new_import_id
+from tagqa_assets.labeling.imports.rows import YOLO, ParsedFile, Reject
 from tagqa_assets.labeling.label_store import LabelStore
-from tagqa_assets.labeling.matching import RawImageIndex
-from tagqa_assets.labeling.yolo_coco import parse_coco, parse_yolo_folder
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
-
-
-def parse_label_bytes(data: bytes, name: str, *, fmt: str | None, event_time: float, images_root: Path | None = None) -> ParsedFile:
-    """Parse one label file's bytes; ``fmt`` ``None`` detects the format (``ValueError`` if it cannot)."""
-    fmt = fmt or detect_format(name, data)
-    if fmt == LABELS_CSV:
-        parsed = parse_labels_csv(data, name)
-    elif fmt == GROUNDTRUTH:
-        parsed = parse_groundtruth(data, name)
-    elif fmt == RECORDS:
-        parsed = parse_records(data, name)
-    elif fmt == COCO:
-        return parse_coco(data, name, event_time=event_time, images_root=images_root)
-    else:
-        raise ValueError(f"{name}: format {fmt!r} is not a single-file format; use one of {[f for f in FORMATS if f != YOLO]}")
-    if images_root is not None:
-        for row in parsed.rows:
-            row.local_image = find_local_image(row.source_ref, images_root)
-    return parsed
-
-
-def find_local_image(source_ref: str, images_root: Path) -> str | None:
-    """The file under ``images_root`` a reference points at: its longest path suffix that exists."""
-    ref = source_ref.split("://", 1)[-1]
-    parts = [p for p in ref.split("/") if p not in ("", ".", "..")]
-    for length in range(len(parts), 0, -1):
-        candidate = images_root.joinpath(*parts[-length:])
-        if candidate.is_file():
-            return str(candidate)
-    return None
 
 
 def import_path(

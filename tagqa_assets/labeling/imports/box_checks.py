@@ -11,7 +11,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from tagqa_assets.contracts.labels import CLASS_NAMES, Annotation
+from tagqa_assets.contracts.labels import Annotation
+from tagqa_assets.settings import defect_classes
 
 # Reject reasons (docs/labeling.md explains each). Counts per reason are shown in the UI.
 UNPARSEABLE = "unparseable"
@@ -23,7 +24,11 @@ BOX_OUTSIDE_IMAGE = "box_outside_image"
 DUPLICATE_ROW = "duplicate_row"
 CONFLICTING_ROW = "conflicting_row"
 SIZE_MISMATCH = "size_mismatch"
-# From matching (tagqa_assets.labeling.matching): no image yet (held and retried), or several.
+# A task of a labeling tool that carries no label: never annotated (or the tool failed on
+# it), or every annotation was skipped.
+UNANNOTATED = "unannotated"
+SKIPPED = "skipped"
+# From matching (matching.py): no image yet (held and retried), or several.
 IMAGE_NOT_FOUND = "image_not_found"
 AMBIGUOUS_IMAGE = "ambiguous_image"
 REJECT_REASONS = (
@@ -36,6 +41,8 @@ REJECT_REASONS = (
     DUPLICATE_ROW,
     CONFLICTING_ROW,
     SIZE_MISMATCH,
+    UNANNOTATED,
+    SKIPPED,
     IMAGE_NOT_FOUND,
     AMBIGUOUS_IMAGE,
 )
@@ -50,21 +57,25 @@ class RowRejected(ValueError):
         self.detail = detail
 
 
-def check_boxes(boxes: Sequence[Annotation], width: int, height: int) -> tuple[tuple[Annotation, ...], list[str]]:
-    """Validate ``boxes`` of a ``width`` x ``height`` image.
+def check_boxes(
+    boxes: Sequence[Annotation], width: int, height: int, *, class_names: tuple[str, ...] | None = None
+) -> tuple[tuple[Annotation, ...], list[str]]:
+    """Validate ``boxes`` of a ``width`` x ``height`` image against the taxonomy ``class_names``
+    (default: ``TAGQA_DEFECT_CLASSES``).
 
     Returns the boxes to store (partly-outside ones clipped to the image) and one note per
     clipped box; raises ``RowRejected`` for the first unusable box. Guarantees every
     returned box has a known class, positive size and lies inside the image.
     """
+    names = class_names or defect_classes()
     kept: list[Annotation] = []
     notes: list[str] = []
     for index, box in enumerate(boxes):
         values = (box.left, box.top, box.width, box.height)
         if not all(math.isfinite(v) for v in values):
             raise RowRejected(INVALID_VALUE, f"box {index} has a non-finite coordinate {values}")
-        if not 0 <= box.class_id < len(CLASS_NAMES):
-            raise RowRejected(UNKNOWN_CLASS, f"box {index} has class id {box.class_id}; known: {dict(enumerate(CLASS_NAMES))}")
+        if not 0 <= box.class_id < len(names):
+            raise RowRejected(UNKNOWN_CLASS, f"box {index} has class id {box.class_id}; known: {dict(enumerate(names))}")
         if box.width <= 0 or box.height <= 0:
             raise RowRejected(EMPTY_BOX, f"box {index} has width {box.width:g} and height {box.height:g}")
         x1, y1, x2, y2 = box.xyxy()
@@ -78,22 +89,25 @@ def check_boxes(boxes: Sequence[Annotation], width: int, height: int) -> tuple[t
     return tuple(kept), notes
 
 
-def class_id_for(name_or_id: object, class_map: dict[str, str] | None = None) -> int:
+def class_id_for(name_or_id: object, class_map: dict[str, str] | None = None, *, class_names: tuple[str, ...] | None = None) -> int:
     """Our class id for a foreign class: a name (``scratch``) or an id, optionally via a
-    Ground Truth ``class-map`` (``{"0": "scratch"}``). Raises ``RowRejected(UNKNOWN_CLASS)``."""
+    Ground Truth ``class-map`` (``{"0": "scratch"}``), in the taxonomy ``class_names``
+    (default: ``TAGQA_DEFECT_CLASSES``). Raises ``RowRejected(UNKNOWN_CLASS)`` naming the
+    class and the taxonomy."""
+    names = class_names or defect_classes()
     if class_map:
         name = class_map.get(str(name_or_id))
         if name is None:
             raise RowRejected(UNKNOWN_CLASS, f"class id {name_or_id!r} is not in the class map {class_map}")
         name_or_id = name
     if isinstance(name_or_id, str) and not name_or_id.strip().lstrip("-").isdigit():
-        if name_or_id.strip() not in CLASS_NAMES:
-            raise RowRejected(UNKNOWN_CLASS, f"class {name_or_id!r} is not one of {list(CLASS_NAMES)}")
-        return CLASS_NAMES.index(name_or_id.strip())
+        if name_or_id.strip() not in names:
+            raise RowRejected(UNKNOWN_CLASS, f"class {name_or_id!r} is not one of the taxonomy {list(names)} (TAGQA_DEFECT_CLASSES)")
+        return names.index(name_or_id.strip())
     try:
         class_id = int(name_or_id)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise RowRejected(UNKNOWN_CLASS, f"class {name_or_id!r} is neither a class name nor an id") from None
-    if not 0 <= class_id < len(CLASS_NAMES):
-        raise RowRejected(UNKNOWN_CLASS, f"class id {class_id} is not one of {dict(enumerate(CLASS_NAMES))}")
+    if not 0 <= class_id < len(names):
+        raise RowRejected(UNKNOWN_CLASS, f"class id {class_id} is not one of {dict(enumerate(names))} (TAGQA_DEFECT_CLASSES)")
     return class_id

@@ -30,7 +30,7 @@ import pandas as pd
 
 from tagqa_assets.contracts.keys import parse_raw_key
 from tagqa_assets.ingestion.catalog import RawImageCatalog
-from tagqa_assets.labeling.box_checks import AMBIGUOUS_IMAGE, IMAGE_NOT_FOUND
+from tagqa_assets.labeling.imports.box_checks import AMBIGUOUS_IMAGE, IMAGE_NOT_FOUND
 from tagqa_assets.storage import ObjectStore
 
 CONTENT_HASH = "content_hash"

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from tagqa_assets.contracts.keys import LABELS_PREFIX
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
-from tagqa_assets.labeling.box_checks import CONFLICTING_ROW, DUPLICATE_ROW, IMAGE_NOT_FOUND, SIZE_MISMATCH, RowRejected, check_boxes
-from tagqa_assets.labeling.importers import LabelRow, ParsedFile, Reject
+from tagqa_assets.labeling.imports.box_checks import CONFLICTING_ROW, DUPLICATE_ROW, IMAGE_NOT_FOUND, SIZE_MISMATCH, RowRejected, check_boxes
+from tagqa_assets.labeling.imports.rows import LabelRow, ParsedFile, Reject
 from tagqa_assets.labeling.label_store import LabelStore, canonical_annotations
-from tagqa_assets.labeling.matching import RawImageIndex
+from tagqa_assets.labeling.imports.matching import RawImageIndex
 from tagqa_assets.storage import ObjectStore
 
 IMPORTS_PREFIX = f"{LABELS_PREFIX}imports/"
