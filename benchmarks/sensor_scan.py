@@ -183,6 +183,7 @@ def main() -> int:
         seed_s = time.perf_counter() - started
         print(f"seeded in {seed_s:.0f} s; notifying {queue_arn}, writing {len(fresh)} new objects", flush=True)
         s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=notification)
+        last_listing = time.time() - 600  # the sensor's fallback listing ran before these were written
         _seed(endpoint, fresh, args.threads)
 
         s3_client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -193,9 +194,9 @@ def main() -> int:
         queue = RawEventQueue(queue_url, client=sqs_client)
         end_of_history = RawCursor(after=_end_cursor(history))
 
-        # (c) event mode: the listing ran last tick (listed_at set), nothing pending.
+        # (c) event mode: the fallback listing ran before the new objects came, nothing pending.
         options = EventOptions(fallback_every_ticks=120, wait_seconds=1)
-        event_cursor = RawCursor(after=end_of_history.after, listed_at=time.time())
+        event_cursor = RawCursor(after=end_of_history.after, listed_at=last_listing, ticks_since_listing=1)
         t0 = time.perf_counter()
         event = discover_raw_keys(store, event_cursor, queue=queue, options=options, requested_since=lambda _: set(), now=time.time())
         event_s = time.perf_counter() - t0

@@ -16,6 +16,7 @@ covers, or a listed key that an event run already requested, is recognised throu
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,8 @@ from tagqa_assets.storage import ObjectStore, S3ObjectStore
 
 # A redelivered message's first run was created after its first receive; allow for clock skew.
 REDELIVERY_MARGIN_S = 300.0
+# An object S3 created this long after a listing started may still have been listed (clock skew, slow listings).
+LISTING_MARGIN_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,21 @@ class Discovery:
         if self.errors:
             parts.append(f"{len(self.errors)} error(s): {self.errors[0]}")
         return "; ".join(parts)
+
+
+def _covered_since(message: events.ReceivedMessage, record: events.EventRecord, listed_at: float | None, now: float) -> float:
+    """Since when a run may already have requested this event's key, or ``inf`` when none can.
+
+    A redelivered message (received before: its first tick may have requested it), and an
+    event for an object created before the last listing (the listing may have handed the
+    key out, e.g. while the queue was unreachable) need a look at the sensor's runs; a
+    first delivery of an event newer than the last listing does not.
+    """
+    if message.receive_count > 1:
+        return message.first_received_s or now
+    if listed_at is not None and (record.event_time_s is None or record.event_time_s <= listed_at + LISTING_MARGIN_S):
+        return min(record.event_time_s or listed_at, listed_at)
+    return math.inf
 
 
 def discover_raw_keys(
@@ -111,7 +129,7 @@ def discover_raw_keys(
             queue_down = True
     found.messages = len(drain.messages)
 
-    keys: dict[str, events.ReceivedMessage] = {}
+    keys: dict[str, float] = {}  # key -> since when a run may already cover it (inf: none can)
     for message in drain.messages:
         for record in events.parse_event_message(message.body, bucket=store.bucket, store_prefix=store.prefix):
             if record.outcome != events.NEW or record.key is None:
@@ -119,11 +137,11 @@ def discover_raw_keys(
             elif record.key in keys:
                 found.outcomes[events.DUPLICATE] += 1
             else:
-                keys[record.key] = message
-    redelivered = [m.first_received_s or now for m in keys.values() if m.receive_count > 1]
-    if redelivered:
-        done = requested_since(min(redelivered) - REDELIVERY_MARGIN_S)
-        for key in [k for k, m in keys.items() if m.receive_count > 1 and k in done]:
+                keys[record.key] = _covered_since(message, record, cursor.listed_at, now)
+    doubtful = [since for since in keys.values() if since != math.inf]
+    if doubtful:
+        done = requested_since(min(doubtful) - REDELIVERY_MARGIN_S)
+        for key in [k for k, since in keys.items() if since != math.inf and k in done]:
             del keys[key]
             found.outcomes[events.ALREADY_REQUESTED] += 1
     found.outcomes[events.NEW] += len(keys)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 from urllib.parse import unquote_plus, urlsplit
 
@@ -43,6 +44,7 @@ class EventRecord:
     outcome: str
     key: str | None = None
     detail: str = ""
+    event_time_s: float | None = None  # when S3 created the object (the record's eventTime)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,14 @@ def _classify(record: Any, *, bucket: str, store_prefix: str) -> EventRecord:
     store_key = key[len(store_prefix) :]
     if not store_key.startswith(RAW_PREFIX):
         return EventRecord(OUTSIDE_RAW, detail=store_key)
-    return EventRecord(NEW, key=store_key)
+    return EventRecord(NEW, key=store_key, event_time_s=_event_time(record.get("eventTime")))
+
+
+def _event_time(text: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 class RawEventQueue:
