@@ -145,7 +145,7 @@ def discover_raw_keys(
             del keys[key]
             found.outcomes[events.ALREADY_REQUESTED] += 1
     found.outcomes[events.NEW] += len(keys)
-    new_keys = list(keys)
+    new_keys = sorted(keys)  # the same messages give the same batches, hence the same run keys
 
     next_cursor = replace(cursor, pending=deleted.retry + [m.receipt_handle for m in drain.messages], ticks_since_listing=cursor.ticks_since_listing + 1)
     # The first tick in event mode lists too: it catches up on what was written before the

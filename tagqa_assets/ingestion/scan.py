@@ -1,4 +1,5 @@
-"""Incremental listing of new raw images: what the raw-image sensor does on each tick.
+"""Incremental listing of new raw images: the raw-image sensor's listing mode, and the
+fallback of its event mode (``discovery.py``), plus the cursor both modes share.
 
 Keys are ``raw/<source>/<YYYY>/<MM>/<DD>/<name>``: within one source they sort in time
 order as long as writers name files in arrival order within a day (tagqa's own writers
