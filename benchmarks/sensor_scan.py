@@ -1,12 +1,22 @@
-"""Cost of one raw-image sensor tick on a bucket with a long history.
+"""Cost of one raw-image sensor tick at fleet scale: events vs per-source listing vs full listing.
 
-Seeds an S3 bucket on moto's standalone server with N existing objects (spread over 100
-days of one camera) plus M new ones, then measures one tick of tagqa's raw-image sensor
-(`scan_new_raw_keys` with a cursor at the end of the history) against
-`dagster_aws.s3.sensor.get_s3_keys` (lists the whole bucket every tick) on the same bucket.
-List calls are counted with a botocore event hook on the client each one uses.
+On moto's standalone server (S3 + SQS over HTTP): a bucket with ``--existing`` objects
+spread over ``--cameras`` camera sources and ``--sources`` edge-device sources
+(``raw/edge-feedback/<device>/``), written before the bucket notifies the queue; then the
+S3 event notification (ObjectCreated under ``<prefix>/raw/``) is applied and ``--new``
+objects are written, spread over ``--new-sources`` of those sources. One tick is measured
+three ways on the same bucket, counting S3/SQS calls with botocore event hooks:
 
-Last line: RESULT list_calls=N baseline_list_calls=N tick_s=S baseline_tick_s=S speedup=X
+(a) ``dagster_aws.s3.sensor.get_s3_keys`` (lists the whole bucket),
+(b) tagqa's per-source ``StartAfter`` listing (listing mode, cursor at the end of history),
+(c) tagqa's event-driven tick (event mode: drain the queue).
+
+Then ``--unnotified`` keys are written with the notification removed (as a writer that
+bypasses events would) and the fallback listing tick must find every one of them. Before
+all this, the local-folder backend's listing tick is timed with the same source layout.
+
+Last line: RESULT event_calls=N per_source_calls=N event_tick_s=S per_source_tick_s=S
+event_speedup=X fallback_found=N/N
 """
 
 from __future__ import annotations
@@ -17,8 +27,10 @@ import os
 import socket
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -27,11 +39,14 @@ import boto3
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tagqa_assets.ingestion.discovery import EventOptions, discover_raw_keys  # noqa: E402
+from tagqa_assets.ingestion.events import RawEventQueue  # noqa: E402
 from tagqa_assets.ingestion.scan import RawCursor, scan_new_raw_keys  # noqa: E402
-from tagqa_assets.storage import S3ObjectStore  # noqa: E402
+from tagqa_assets.storage import LocalObjectStore, S3ObjectStore  # noqa: E402
 
 BUCKET = "tagqa-sensor-bench"
 PREFIX = "tagqa"
+QUEUE = "tagqa-raw-events"
 
 
 def _free_port() -> int:
@@ -40,11 +55,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _keys(count: int, start: datetime, per_day: int) -> list[str]:
+def source_names(cameras: int, devices: int) -> list[str]:
+    """Source prefixes: ``raw/camera-NN/`` and ``raw/edge-feedback/device-NNNN/``."""
+    return [f"raw/camera-{i:02d}/" for i in range(1, cameras + 1)] + [
+        f"raw/edge-feedback/device-{i:04d}/" for i in range(1, devices + 1)
+    ]
+
+
+def spread_keys(sources: list[str], count: int, start: datetime, tag: str) -> list[str]:
+    """``count`` keys round-robin over ``sources``, in time order within each source."""
     keys = []
     for i in range(count):
-        when = start + timedelta(days=i // per_day, seconds=(i % per_day) * 60)
-        keys.append(f"raw/camera-1/{when:%Y/%m/%d}/{when:%H%M%S%f}-img-{i:06d}.jpg")
+        when = start + timedelta(minutes=i // len(sources))
+        keys.append(f"{sources[i % len(sources)]}{when:%Y/%m/%d}/{when:%H%M%S%f}-{tag}-{i:06d}.jpg")
     return keys
 
 
@@ -61,80 +84,186 @@ def _seed(endpoint: str, keys: list[str], threads: int) -> None:
                 print(f"  seeded {done}/{len(keys)}", flush=True)
 
 
-def _counting_client(endpoint: str) -> tuple[object, list[int]]:
-    client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
-    calls = [0]
+def _counting(client: object, service: str) -> Counter[str]:
+    calls: Counter[str] = Counter()
 
-    def count(**_: object) -> None:
-        calls[0] += 1
+    def count(model: object, **_: object) -> None:
+        calls[model.name] += 1  # type: ignore[attr-defined]
 
-    client.meta.events.register("before-call.s3.ListObjectsV2", count)
-    return client, calls
+    client.meta.events.register(f"before-call.{service}", count)  # type: ignore[attr-defined]
+    return calls
+
+
+def _end_cursor(keys: list[str]) -> dict[str, str]:
+    """The listing cursor a sensor has after handing out ``keys``: last key per source."""
+    after: dict[str, str] = {}
+    for key in sorted(keys):
+        parts = key.split("/")
+        source = "/".join(parts[:3 if parts[1] == "edge-feedback" else 2]) + "/"
+        after[source] = key
+    return after
+
+
+def local_tick(sources: list[str], per_source: int, new_sources: int, new: int) -> tuple[int, float, float]:
+    """(list calls, median tick s with nothing new, tick s with ``new`` keys) on a local store."""
+    with tempfile.TemporaryDirectory() as root:
+        store = LocalObjectStore(root)
+        history = spread_keys(sources, per_source * len(sources), datetime(2026, 8, 17, tzinfo=timezone.utc), "old")
+        for key in history:
+            path = store.root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"jpeg")
+        cursor = RawCursor(after=_end_cursor(history))
+        idle = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            scan = scan_new_raw_keys(store, cursor)
+            idle.append(time.perf_counter() - t0)
+            assert not scan.new_keys
+        fresh = spread_keys(sources[:new_sources], new, datetime(2026, 11, 25, 9, tzinfo=timezone.utc), "new")
+        for key in fresh:
+            store.put_bytes(key, b"jpeg")
+        t0 = time.perf_counter()
+        scan = scan_new_raw_keys(store, cursor)
+        busy = time.perf_counter() - t0
+        assert sorted(scan.new_keys) == sorted(fresh), "local listing must return exactly the new keys"
+        return scan.list_calls, statistics.median(idle), busy
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--existing", type=int, default=100_000)
-    parser.add_argument("--new", type=int, default=100)
+    parser.add_argument("--cameras", type=int, default=20)
+    parser.add_argument("--sources", type=int, default=1000, help="edge-device sources (raw/edge-feedback/<device>/)")
+    parser.add_argument("--new", type=int, default=2000)
+    parser.add_argument("--new-sources", type=int, default=200)
+    parser.add_argument("--unnotified", type=int, default=50, help="keys written without an event, for the fallback")
+    parser.add_argument("--local-per-source", type=int, default=20, help="objects per source in the local-folder run")
     parser.add_argument("--threads", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5, help="ticks of our sensor to time")
-    parser.add_argument("--baseline-repeats", type=int, default=1, help="baseline listings to time (each lists the whole bucket)")
+    parser.add_argument("--skip-baseline", action="store_true", help="skip (a), which lists the whole bucket")
+    parser.add_argument("--local-only", action="store_true", help="only the local-folder tick (no moto)")
     args = parser.parse_args()
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         os.environ.setdefault(name, "benchmark")  # moto accepts any credentials
 
+    sources = source_names(args.cameras, args.sources)
+    _, cameras_idle_s, _ = local_tick(sources[: args.cameras], args.local_per_source, min(args.new_sources, args.cameras), args.new)
+    print(f"local folder, {args.cameras} camera sources only (reference): listing tick {cameras_idle_s:.3f} s with nothing new", flush=True)
+    local_calls, local_idle_s, local_busy_s = local_tick(sources, args.local_per_source, args.new_sources, args.new)
+    print(
+        f"local folder, {len(sources)} sources x {args.local_per_source} objects: listing tick {local_calls} list calls, "
+        f"{local_idle_s:.3f} s with nothing new (median of 5), {local_busy_s:.3f} s with {args.new} new",
+        flush=True,
+    )
+    if args.local_only:
+        print(f"RESULT_LOCAL sources={len(sources)} list_calls={local_calls} idle_tick_s={local_idle_s:.3f} tick_with_new_s={local_busy_s:.3f} cameras_only_idle_tick_s={cameras_idle_s:.3f}")
+        return 0
+
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
-
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-        history = _keys(args.existing, datetime(2026, 8, 17, tzinfo=timezone.utc), per_day=max(1, args.existing // 100))
-        fresh = _keys(args.new, datetime(2026, 11, 25, 9, tzinfo=timezone.utc), per_day=args.new)
+        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        sqs = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+        s3.create_bucket(Bucket=BUCKET)
+        queue_url = sqs.create_queue(QueueName=QUEUE, Attributes={"VisibilityTimeout": "300"})["QueueUrl"]
+        queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        notification = {
+            "QueueConfigurations": [
+                {
+                    "QueueArn": queue_arn,
+                    "Events": ["s3:ObjectCreated:*"],
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": f"{PREFIX}/raw/"}]}},
+                }
+            ]
+        }
+        history = spread_keys(sources, args.existing, datetime(2026, 8, 17, tzinfo=timezone.utc), "old")
+        fresh = spread_keys(sources[: args.new_sources], args.new, datetime(2026, 11, 25, 9, tzinfo=timezone.utc), "new")
         started = time.perf_counter()
-        print(f"seeding {len(history)} existing objects on moto ({args.threads} threads)...", flush=True)
+        print(f"seeding {len(history)} existing objects over {len(sources)} sources on moto ({args.threads} threads)...", flush=True)
         _seed(endpoint, history, args.threads)
         seed_s = time.perf_counter() - started
-        print(f"seeded in {seed_s:.0f} s", flush=True)
-
-        client, calls = _counting_client(endpoint)
-        store = S3ObjectStore(f"s3://{BUCKET}/{PREFIX}", client=client)
-        cursor = RawCursor({"raw/camera-1/": history[-1]})
+        print(f"seeded in {seed_s:.0f} s; notifying {queue_arn}, writing {len(fresh)} new objects", flush=True)
+        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=notification)
+        last_listing = time.time() - 600  # the sensor's fallback listing ran before these were written
         _seed(endpoint, fresh, args.threads)
 
-        tick_times, tick_calls = [], []
-        for _ in range(args.repeats):
-            calls[0] = 0
-            t0 = time.perf_counter()
-            scan = scan_new_raw_keys(store, cursor)
-            tick_times.append(time.perf_counter() - t0)
-            tick_calls.append(calls[0])
-            assert scan.new_keys == fresh, "the sensor must return exactly the new keys"
+        s3_client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+        s3_calls = _counting(s3_client, "s3")
+        store = S3ObjectStore(f"s3://{BUCKET}/{PREFIX}", client=s3_client)
+        sqs_client = boto3.client("sqs", endpoint_url=endpoint, region_name="us-east-1")
+        sqs_calls = _counting(sqs_client, "sqs")
+        queue = RawEventQueue(queue_url, client=sqs_client)
+        end_of_history = RawCursor(after=_end_cursor(history))
 
-        from dagster_aws.s3.sensor import get_s3_keys
+        # (c) event mode: the fallback listing ran before the new objects came, nothing pending.
+        options = EventOptions(fallback_every_ticks=120, wait_seconds=1)
+        event_cursor = RawCursor(after=end_of_history.after, listed_at=last_listing, ticks_since_listing=1)
+        t0 = time.perf_counter()
+        event = discover_raw_keys(store, event_cursor, queue=queue, options=options, requested_since=lambda _: set(), now=time.time())
+        event_s = time.perf_counter() - t0
+        event_calls = sum(sqs_calls.values()) + sum(s3_calls.values())
+        assert sorted(event.new_keys) == sorted(fresh), f"event tick returned {len(event.new_keys)} keys, expected {len(fresh)}"
+        sqs_calls.clear()
+        t0 = time.perf_counter()
+        follow = discover_raw_keys(store, event.cursor, queue=queue, options=options, requested_since=lambda _: set(fresh), now=time.time())
+        follow_s = time.perf_counter() - t0
+        assert not follow.new_keys and not follow.cursor.pending
+        delete_calls, idle_receive_calls = sqs_calls["DeleteMessageBatch"], sqs_calls["ReceiveMessage"]
+        print(
+            f"(c) event tick: {event_calls} calls ({event.receive_calls} ReceiveMessage), {event_s:.3f} s for {len(event.new_keys)} new keys; "
+            f"next tick deletes them: {delete_calls} DeleteMessageBatch + {idle_receive_calls} ReceiveMessage, {follow_s:.3f} s",
+            flush=True,
+        )
 
-        base_times, base_calls = [], []
-        for _ in range(args.baseline_repeats):
-            calls[0] = 0
+        # (b) listing mode: one StartAfter listing per source.
+        s3_calls.clear()
+        t0 = time.perf_counter()
+        scan = scan_new_raw_keys(store, end_of_history)
+        per_source_s = time.perf_counter() - t0
+        per_source_calls = sum(s3_calls.values())
+        assert sorted(scan.new_keys) == sorted(fresh), f"per-source listing returned {len(scan.new_keys)} keys"
+        print(f"(b) per-source listing tick: {per_source_calls} list calls over {len(scan.sources)} sources, {per_source_s:.3f} s", flush=True)
+
+        # (a) dagster-aws: one listing of the whole raw/ prefix.
+        base_s, base_calls = float("nan"), 0
+        if not args.skip_baseline:
+            from dagster_aws.s3.sensor import get_s3_keys
+
+            s3_calls.clear()
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                found = get_s3_keys(BUCKET, prefix=f"{PREFIX}/raw/", since_key=f"{PREFIX}/{history[-1]}", s3_session=client)
-            base_times.append(time.perf_counter() - t0)
-            base_calls.append(calls[0])
-            assert len(found) == len(fresh), f"baseline returned {len(found)} keys"
+                found = get_s3_keys(BUCKET, prefix=f"{PREFIX}/raw/", s3_session=s3_client)
+            base_s, base_calls = time.perf_counter() - t0, sum(s3_calls.values())
+            print(f"(a) dagster_aws get_s3_keys: {base_calls} list calls, {base_s:.3f} s, {len(found)} keys (the whole prefix)", flush=True)
+
+        # Fallback: keys written while the bucket did not notify are found by the listing.
+        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration={})
+        hidden = spread_keys(sources[-10:], args.unnotified, datetime(2026, 11, 26, 9, tzinfo=timezone.utc), "quiet")
+        _seed(endpoint, hidden, args.threads)
+        s3.put_bucket_notification_configuration(Bucket=BUCKET, NotificationConfiguration=notification)
+        due = RawCursor(after=scan.cursor.after, listed_at=time.time() - 3600, ticks_since_listing=options.fallback_every_ticks)
+        fallback = discover_raw_keys(store, due, queue=queue, options=options, requested_since=lambda _: set(fresh), now=time.time())
+        fallback_found = len(set(fallback.new_keys) & set(hidden))
+        print(f"fallback listing tick: {fallback.list_calls} list calls, found {fallback_found}/{len(hidden)} keys written without an event", flush=True)
     finally:
         server.stop()
 
-    tick_s, base_s = statistics.median(tick_times), statistics.median(base_times)
-    print(f"bucket: {args.existing} existing + {args.new} new objects (seeding took {seed_s:.0f} s)")
-    print(f"tagqa raw_image_sensor tick: {tick_calls[0]} list calls, median {tick_s:.3f} s over {args.repeats} ticks ({', '.join(f'{t:.3f}' for t in tick_times)})")
-    print(f"dagster_aws get_s3_keys:     {base_calls[0]} list calls, median {base_s:.3f} s over {args.baseline_repeats} run(s)")
-    print(f"RESULT list_calls={tick_calls[0]} baseline_list_calls={base_calls[0]} tick_s={tick_s:.3f} baseline_tick_s={base_s:.3f} speedup={base_s / tick_s:.1f}")
+    speedup = per_source_s / event_s
+    print(f"bucket: {args.existing} existing objects over {len(sources)} sources + {args.new} new over {args.new_sources} (seeding took {seed_s:.0f} s)")
+    print(f"target: event calls <= 2 + new/10 = {2 + args.new // 10}; event tick >= 20x faster than the per-source listing")
+    if base_calls:
+        print(f"RESULT_BASELINE get_s3_keys_calls={base_calls} get_s3_keys_s={base_s:.3f}")
+    print(f"RESULT_LOCAL sources={len(sources)} list_calls={local_calls} idle_tick_s={local_idle_s:.3f} tick_with_new_s={local_busy_s:.3f} cameras_only_idle_tick_s={cameras_idle_s:.3f}")
+    print(
+        f"RESULT event_calls={event_calls} per_source_calls={per_source_calls} event_tick_s={event_s:.3f} "
+        f"per_source_tick_s={per_source_s:.3f} event_speedup={speedup:.1f} fallback_found={fallback_found}/{len(hidden)}"
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ import dagster as dg
 
 from tagqa_assets.datasets.sensors import RetrainingPolicyResource
 from tagqa_assets.deployment.resources import DeploymentResource
+from tagqa_assets.ingestion.resources import RawEventQueueResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.registry.champion import ChampionPreAnnotationResource
@@ -31,6 +32,9 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
     )
     return {
         "store": StoreResource(root=s("store"), s3_endpoint_url=s("s3_endpoint_url"), aws_region=s("aws_region")),
+        "raw_events": RawEventQueueResource(
+            queue_url=s("raw_event_queue_url"), aws_region=s("aws_region"), fallback_every_ticks=s("raw_fallback_every_ticks"),
+        ),
         "labels": LabelStoreResource(
             backend=s("label_store"), feature_group_name=s("feature_group"),
             feature_store_role_arn=s("feature_store_role_arn"), feature_store_offline_uri=s("feature_store_offline_uri"),

@@ -52,6 +52,8 @@ class Settings:
     store: str = _setting("TAGQA_STORE", ".tagqa/store", "Object store: a folder, or s3://bucket/prefix (S3 or any S3 API endpoint).", group="Object store")
     s3_endpoint_url: str = _setting("TAGQA_S3_ENDPOINT_URL", "", "S3 API endpoint (MinIO, moto, LocalStack); empty means AWS.", group="Object store")
     aws_region: str = _setting("TAGQA_AWS_REGION", "", "AWS region of every AWS backend; empty means boto3's own (AWS_REGION, AWS_DEFAULT_REGION, ~/.aws/config).", group="Object store")
+    raw_event_queue_url: str = _setting("TAGQA_RAW_EVENT_QUEUE_URL", "", "New raw images (docs/ingestion.md): empty = listing mode (every tick lists each source); an SQS queue URL (stack output RawEventQueueUrl) = event mode.", group="Object store")
+    raw_fallback_every_ticks: int = _setting("TAGQA_RAW_FALLBACK_EVERY_TICKS", 120, "In event mode, the per-source listing runs every this many ticks as a fallback for keys written without an event.", group="Object store")
 
     labeling_backend: str = _setting("TAGQA_LABELING_BACKEND", "inbox", "Who labels: inbox (label files dropped in the store) | labelstudio | groundtruth.", group="Labeling (docs/labeling.md)")
     label_store: str = _setting("TAGQA_LABEL_STORE", "local", "Where label records live: local (Parquet in the store) | featurestore (SageMaker Feature Store).", group="Labeling (docs/labeling.md)")

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
@@ -26,6 +28,10 @@ import dagster as dg
 from tagqa_assets.contracts.keys import check_key
 
 _TMP_MARK = ".tagqa-tmp-"
+# What this module names its temporary files: the mark, the target's name, a uuid4 hex.
+_TMP_NAME = re.compile(r"^" + re.escape(_TMP_MARK) + r".+\.[0-9a-f]{32}$")
+_SWEEP_MARKER = ".tagqa-swept"
+STALE_TEMP_AFTER_S = 3600.0
 
 
 class ObjectNotFound(KeyError):
@@ -139,11 +145,55 @@ class ObjectStore(ABC):
 class LocalObjectStore(ObjectStore):
     """Objects as files under a root folder; keys map 1:1 onto relative paths."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, stale_temp_after_s: float = STALE_TEMP_AFTER_S) -> None:
         super().__init__()
         self.root = Path(root).expanduser().resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.uri = str(self.root)
+        self.stale_temp_after_s = stale_temp_after_s
+        self.removed_temp_files = self._sweep_stale_temp_files()
+
+    def _sweep_stale_temp_files(self) -> list[str]:
+        """Remove temporary files of killed writers; returns their paths relative to the root.
+
+        Only files named the way this module names them (``.tagqa-tmp-<name>.<uuid hex>``)
+        and not modified for ``stale_temp_after_s`` are removed: a live writer keeps its file
+        fresh, and other writers' dotfiles (edge devices) are never touched. The walk runs at
+        most every quarter of that bound per store folder (a marker file's mtime says when it
+        last ran), so opening the store stays cheap.
+        """
+        marker = self.root / _SWEEP_MARKER
+        now = time.time()
+        try:
+            if now - marker.stat().st_mtime < self.stale_temp_after_s / 4:
+                return []
+        except FileNotFoundError:
+            pass
+        marker.touch()
+        removed: list[str] = []
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                if not _TMP_NAME.match(name):
+                    continue
+                path = Path(folder) / name
+                try:
+                    if now - path.stat().st_mtime < self.stale_temp_after_s:
+                        continue
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # renamed into place or removed meanwhile
+                removed.append(str(path.relative_to(self.root)))
+                self._remove_empty_folders(path.parent)
+        return removed
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        # Drop directories left empty, so list_prefixes matches S3's view.
+        while folder != self.root:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+            folder = folder.parent
 
     def _path(self, key: str) -> Path:
         return self.root / check_key(key)
@@ -187,14 +237,7 @@ class LocalObjectStore(ObjectStore):
             path.unlink()
         except FileNotFoundError:
             return
-        # Drop directories the delete emptied, so list_prefixes matches S3's view.
-        parent = path.parent
-        while parent != self.root:
-            try:
-                parent.rmdir()
-            except OSError:
-                break
-            parent = parent.parent
+        self._remove_empty_folders(path.parent)
 
     def uri_for(self, key: str) -> str:
         return str(self._path(key))
@@ -242,7 +285,31 @@ class LocalObjectStore(ObjectStore):
         folder = self._path(prefix.rstrip("/")) if prefix else self.root
         if not folder.is_dir():
             return []
-        return sorted(f"{prefix}{entry.name}/" for entry in os.scandir(folder) if entry.is_dir() and not entry.name.startswith("."))
+        return sorted(
+            f"{prefix}{entry.name}/"
+            for entry in os.scandir(folder)
+            if entry.is_dir(follow_symlinks=False) and not entry.name.startswith(".") and _holds_an_object(Path(entry.path))
+        )
+
+
+def _holds_an_object(folder: Path) -> bool:
+    """Whether ``folder`` holds an object at any depth (temporary and other dotfiles are not objects).
+
+    S3 has no folders, only key prefixes: a folder left with nothing but a killed writer's
+    temporary file or empty subfolders is no prefix there, so it is none here either.
+    """
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    for entry in entries:
+        if not entry.name.startswith(".") and entry.is_file(follow_symlinks=False):
+            return True
+    return any(
+        _holds_an_object(Path(entry.path))
+        for entry in entries
+        if not entry.name.startswith(".") and entry.is_dir(follow_symlinks=False)
+    )
 
 
 class S3ObjectStore(ObjectStore):
@@ -319,28 +386,19 @@ class S3ObjectStore(ObjectStore):
         request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix}
         if start_after:
             request["StartAfter"] = self.prefix + start_after
-        while True:
+        for page in self.client.get_paginator("list_objects_v2").paginate(**request):
             self.list_calls += 1
-            page = self.client.list_objects_v2(**request)
             for item in page.get("Contents", []):
                 yield ObjectInfo(item["Key"][len(self.prefix) :], item["Size"], item["LastModified"])
-            if not page.get("IsTruncated"):
-                return
-            request["ContinuationToken"] = page["NextContinuationToken"]
-            request.pop("StartAfter", None)
 
     def list_prefixes(self, prefix: str) -> list[str]:
         if prefix and not prefix.endswith("/"):
             raise ValueError(f"list_prefixes needs a prefix ending in '/', got {prefix!r}")
-        request: dict[str, Any] = {"Bucket": self.bucket, "Prefix": self.prefix + prefix, "Delimiter": "/"}
         found: list[str] = []
-        while True:
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix, Delimiter="/"):
             self.list_calls += 1
-            page = self.client.list_objects_v2(**request)
             found.extend(p["Prefix"][len(self.prefix) :] for p in page.get("CommonPrefixes", []))
-            if not page.get("IsTruncated"):
-                return sorted(found)
-            request["ContinuationToken"] = page["NextContinuationToken"]
+        return sorted(found)
 
 
 def open_store(root: str, *, endpoint_url: str | None = None, region: str | None = None) -> ObjectStore:

@@ -39,6 +39,8 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "TAGQA_DEVICES_ROOT": str(state / "devices"),
         "TAGQA_EDGE_WHEELS_DIR": str(state / "edge-wheels"),
         "TAGQA_AWS_REGION": "us-east-1",
+        "TAGQA_RAW_EVENT_QUEUE_URL": "",
+        "TAGQA_RAW_FALLBACK_EVERY_TICKS": "120",
         "DAGSTER_HOME": str(state / "dagster"),
         "YOLO_CONFIG_DIR": str(state / "ultralytics"),
         "YOLO_OFFLINE": "1",

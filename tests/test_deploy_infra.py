@@ -29,6 +29,7 @@ ATTRIBUTES = {
     ("AWS::IAM::Role", "Arn"): f"arn:aws:iam::{ACCOUNT}:role/{{}}",
     ("AWS::IoT::ThingGroup", "Arn"): f"{IOT}:thinggroup/{{}}",
     ("AWS::IoT::RoleAlias", "RoleAliasArn"): f"{IOT}:rolealias/{{}}",
+    ("AWS::SQS::Queue", "Arn"): f"arn:aws:sqs:{REGION}:{ACCOUNT}:{{}}",
 }
 # What Ref returns for each resource type (the physical name, or the ARN for managed policies).
 REF = {
@@ -38,6 +39,7 @@ REF = {
     "AWS::IoT::ThingGroup": ("ThingGroupName", "{}"),
     "AWS::IoT::RoleAlias": ("RoleAlias", "{}"),
     "AWS::IoT::Policy": ("PolicyName", "{}"),
+    "AWS::SQS::Queue": ("QueueName", f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/{{}}"),
 }
 
 
@@ -122,6 +124,10 @@ class Rendered:
         for arn in props.get("ManagedPolicyArns", []):
             owner = next(n for n, r in self.resources.items() if r["Type"] == "AWS::IAM::ManagedPolicy" and self.ref(n) == arn)
             statements += self.policy(owner)["Statement"]
+        role_name = self.ref(logical)
+        for name, resource in self.resources.items():  # managed policies that attach themselves (Roles:)
+            if resource["Type"] == "AWS::IAM::ManagedPolicy" and role_name in resource["Properties"].get("Roles", []):
+                statements += self.policy(name)["Statement"]
         return statements
 
 
@@ -354,3 +360,33 @@ def test_outputs_map_onto_the_settings_documented_in_the_readme():
         target = body["Description"].split(": ", 1)[0]
         words = re.findall(r"[\w.-]+", target)
         assert words == re.findall(r"[\w.-]+", rows[name]), f"output {name}: template says {target!r}, README says {rows[name]!r}"
+
+
+def test_store_bucket_notifies_the_raw_event_queue_of_new_raw_objects_only():
+    rendered = render()
+    bucket = rendered.resources["StoreBucket"]
+    assert bucket["DependsOn"] == "RawEventQueuePolicy"  # S3 validates the destination when configured
+    [config] = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:tagqa-raw-events"
+    assert config["Queue"] == queue_arn and config["Event"] == "s3:ObjectCreated:*"
+    assert config["Filter"]["S3Key"]["Rules"] == [{"Name": "prefix", "Value": "lines/plant-1/raw/"}]
+    queue = rendered.resources["RawEventQueue"]["Properties"]
+    assert queue["SqsManagedSseEnabled"] and queue["RedrivePolicy"]["deadLetterTargetArn"] == f"arn:aws:sqs:{REGION}:{ACCOUNT}:tagqa-raw-events-dlq"
+    assert int(queue["VisibilityTimeout"]) >= 120  # several sensor ticks: messages are deleted on the next tick
+    [send, deny] = rendered.resources["RawEventQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert send["Principal"] == {"Service": "s3.amazonaws.com"} and send["Action"] == "sqs:SendMessage" and send["Resource"] == queue_arn
+    assert send["Condition"] == {"ArnEquals": {"aws:SourceArn": "arn:aws:s3:::acme-tagqa-store"}, "StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+
+
+def test_orchestrator_may_drain_only_the_raw_event_queue():
+    rendered = render()
+    statements = rendered.role_statements("OrchestratorRole")
+    queue_arn = f"arn:aws:sqs:{REGION}:{ACCOUNT}:tagqa-raw-events"
+    assert allowed(statements, "sqs:ReceiveMessage", queue_arn)
+    assert allowed(statements, "sqs:DeleteMessage", queue_arn)
+    assert not allowed(statements, "sqs:SendMessage", queue_arn)
+    assert not allowed(statements, "sqs:PurgeQueue", queue_arn)
+    assert not allowed(statements, "sqs:ReceiveMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:tagqa-raw-events-dlq")
+    assert not allowed(statements, "sqs:ReceiveMessage", f"arn:aws:sqs:{REGION}:{ACCOUNT}:other-queue")
+    assert rendered.outputs["RawEventQueueUrl"] == f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT}/tagqa-raw-events"

@@ -10,13 +10,14 @@ import pytest
 from image_fixtures import encoded_image
 from tagqa_assets.ingestion.assets import raw_images
 from tagqa_assets.ingestion.catalog import RawImageCatalog
+from tagqa_assets.ingestion.resources import RawEventQueueResource
 from tagqa_assets.ingestion.scan import RawCursor, scan_new_raw_keys
 from tagqa_assets.ingestion.sensors import raw_image_sensor
 from tagqa_assets.storage import StoreResource
 
 
 def _tick(resource: StoreResource, cursor: str | None, instance: dg.DagsterInstance | None = None):
-    context = dg.build_sensor_context(cursor=cursor, resources={"store": resource}, instance=instance)
+    context = dg.build_sensor_context(cursor=cursor, resources={"store": resource, "raw_events": RawEventQueueResource()}, instance=instance)
     return raw_image_sensor(context)
 
 
@@ -28,7 +29,7 @@ def _write(resource: StoreResource, keys: list[str], first_shade: int = 0) -> No
 
 def test_first_tick_then_only_new_keys(tmp_path: Path):
     resource = StoreResource(root=str(tmp_path / "store"))
-    assert isinstance(_tick(resource, None), dg.SkipReason)
+    assert _tick(resource, None).skip_reason
     first = [f"raw/camera-1/2026/11/24/12000{i}-a.jpg" for i in range(3)]
     _write(resource, first)
 
@@ -40,13 +41,13 @@ def test_first_tick_then_only_new_keys(tmp_path: Path):
 
     # The cursor is a plain string: a restarted daemon resumes from it.
     cursor = result.cursor
-    assert isinstance(_tick(resource, cursor), dg.SkipReason)
+    assert _tick(resource, cursor).skip_reason
     later = ["raw/camera-1/2026/11/25/080000-b.jpg", "raw/edge-feedback/line-1/2026/11/25/20261125T080001000000Z-c.jpg"]
     _write(resource, later)
     second = _tick(resource, cursor)
     [request] = second.run_requests
     assert request.run_config["ops"]["raw_images"]["config"]["keys"] == later
-    assert isinstance(_tick(resource, second.cursor), dg.SkipReason)
+    assert _tick(resource, second.cursor).skip_reason
 
 
 def test_large_backlog_is_split_into_batches(tmp_path: Path):
@@ -86,7 +87,8 @@ def test_sensor_runs_ingest_each_image_exactly_once(tmp_path: Path):
     def daemon_tick() -> int:
         cursor = cursor_file.read_text() if cursor_file.exists() else None
         result = _tick(resource, cursor, instance)
-        if isinstance(result, dg.SkipReason):
+        if result.skip_reason:
+            cursor_file.write_text(result.cursor)
             return 0
         runs = 0
         for request in result.run_requests:

@@ -15,7 +15,7 @@ from image_fixtures import encoded_image
 from tagqa_assets.contracts.keys import QUARANTINE_PREFIX, RAW_PREFIX
 from tagqa_assets.ingestion.assets import raw_images
 from tagqa_assets.ingestion.catalog import RawImageCatalog
-from tagqa_assets.ingestion.ingest import ingest_keys
+from tagqa_assets.ingestion.ingest import IngestReport, ingest_keys
 from tagqa_assets.ingestion.writers import upload_folder
 from tagqa_assets.storage import S3ObjectStore, StoreResource
 
@@ -82,6 +82,15 @@ def test_every_input_is_accounted_for(any_store):
     assert len(RawImageCatalog(any_store).load()) == 4
 
 
+def test_accounting_is_a_blocking_check_that_names_the_counts():
+    [spec] = raw_images.check_specs
+    assert spec.name == "accounting" and spec.blocking
+    assert IngestReport(requested=3, accepted=[], quarantined=[], duplicates=[]).accounting_error() == (
+        "ingestion accounting broken: accepted 0 + quarantined 0 + duplicates 0 != seen 3"
+    )
+    assert IngestReport(requested=2, already_ingested=1, missing=1).accounting_error() is None
+
+
 def test_real_dataset_is_accepted_whole(real_dataset: Path, local_store):
     upload = upload_folder(local_store, real_dataset / "images", source="import")
     assert len(upload.keys) == 249 and upload.refused == []
@@ -102,6 +111,9 @@ def test_raw_images_asset_full_reconcile_in_dagster(tmp_path: Path):
     metadata = result.asset_materializations_for_node("raw_images")[0].metadata
     assert (metadata["files_seen"].value, metadata["accepted"].value, metadata["quarantined"].value) == (2, 1, 1)
     assert "data:image/jpeg;base64," in metadata["new_images"].value
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "accounting" and check.passed
+    assert {k: v.value for k, v in check.metadata.items()} == {"files_seen": 2, "accepted": 1, "quarantined": 1, "duplicates": 0}
     # A second reconcile finds nothing new.
     again = dg.materialize([raw_images], resources={"store": store})
     assert again.asset_materializations_for_node("raw_images")[0].metadata["files_seen"].value == 0

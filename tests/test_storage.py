@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -105,3 +109,71 @@ def test_open_store_selects_backend(tmp_path: Path, moto_endpoint, s3_bucket):
     assert [i.key for i in s3.list_objects("")] == ["k"]
     with pytest.raises(ValueError, match="bucket"):
         open_store("s3://ab")
+
+
+def test_list_prefixes_lists_only_folders_that_hold_an_object(any_store):
+    any_store.put_bytes("p/full/deep/er/obj", b"1")
+    any_store.put_bytes("p/other/x", b"1")
+    if isinstance(any_store, LocalObjectStore):  # what killed writers and removed objects leave behind locally
+        (any_store.root / "p" / "empty" / "nested").mkdir(parents=True)
+        (any_store.root / "p" / "tmp-only").mkdir()
+        (any_store.root / "p" / "tmp-only" / f".tagqa-tmp-obj.{'0' * 32}").write_bytes(b"half")
+    assert any_store.list_prefixes("p/") == ["p/full/", "p/other/"]
+    any_store.delete("p/other/x")
+    assert any_store.list_prefixes("p/") == ["p/full/"]
+
+
+_WRITER = """
+import sys
+from tagqa_assets.storage import LocalObjectStore
+LocalObjectStore(sys.argv[1]).put_bytes(sys.argv[2], b"\\0" * int(sys.argv[3]))
+print("done", flush=True)
+"""
+
+
+def _writer_caught_mid_write(root: Path, key: str, stop_signal: int) -> tuple[subprocess.Popen, Path]:
+    """Start a writer of a large object and send ``stop_signal`` once its temporary file exists."""
+    for size in (300_000_000, 600_000_000, 900_000_000):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(root), key, str(size)], stdout=subprocess.PIPE)
+        folder = root / key.rsplit("/", 1)[0]
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and writer.poll() is None:
+            temps = list(folder.glob(".tagqa-tmp-*")) if folder.is_dir() else []
+            if temps:
+                writer.send_signal(stop_signal)
+                if temps[0].exists():
+                    return writer, temps[0]
+                break  # renamed into place before the signal landed: try a larger object
+            time.sleep(0.005)
+        writer.kill()
+        writer.wait(30)
+        LocalObjectStore(root).delete(key)
+    raise AssertionError(f"could not catch a writer of {key} mid-write")
+
+
+def test_killed_writers_temp_file_is_removed_once_stale_never_a_live_writers(tmp_path: Path):
+    BOUND = 15.0  # seconds a temporary file must be untouched before a store open removes it
+    root = tmp_path / "store"
+    LocalObjectStore(root).put_bytes("keep/obj", b"1")
+    killed, killed_temp = _writer_caught_mid_write(root, "dead/sub/obj", signal.SIGKILL)
+    killed.wait(30)
+    assert killed_temp.exists() and not (root / "dead" / "sub" / "obj").exists()
+
+    live, live_temp = _writer_caught_mid_write(root, "live/obj", signal.SIGSTOP)  # alive, paused mid-write
+    try:
+        assert time.time() - killed_temp.stat().st_mtime < BOUND - 3, "machine too slow for this bound"
+        fresh = LocalObjectStore(root, stale_temp_after_s=BOUND)
+        assert fresh.removed_temp_files == [] and killed_temp.exists() and live_temp.exists()
+        assert fresh.list_prefixes("") == ["keep/"]  # a folder with only a temporary file is no prefix
+        live.send_signal(signal.SIGCONT)
+        assert live.communicate(timeout=120)[0].strip() == b"done"
+    finally:
+        live.kill()
+    assert not live_temp.exists() and (root / "live" / "obj").is_file()
+
+    time.sleep(max(0.0, BOUND + 0.5 - (time.time() - killed_temp.stat().st_mtime)))
+    stale = LocalObjectStore(root, stale_temp_after_s=BOUND)
+    assert stale.removed_temp_files == [str(killed_temp.relative_to(root))]
+    assert not (root / "dead").exists()  # the folders it emptied went with it
+    assert stale.list_prefixes("") == ["keep/", "live/"]
+    assert LocalObjectStore(root, stale_temp_after_s=BOUND).removed_temp_files == []  # the sweep ran a moment ago

@@ -20,10 +20,21 @@ class RawImagesConfig(dg.Config):
     max_pixels: int = validation.DEFAULT_MAX_PIXELS
 
 
+ACCOUNTING_CHECK = "accounting"
+
+
 @dg.asset(
     group_name="ingestion",
     kinds={"python", "parquet"},
     code_version="ingest-v1",
+    check_specs=[
+        dg.AssetCheckSpec(
+            ACCOUNTING_CHECK,
+            asset="raw_images",
+            blocking=True,
+            description="accepted + quarantined + duplicates == files seen; a run that fails it commits no inventory part and stops downstream assets.",
+        )
+    ],
 )
 def raw_images(context: dg.AssetExecutionContext, config: RawImagesConfig, store: StoreResource) -> dg.MaterializeResult:
     """Inventory of raw images (key, sha256, bytes, width, height, format, source, ingested_at).
@@ -43,7 +54,23 @@ def raw_images(context: dg.AssetExecutionContext, config: RawImagesConfig, store
     images = catalog.images()
     tiles = [Tile(object_store.get_bytes(row.key), row.key.rsplit("/", 1)[-1]) for row in report.accepted[:GRID_LIMIT]]
     reasons = Counter(record.reason for record in report.quarantined)
+    accounting_error = report.accounting_error()
+    counts = {
+        "files_seen": report.seen,
+        "accepted": len(report.accepted),
+        "quarantined": len(report.quarantined),
+        "duplicates": len(report.duplicates),
+    }
     return dg.MaterializeResult(
+        check_results=[
+            dg.AssetCheckResult(
+                check_name=ACCOUNTING_CHECK,
+                passed=accounting_error is None,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=accounting_error or "every file seen is accepted, quarantined or a duplicate",
+                metadata=counts,
+            )
+        ],
         metadata={
             "files_seen": report.seen,
             "accepted": len(report.accepted),

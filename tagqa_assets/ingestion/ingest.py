@@ -42,14 +42,15 @@ class IngestReport:
     def seen(self) -> int:
         return self.requested - self.already_ingested - self.missing
 
-    def check_accounting(self) -> None:
-        """Raise ``AssertionError`` naming the counts if any input is unaccounted for."""
+    def accounting_error(self) -> str | None:
+        """``None`` when every input is accounted for, else a message naming the counts."""
         total = len(self.accepted) + len(self.quarantined) + len(self.duplicates)
-        if total != self.seen:
-            raise AssertionError(
-                f"ingestion accounting broken: accepted {len(self.accepted)} + quarantined "
-                f"{len(self.quarantined)} + duplicates {len(self.duplicates)} != seen {self.seen}"
-            )
+        if total == self.seen:
+            return None
+        return (
+            f"ingestion accounting broken: accepted {len(self.accepted)} + quarantined "
+            f"{len(self.quarantined)} + duplicates {len(self.duplicates)} != seen {self.seen}"
+        )
 
 
 def quarantine(store: ObjectStore, key: str, reason: str, detail: str, data: bytes, run_id: str) -> QuarantineRecord:
@@ -87,7 +88,8 @@ def ingest_keys(
     max_pixels: int = validation.DEFAULT_MAX_PIXELS,
     catalog: RawImageCatalog | None = None,
 ) -> IngestReport:
-    """Validate and record ``keys`` (raw keys); returns the report after appending one catalog part.
+    """Validate and record ``keys`` (raw keys); returns the report after appending one catalog part
+    (none when ``report.accounting_error()`` says the counts do not add up).
 
     Keys already in the inventory are skipped (a retried run changes nothing); keys that
     vanished are counted as missing; content seen before is recorded as a duplicate of its
@@ -151,8 +153,9 @@ def ingest_keys(
         else:
             report.duplicates.append(row)
         known_keys.add(key)
-    report.check_accounting()
-    report.catalog_part = catalog.append(report.accepted + report.duplicates)
+    if report.accounting_error() is None:
+        # A run whose counts do not add up commits nothing: its keys are examined again.
+        report.catalog_part = catalog.append(report.accepted + report.duplicates)
     return report
 
 

@@ -1,4 +1,5 @@
-"""Incremental listing of new raw images: what the raw-image sensor does on each tick.
+"""Incremental listing of new raw images: the raw-image sensor's listing mode, and the
+fallback of its event mode (``discovery.py``), plus the cursor both modes share.
 
 Keys are ``raw/<source>/<YYYY>/<MM>/<DD>/<name>``: within one source they sort in time
 order as long as writers name files in arrival order within a day (tagqa's own writers
@@ -14,35 +15,66 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tagqa_assets.contracts.keys import EDGE_FEEDBACK_SOURCE, RAW_PREFIX
 from tagqa_assets.storage import ObjectStore
 
-CURSOR_VERSION = 1
+CURSOR_VERSION = 2
 
 
 @dataclass
 class RawCursor:
-    """Per-source position of the raw-image sensor: ``{source_prefix: last_key_handed_out}``."""
+    """Everything the raw-image sensor carries from one tick to the next.
+
+    - ``after``: per source, the last key the listing handed out (``{source_prefix: key}``);
+    - ``pending``: SQS receipt handles of the messages the previous tick turned into run
+      requests (or skipped); the daemon stores this cursor only after it has submitted
+      those runs, so the next tick may delete them;
+    - ``ticks_since_listing`` / ``listed_at``: when the fallback listing last ran (event mode);
+    - ``counts``: running totals of what happened to every message and tick, for people.
+    """
 
     after: dict[str, str] = field(default_factory=dict)
+    pending: list[str] = field(default_factory=list)
+    ticks_since_listing: int = 0
+    listed_at: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
 
     @classmethod
     def parse(cls, text: str | None) -> RawCursor:
-        """Parse a stored cursor; ``None``/empty is the start. Raises ``ValueError`` on a foreign cursor."""
+        """Parse a stored cursor (this version or version 1); ``None``/empty is the start.
+
+        Raises ``ValueError`` on a foreign cursor.
+        """
         if not text:
             return cls()
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
             raise ValueError(f"raw_image_sensor cursor is not JSON: {text[:80]!r}") from exc
-        if data.get("v") != CURSOR_VERSION or not isinstance(data.get("after"), dict):
+        if not isinstance(data, dict) or data.get("v") not in (1, CURSOR_VERSION) or not isinstance(data.get("after"), dict):
             raise ValueError(f"raw_image_sensor cursor has an unknown shape: {text[:80]!r}")
-        return cls(after=dict(data["after"]))
+        return cls(
+            after=dict(data["after"]),
+            pending=list(data.get("pending", [])),
+            ticks_since_listing=int(data.get("ticks_since_listing", 0)),
+            listed_at=data.get("listed_at"),
+            counts={str(k): int(v) for k, v in data.get("counts", {}).items()},
+        )
 
     def serialize(self) -> str:
-        return json.dumps({"v": CURSOR_VERSION, "after": dict(sorted(self.after.items()))}, separators=(",", ":"))
+        return json.dumps(
+            {
+                "v": CURSOR_VERSION,
+                "after": dict(sorted(self.after.items())),
+                "pending": self.pending,
+                "ticks_since_listing": self.ticks_since_listing,
+                "listed_at": self.listed_at,
+                "counts": dict(sorted(self.counts.items())),
+            },
+            separators=(",", ":"),
+        )
 
 
 @dataclass(frozen=True)
@@ -86,7 +118,7 @@ def scan_new_raw_keys(store: ObjectStore, cursor: RawCursor, *, max_keys: int = 
             budget -= 1
             if budget == 0:
                 break
-    return RawScan(new_keys=new_keys, cursor=RawCursor(after), list_calls=store.list_calls - calls_before, sources=prefixes)
+    return RawScan(new_keys=new_keys, cursor=replace(cursor, after=after), list_calls=store.list_calls - calls_before, sources=prefixes)
 
 
 def batch_run_key(keys: list[str]) -> str:
