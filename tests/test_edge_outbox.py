@@ -53,7 +53,7 @@ def test_results_arrive_in_order_while_connected(mosquitto, tmp_path: Path) -> N
 def test_broker_outage_buffers_on_disk_and_flushes_in_order(mosquitto, tmp_path: Path) -> None:
     collector = MqttCollector(mosquitto.port, [TOPIC])
     publisher = _publisher(mosquitto)
-    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=10**7, memory_items=50)
+    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=10**7)
     outbox.start()
     for i in range(100):
         outbox.put(TOPIC, _payload(i))
@@ -82,7 +82,7 @@ def test_disk_budget_evicts_the_oldest_results_and_counts_them(mosquitto, tmp_pa
     mosquitto.stop()
     publisher = MqttPublisher("127.0.0.1", mosquitto.port, "edge-budget")
     publisher.start()
-    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=40_000, memory_items=10)
+    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=40_000)
     outbox.start()
     for i in range(1000):  # ~250 bytes each: far beyond 40 kB
         outbox.put(TOPIC, _payload(i))
