@@ -83,7 +83,7 @@ class EdgeRuntime:
                                                                       region=c.s3_region))
         self._max_frames = max_frames
         self._flush_timeout = flush_timeout
-        self._rng = random.Random(seed)
+        self._seed = seed or 0
         self._stop = threading.Event()
         self._errors: dict[str, str] = {}
         self.faults = ThreadFaults()
@@ -220,8 +220,10 @@ class EdgeRuntime:
             self._publish_frame_error(outcome, outcome.error_kind or "internal", outcome.error or "")
             return
         config, card, found = self.config, outcome.model.card, outcome.found
+        # Sampling seeded by the image id: a frame processed again after a crash gets the same decision.
+        rng = random.Random(f"{self._seed}:{frame.image_id}")
         reason = CapturePolicy(config.capture_band, config.empty_sample_rate,
-                               config.random_sample_rate).decide(found.best_score, bool(found.detections), self._rng)
+                               config.random_sample_rate).decide(found.best_score, bool(found.detections), rng)
         if outcome.data is None:
             reason = None  # a camera frame that could not be encoded cannot be captured
         result = DetectionResult(
