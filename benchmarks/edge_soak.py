@@ -225,9 +225,10 @@ def soak(args: argparse.Namespace) -> int:
     print(f"workdir {workdir}", flush=True)
     print(commit_benchmark(workdir), flush=True)
     model = prepare_model(workdir, Path(args.model) if args.model else None)
-    images = sorted((DATA / "images").rglob("*.jpg"))[:40]
+    data = Path(args.data)
+    images = sorted((data / "images").rglob("*.jpg"))[:40]
     if not images:
-        sys.exit(f"no images under {DATA / 'images'}")
+        sys.exit(f"no images under {data / 'images'} (--data)")
     scale = args.minutes / 30.0
     duration = args.minutes * 60.0
     broker_every, broker_down = 120 * scale, max(2.0, 10 * scale)
@@ -343,6 +344,7 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=30.0, help="length of the run (fault schedule scales)")
     parser.add_argument("--fps", type=float, default=4.0, help="frames written into the watched folder per second")
     parser.add_argument("--model", help="an existing model directory (default: export a tiny yolov8n)")
+    parser.add_argument("--data", default=str(DATA), help="the metal-tags dataset (its images/ are the frames)")
     parser.add_argument("--workdir", help="where everything lives (default: a new temp folder)")
     parser.add_argument("--drain-seconds", type=float, default=180.0, help="how long to wait for the last records")
     return soak(parser.parse_args())
