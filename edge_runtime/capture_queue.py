@@ -144,6 +144,21 @@ class CaptureQueue:
             if self._items.get(item.name) == item:
                 self._delete(item)
 
+    def set_aside(self, item: CaptureItem, reason: str) -> None:
+        """Move an item that cannot be uploaded into ``bad/`` with a ``.reason`` file (kept, out of the queue)."""
+        with self._cond:
+            if self._items.get(item.name) != item:
+                return
+            bad = self.directory / "bad"
+            bad.mkdir(exist_ok=True)
+            for suffix in ("", ".json"):
+                source = self.directory / f"{item.stem}{suffix}"
+                if source.exists():
+                    os.replace(source, bad / source.name)
+            (bad / f"{item.stem}.reason").write_text(reason + "\n", encoding="utf-8")
+            self._items.pop(item.name, None)
+            self._bytes -= item.size
+
     def wake(self) -> None:
         with self._cond:
             self._cond.notify_all()

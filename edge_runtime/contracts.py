@@ -20,6 +20,8 @@ from edge_runtime.device_config import DeviceConfig, DeviceConfigError  # noqa: 
 
 MODEL_CARD_SCHEMA = "tagqa.model_card/1"
 RESULT_SCHEMA = "tagqa.detection/1"
+FRAME_ERROR_SCHEMA = "tagqa.frame_error/1"
+FRAME_ERROR_REASONS = ("corrupt", "too-large", "inference", "non-finite", "internal")
 HEALTH_SCHEMA = "tagqa.health/1"
 FEEDBACK_SIDECAR_SCHEMA = "tagqa.edge_feedback/1"
 MODEL_CARD_FILE = "model_card.json"
@@ -190,8 +192,52 @@ class DetectionResult:
 
 
 def result_payload(record: dict[str, Any]) -> bytes:
-    """The MQTT payload of a result record (``DetectionResult.to_dict()``): compact UTF-8 JSON."""
-    return json.dumps(record, separators=(",", ":")).encode("utf-8")
+    """The MQTT payload of a result or error record: compact UTF-8 JSON, strict (ValueError on NaN/inf)."""
+    return json.dumps(record, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class FrameError:
+    """The record published on the detections topic for a frame that produced no result."""
+
+    device: str
+    image_id: str
+    timestamp: datetime
+    source_name: str
+    reason: str  # one of FRAME_ERROR_REASONS
+    detail: str
+    model_id: str
+    model_version: str | None
+    kept: str | None  # "quarantine" when the input was kept on the device, else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema": FRAME_ERROR_SCHEMA,
+            "device": self.device,
+            "image_id": self.image_id,
+            "timestamp": iso_utc(self.timestamp),
+            "source_name": self.source_name,
+            "reason": self.reason,
+            "detail": self.detail[:500],
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "kept": self.kept,
+        }
+
+
+FRAME_ERROR_REQUIRED_KEYS = frozenset({"schema", "device", "image_id", "timestamp", "source_name", "reason", "detail"})
+
+
+def validate_frame_error(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Check a received frame error record (platform side); return it unchanged or raise ContractError."""
+    missing = FRAME_ERROR_REQUIRED_KEYS - set(data)
+    if missing:
+        raise ContractError(f"frame error record: missing keys {sorted(missing)}")
+    if data["schema"] != FRAME_ERROR_SCHEMA:
+        raise ContractError(f"frame error record: schema {data['schema']!r} is not {FRAME_ERROR_SCHEMA!r}")
+    if data["reason"] not in FRAME_ERROR_REASONS:
+        raise ContractError(f"frame error record: reason {data['reason']!r} is not one of {FRAME_ERROR_REASONS}")
+    return data
 
 
 RESULT_REQUIRED_KEYS = frozenset(

@@ -31,6 +31,10 @@ class DeviceConfig:
     frame_interval_seconds: float = 0.0
     folder_on_read: str = "keep"
     folder_settle_seconds: float = 0.2
+    max_frame_pixels: int = 12_000_000
+    bad_frame_policy: str = "quarantine"
+    quarantine_max_bytes: int = 64 * 1024 * 1024
+    result_commit_seconds: float = 0.05
     conf_threshold: float = 0.25
     iou_threshold: float = 0.7
     decision_threshold: float = 0.5
@@ -89,6 +93,10 @@ class DeviceConfig:
         lo, hi = self.capture_band
         if not 0.0 <= lo <= hi <= 1.0:
             fail("captureBand", f"must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(self.capture_band)}")
+        if self.bad_frame_policy not in ("quarantine", "drop"):
+            fail("badFramePolicy", "must be 'quarantine' or 'drop'")
+        if not 0.0 <= self.result_commit_seconds <= 5.0:
+            fail("resultCommitSeconds", "must be between 0 and 5")
         if self.folder_on_read not in ("keep", "delete"):
             fail("folderOnRead", "must be 'keep' or 'delete'")
         if self.device_id and not _DEVICE_ID.match(self.device_id):
@@ -98,7 +106,8 @@ class DeviceConfig:
                 fail(_camel(key), "must not be negative")
         if self.health_interval_seconds <= 0:
             fail("healthIntervalSeconds", "must be positive")
-        for key in ("max_detections", "ring_size", "queue_max_bytes", "result_buffer_max_bytes"):
+        for key in ("max_detections", "ring_size", "queue_max_bytes", "result_buffer_max_bytes", "max_frame_pixels",
+                    "quarantine_max_bytes"):
             if getattr(self, key) < 1:
                 fail(_camel(key), "must be at least 1")
         for key in ("workers", "inference_threads"):

@@ -22,37 +22,56 @@ class ImageDecodeError(ValueError):
     """The bytes are not a complete, decodable image."""
 
 
-def decode_image(data: bytes) -> np.ndarray:
+class FrameTooLarge(ImageDecodeError):
+    """The image's header declares more pixels than allowed; nothing was decoded."""
+
+
+def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     """Decode image bytes (any format Pillow knows, recognised by content) to HxWx3 uint8 RGB.
 
     EXIF orientation is applied, as OpenCV's imread does. Raises ImageDecodeError for
-    corrupt, truncated or empty data.
+    corrupt, truncated or empty data, and FrameTooLarge, before any pixel is decoded, when
+    the header declares more than ``max_pixels`` pixels (None: Pillow's own bomb limit).
 
     Plain JPEGs (the camera's frames) go through libjpeg-turbo directly (simplejpeg, same
     library and settings as Pillow and OpenCV: bit-identical pixels) in one call that
     releases the GIL; Pillow's Python-level header parsing and its copy out of the image
-    held the GIL for about 0.4 ms per frame, stalling the other worker. JPEGs with EXIF,
-    very large ones, CMYK/YCCK ones (whose RGB conversion differs between libraries) and
-    any data it rejects go the Pillow way, which also decides what counts as corrupt.
+    hold the GIL, stalling the other worker (docs/benchmarks.md). JPEGs with EXIF, very
+    large ones, CMYK/YCCK ones (whose RGB conversion differs between libraries) and any data
+    it rejects go the Pillow way, which also decides what counts as corrupt.
     """
     if simplejpeg is not None and data[:3] == b"\xff\xd8\xff" and not _jpeg_has_exif(data):
         try:
             height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
-            if colorspace in ("YCbCr", "Gray") and height * width <= (Image.MAX_IMAGE_PIXELS or height * width):
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False, strict=True)
         except ValueError:
             pass
-    return _decode_with_pillow(data)
+        else:
+            _check_size(width, height, max_pixels)
+            if colorspace in ("YCbCr", "Gray") and height * width <= (Image.MAX_IMAGE_PIXELS or height * width):
+                try:
+                    return simplejpeg.decode_jpeg(data, colorspace="RGB", fastdct=False, fastupsample=False,
+                                                  strict=True)
+                except ValueError:
+                    pass
+    return _decode_with_pillow(data, max_pixels)
 
 
-def _decode_with_pillow(data: bytes) -> np.ndarray:
+def _check_size(width: int, height: int, max_pixels: int | None) -> None:
+    if max_pixels and width * height > max_pixels:
+        raise FrameTooLarge(f"{width}x{height} = {width * height} pixels is over the frame limit of {max_pixels}")
+
+
+def _decode_with_pillow(data: bytes, max_pixels: int | None = None) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
+            _check_size(*image.size, max_pixels)  # from the header: nothing decoded yet
             image.load()
             if image.getexif().get(0x0112, 1) != 1:
                 image = ImageOps.exif_transpose(image)
             rgb = image if image.mode == "RGB" else image.convert("RGB")
             return np.asarray(rgb)
+    except FrameTooLarge:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(str(exc) or type(exc).__name__) from None
 

@@ -1,8 +1,16 @@
 """The edge runtime: wires configuration, model, pipeline, outbox, capture queue and health together.
 
-Threads: the pipeline's source, workers and sink; the result outbox's sender; the capture
-uploader; and one control thread that applies configuration changes, verifies and swaps
-models, handles operator feedback and publishes health every ``healthIntervalSeconds``.
+Threads: the pipeline's source, workers and sink; the result outbox's sender and committer;
+the capture writer; the capture uploader; and one control thread that applies configuration
+changes, verifies and swaps models, handles operator feedback and publishes health every
+``healthIntervalSeconds``. All but the control thread run supervised (edge_runtime.supervision):
+a crash is logged with its item, restarted with backoff and reported as ``degraded`` in health
+until the thread makes progress again.
+
+Every frame read yields one record on the results topic: its detection result, or an error
+record (``tagqa.frame_error/1``). The frame's input is released (``Frame.on_done``: a watched
+folder deletes the file) only when that record is safe (fsync'ed or acknowledged by the
+broker) and its capture or quarantine copy, if any, is on disk.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ from typing import Any, Callable
 from edge_runtime.allocator import tune_malloc
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
-from edge_runtime.contracts import DetectionResult, resolve_topic, result_payload, verdict_for
+from edge_runtime.contracts import DetectionResult, FrameError, resolve_topic, result_payload, verdict_for
 from edge_runtime.detector import Thresholds
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
@@ -30,8 +38,10 @@ from edge_runtime.models import ModelRejected, ModelSlot, load_verified_model, m
 from edge_runtime.outbox import ResultOutbox
 from edge_runtime.pipeline import FrameOutcome, FramePipeline
 from edge_runtime.publishers import Publisher
+from edge_runtime.quarantine import Quarantine
 from edge_runtime.sources import open_source
 from edge_runtime.stores import FeedbackStore, open_store
+from edge_runtime.supervision import SupervisedThread, ThreadFaults
 from edge_runtime.uploader import CaptureUploader
 
 log = logging.getLogger(__name__)
@@ -40,6 +50,22 @@ log = logging.getLogger(__name__)
 RESTART_KEYS = ("device_id", "broker", "broker_ca_file", "broker_cert_file", "broker_key_file", "state_dir",
                 "workers", "inference_threads", "feedback_topic")
 _CONTROL_TICK = 0.25
+
+
+class _Completion:
+    """Runs ``callback`` once ``parts`` pieces of a frame's bookkeeping are done (thread-safe)."""
+
+    def __init__(self, parts: int, callback: Callable[[], None] | None) -> None:
+        self._left = parts
+        self._callback = callback
+        self._lock = threading.Lock()
+
+    def part_done(self) -> None:
+        with self._lock:
+            self._left -= 1
+            ready = self._left == 0
+        if ready and self._callback is not None:
+            self._callback()
 
 
 class EdgeRuntime:
@@ -57,9 +83,10 @@ class EdgeRuntime:
                                                                       region=c.s3_region))
         self._max_frames = max_frames
         self._flush_timeout = flush_timeout
-        self._rng = random.Random(seed)
+        self._seed = seed or 0
         self._stop = threading.Event()
         self._errors: dict[str, str] = {}
+        self.faults = ThreadFaults()
         self.metrics = RuntimeMetrics()
         self.config = self._load_config()
         cpus = os.cpu_count() or 1
@@ -69,10 +96,17 @@ class EdgeRuntime:
         self._model_watch = (self.config.model_dir, model_dir_signature(Path(self.config.model_dir)))
         state = Path(self.config.state_dir)
         self.publisher = publisher_factory(self.config)
-        self.outbox = ResultOutbox(state / "results", self.publisher, max_bytes=self.config.result_buffer_max_bytes)
+        self.outbox = ResultOutbox(state / "results", self.publisher, max_bytes=self.config.result_buffer_max_bytes,
+                                   commit_interval=self.config.result_commit_seconds, faults=self.faults)
         self.captures = CaptureQueue(state / "captures", self.config.queue_max_bytes)
+        self.quarantine = Quarantine(state / "quarantine", self.config.quarantine_max_bytes)
         self._store = self._store_factory(self.config)
-        self.uploader = CaptureUploader(self.captures, lambda: self._store)
+        self.uploader = CaptureUploader(self.captures, lambda: self._store, faults=self.faults)
+        # Captures and quarantine copies are fsync'ed off the sink thread; bounded: back-pressure on the line.
+        self._disk_jobs: queue.Queue = queue.Queue(maxsize=32)
+        self._writer_stop = threading.Event()
+        self.capture_writer = SupervisedThread("capture-writer", self._capture_writer_loop, self.faults,
+                                               stop=self._writer_stop)
         self.ring = FrameRing(self.config.ring_size)
         self.feedback = FeedbackHandler(ring=self.ring, captures=self.captures, metrics=self.metrics,
                                         device=lambda: self.config.device_id)
@@ -80,7 +114,8 @@ class EdgeRuntime:
         self.pipeline = FramePipeline(
             slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
             on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
-            max_frames=max_frames)
+            max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels,
+            on_internal_error=self._on_internal_error)
         self._last_health = 0.0
         self._frames_at_last_health = 0
         if hasattr(config_source, "set_validator"):
@@ -125,6 +160,8 @@ class EdgeRuntime:
         self._set_error("config", None)
         self.captures.max_bytes = new.queue_max_bytes
         self.outbox.max_bytes = new.result_buffer_max_bytes
+        self.outbox.commit_interval = new.result_commit_seconds
+        self.quarantine.max_bytes = new.quarantine_max_bytes
         self.ring.resize(new.ring_size)
         store_keys = ("upload_prefix", "s3_endpoint_url", "s3_region")
         if any(getattr(new, k) != getattr(old, k) for k in store_keys):
@@ -180,12 +217,15 @@ class EdgeRuntime:
     def _on_outcome(self, outcome: FrameOutcome) -> None:
         frame = outcome.frame
         if outcome.found is None:
-            self.metrics.count("frames_corrupt" if outcome.error_kind == "corrupt" else "frames_failed")
-            log.warning("skipped frame %s (%s): %s", frame.source_name, frame.image_id, outcome.error)
+            self._publish_frame_error(outcome, outcome.error_kind or "internal", outcome.error or "")
             return
         config, card, found = self.config, outcome.model.card, outcome.found
+        # Sampling seeded by the image id: a frame processed again after a crash gets the same decision.
+        rng = random.Random(f"{self._seed}:{frame.image_id}")
         reason = CapturePolicy(config.capture_band, config.empty_sample_rate,
-                               config.random_sample_rate).decide(found.best_score, bool(found.detections), self._rng)
+                               config.random_sample_rate).decide(found.best_score, bool(found.detections), rng)
+        if outcome.data is None:
+            reason = None  # a camera frame that could not be encoded cannot be captured
         result = DetectionResult(
             device=config.device_id, image_id=frame.image_id, timestamp=frame.captured_at, model_id=card.model_id,
             model_version=card.model_version, dataset_version=card.dataset_version, detections=found.detections,
@@ -193,14 +233,64 @@ class EdgeRuntime:
             verdict=verdict_for(found.detections, config.decision_threshold), image_width=found.image_width,
             image_height=found.image_height, source_name=frame.source_name, captured=reason)
         record = result.to_dict()
-        self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record))
+        payload = result_payload(record)  # strict JSON: raises before anything is queued
         entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
+        done = _Completion(2 if reason is not None else 1, frame.on_done)
+        self.outbox.put(resolve_topic(config.topic, config.device_id), payload, on_safe=done.part_done)
         self.ring.add(entry)
         if reason is not None:
-            self.captures.put(*build_sidecar(config.device_id, entry, [reason], None), priority=PRIORITY_AUTOMATIC)
+            name, image, sidecar = build_sidecar(config.device_id, entry, [reason], None)
+            self._disk_jobs.put(("capture", name, image, sidecar, done))
         self.metrics.frame_done(outcome.latency_ms, result.verdict == "defect", reason is not None)
-        if frame.on_done is not None:
-            frame.on_done()
+
+    def _publish_frame_error(self, outcome: FrameOutcome, reason: str, detail: str) -> None:
+        """Publish the error record of a frame without a result; keep its bytes in quarantine per policy."""
+        frame, config, card = outcome.frame, self.config, outcome.model.card
+        counter = {"corrupt": "frames_corrupt", "too-large": "frames_corrupt"}.get(reason, "frames_failed")
+        self.metrics.count(counter)
+        log.warning("frame %s (%s) has no result (%s): %s", frame.image_id, frame.source_name, reason, detail)
+        keep = config.bad_frame_policy == "quarantine" and bool(outcome.data)
+        record = FrameError(device=config.device_id, image_id=frame.image_id, timestamp=frame.captured_at,
+                            source_name=frame.source_name, reason=reason, detail=detail, model_id=card.model_id,
+                            model_version=card.model_version, kept="quarantine" if keep else None).to_dict()
+        done = _Completion(2 if keep else 1, frame.on_done)
+        self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record), on_safe=done.part_done)
+        if keep:
+            self._disk_jobs.put(("quarantine", frame.image_id, outcome.data, record, done))
+
+    def _on_internal_error(self, outcome: FrameOutcome, exc: Exception) -> None:
+        """The sink failed on a frame (a bug): give the frame an error record before the sink restarts."""
+        self._publish_frame_error(outcome, "internal", f"{type(exc).__name__}: {exc}")
+
+    def _capture_writer_loop(self, supervisor: SupervisedThread) -> None:
+        while True:
+            try:
+                job = self._disk_jobs.get(timeout=0.5)
+            except queue.Empty:
+                if self._writer_stop.is_set():
+                    return
+                supervisor.beat()
+                continue
+            kind, name, data, extra, done = job
+            supervisor.item = f"{kind} {name}"
+            try:
+                if kind == "capture":
+                    self.captures.put(name, data, extra, priority=PRIORITY_AUTOMATIC)
+                else:
+                    self.quarantine.put(name, data, extra)
+            except BaseException:
+                self._disk_jobs_retry(job)
+                raise
+            done.part_done()
+            supervisor.item = None
+            supervisor.beat()
+
+    def _disk_jobs_retry(self, job: tuple) -> None:
+        """Put a failed job back so the restarted writer tries it again (its input stays until then)."""
+        try:
+            self._disk_jobs.put_nowait(job)
+        except queue.Full:
+            log.error("capture writer: %s %s dropped (queue full); its input stays for a later run", job[0], job[1])
 
     # ------------------------------------------------------------------ health
     def _set_error(self, kind: str, message: str | None) -> None:
@@ -216,10 +306,13 @@ class EdgeRuntime:
         fps = (frames - self._frames_at_last_health) / elapsed if elapsed > 0 else 0.0
         self._last_health, self._frames_at_last_health = now, frames
         connected = self.publisher.is_connected()
-        status = "error" if self._errors else ("degraded" if not connected or self.uploader.last_error else "ok")
+        faults = self.faults.reasons()
+        status = "error" if self._errors else (
+            "degraded" if faults or not connected or self.uploader.last_error else "ok")
         card = self.slot.current.card
         return health_message(
-            device=self.config.device_id, status=status, error="; ".join(self._errors.values()) or None,
+            device=self.config.device_id, status=status,
+            error="; ".join([*self._errors.values(), *faults.values()]) or None,
             model={"model_id": card.model_id, "model_version": card.model_version,
                    "dataset_version": card.dataset_version, "directory": str(self.slot.current.directory)},
             metrics=self.metrics, frames_per_second=fps,
@@ -227,7 +320,9 @@ class EdgeRuntime:
                     "results_published": self.outbox.published, "results_evicted": self.outbox.evicted,
                     "capture_queue_depth": self.captures.depth, "capture_queue_bytes": self.captures.bytes,
                     "captures_evicted": self.captures.evicted, "captures_uploaded": self.uploader.uploaded,
-                    "upload_failures": self.uploader.failures, "upload_error": self.uploader.last_error})
+                    "upload_failures": self.uploader.failures, "upload_error": self.uploader.last_error,
+                    "thread_restarts": self.faults.restarts, "quarantined": self.quarantine.kept,
+                    "quarantine_bytes": self.quarantine.bytes})
 
     def publish_health(self) -> None:
         """Publish health now (QoS 1, not buffered: a stale health report is worth nothing)."""
@@ -247,6 +342,7 @@ class EdgeRuntime:
         self.publisher.subscribe(resolve_topic(self.config.feedback_topic, self.config.device_id),
                                  self._on_feedback_message)
         self.outbox.start()
+        self.capture_writer.start()
         self.uploader.start()
         self.pipeline.start()
         self.publisher.wait_connected(2.0)
@@ -277,6 +373,8 @@ class EdgeRuntime:
         self.pipeline.stop()
         while not self._feedback_inbox.empty():
             self.feedback.handle(self._feedback_inbox.get_nowait())
+        self._writer_stop.set()
+        self.capture_writer.join()
         self.publish_health()
         self.outbox.stop(flush_timeout=self._flush_timeout)
         self.uploader.stop()

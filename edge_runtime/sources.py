@@ -7,6 +7,7 @@ worker threads, not here, so a source only does I/O.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -28,7 +29,7 @@ _PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", ".filepart")
 
 @dataclass
 class Frame:
-    """One image from a source; ``on_done`` runs once its result has been handed to the outbox."""
+    """One image from a source; ``on_done`` runs once its result (or error record) is safe on disk or at the broker."""
 
     image_id: str
     source_name: str
@@ -44,10 +45,26 @@ class FrameSource(Protocol):
     def frames(self, stop: threading.Event) -> Iterator[Frame]: ...
 
 
+def _id_stem(source_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source_name).stem).strip("._-")[:64] or "frame"
+
+
 def new_image_id(source_name: str) -> str:
-    """A unique, key-safe id that still says where the frame came from: ``<stem>-<10 hex>``."""
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(source_name).stem).strip("._-")[:64] or "frame"
-    return f"{stem}-{uuid.uuid4().hex[:10]}"
+    """A unique, key-safe id that still says where the frame came from: ``<stem>-<10 hex>`` (random).
+
+    For frames that exist only once (camera, simulated camera): nothing can read them again.
+    """
+    return f"{_id_stem(source_name)}-{uuid.uuid4().hex[:10]}"
+
+
+def stable_image_id(source_name: str, data: bytes) -> str:
+    """``<stem>-<10 hex of sha256(name, NUL, bytes)>``: the same file gives the same id in every process.
+
+    A file read again after a crash or restart keeps its id, so consumers de-duplicate its
+    results by (device, image id).
+    """
+    digest = hashlib.sha256(source_name.encode("utf-8") + b"\0" + data).hexdigest()
+    return f"{_id_stem(source_name)}-{digest[:10]}"
 
 
 def _is_candidate(name: str) -> bool:
@@ -58,11 +75,12 @@ class FolderSource:
     """New files in a folder, oldest first; every non-hidden, non-partial file is a frame (format by content).
 
     A file counts as written once its mtime is ``settle_seconds`` old; a file that changes
-    after it was read (a half-written file completed late) is read again. With
-    ``on_read="delete"`` the file is removed after its result is queued for publishing (files
-    that fail to decode stay for inspection); with ``"keep"`` each version of a file is read
-    once per process, and names of files that disappear are forgotten, so memory follows
-    the folder.
+    after it was read (a half-written file completed late) is read again. Image ids are
+    derived from the file name and content (``stable_image_id``), so a file read again after
+    a restart keeps its id. With ``on_read="delete"`` the file is removed once its result is
+    safe (fsync'ed or acknowledged by the broker: the frame's ``on_done``), never earlier; with
+    ``"keep"`` each version of a file is read once per process, and names of files that
+    disappear are forgotten, so memory follows the folder.
     """
 
     def __init__(self, folder: Path, *, on_read: str = "keep", settle_seconds: float = 0.2,
@@ -111,10 +129,21 @@ class FolderSource:
                 except OSError as exc:
                     log.warning("cannot read %s: %s", path, exc)
                     continue
-                yield Frame(new_image_id(name), name, datetime.now(timezone.utc), data=data,
-                            on_done=(lambda p=path: p.unlink(missing_ok=True)) if self.on_read == "delete" else None)
+                yield Frame(stable_image_id(name, data), name, datetime.now(timezone.utc), data=data,
+                            on_done=(lambda p=path, v=version: _delete_if_unchanged(p, v))
+                            if self.on_read == "delete" else None)
             if not ready:
                 stop.wait(self.poll_seconds)
+
+
+def _delete_if_unchanged(path: Path, version: tuple[int, int]) -> None:
+    """Delete an input whose result is safe, unless it was rewritten since it was read (then it is read again)."""
+    try:
+        stat = path.stat()
+        if (stat.st_size, stat.st_mtime_ns) == version:
+            path.unlink()
+    except FileNotFoundError:
+        pass
 
 
 class LoopSource:

@@ -9,6 +9,7 @@ Greengrass' token exchange service hands out credentials) and instance metadata.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import urllib.error
 import urllib.parse
@@ -121,6 +122,8 @@ class S3Store(FeedbackStore):
             raise StoreError(f"PUT {url}: HTTP {exc.code} {detail}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise StoreError(f"PUT {url}: {getattr(exc, 'reason', exc)}") from None
+        except http.client.HTTPException as exc:  # e.g. BadStatusLine: the endpoint answered something not HTTP
+            raise StoreError(f"PUT {url}: not an HTTP answer ({type(exc).__name__}: {exc!r})") from None
 
 
 def open_store(uri: str, *, endpoint_url: str = "", region: str = "") -> FeedbackStore | None:

@@ -184,9 +184,13 @@ def mosquitto_binary() -> str:
 
 
 class Mosquitto:
-    """A real Mosquitto on 127.0.0.1 with persistence, so sessions and queued messages survive a restart."""
+    """A real Mosquitto on 127.0.0.1 with persistence, so sessions and queued messages survive a restart.
 
-    def __init__(self, workdir: Path) -> None:
+    ``autosave_seconds`` makes it save its persistence file that often, so sessions also
+    survive ``kill()`` (SIGKILL, no save at exit) up to that many seconds back.
+    """
+
+    def __init__(self, workdir: Path, *, autosave_seconds: int | None = None) -> None:
         self.port = free_port()
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +198,8 @@ class Mosquitto:
         self.config.write_text(
             # Run as root would make mosquitto drop to user "mosquitto", who cannot write the test folder.
             f"user root\nlistener {self.port} 127.0.0.1\nallow_anonymous true\npersistence true\n"
-            f"persistence_location {workdir}/\nmax_queued_messages 100000\nlog_dest file {workdir}/mosquitto.log\n")
+            f"persistence_location {workdir}/\nmax_queued_messages 100000\nlog_dest file {workdir}/mosquitto.log\n"
+            + (f"autosave_interval {autosave_seconds}\n" if autosave_seconds else ""))
         self.process: subprocess.Popen | None = None
         self.binary = mosquitto_binary()
 
@@ -202,16 +207,32 @@ class Mosquitto:
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60.0) -> None:
+        """Start and wait (generously: the machine may be busy) until it accepts connections."""
         self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                break
             with socket.socket() as sock:
                 if sock.connect_ex(("127.0.0.1", self.port)) == 0:
                     return
             time.sleep(0.05)
-        raise RuntimeError(f"mosquitto did not listen on {self.port}")
+        code = self.process.poll()
+        self.kill()  # never leave a half-started broker behind
+        log = self.workdir / "mosquitto.log"
+        tail = log.read_text(errors="replace")[-1000:] if log.exists() else "(no log)"
+        raise RuntimeError(f"waited {timeout:.0f} s for mosquitto ({self.config}) to accept connections on "
+                           f"127.0.0.1:{self.port}; " + (f"it exited with {code}" if code is not None else
+                                                         "it never listened") + f"; log tail: {tail}")
+
+    def kill(self) -> None:
+        """SIGKILL: no persistence saved at exit, connections dropped without a goodbye."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+            self.process = None
 
     def wait_for_client_gone(self, client_id: str, timeout: float = 10.0) -> None:
         """Wait until the broker has processed ``client_id``'s disconnection (so its session is stored)."""

@@ -53,7 +53,7 @@ def test_results_arrive_in_order_while_connected(mosquitto, tmp_path: Path) -> N
 def test_broker_outage_buffers_on_disk_and_flushes_in_order(mosquitto, tmp_path: Path) -> None:
     collector = MqttCollector(mosquitto.port, [TOPIC])
     publisher = _publisher(mosquitto)
-    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=10**7, memory_items=50)
+    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=10**7)
     outbox.start()
     for i in range(100):
         outbox.put(TOPIC, _payload(i))
@@ -82,7 +82,7 @@ def test_disk_budget_evicts_the_oldest_results_and_counts_them(mosquitto, tmp_pa
     mosquitto.stop()
     publisher = MqttPublisher("127.0.0.1", mosquitto.port, "edge-budget")
     publisher.start()
-    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=40_000, memory_items=10)
+    outbox = ResultOutbox(tmp_path / "out", publisher, max_bytes=40_000)
     outbox.start()
     for i in range(1000):  # ~250 bytes each: far beyond 40 kB
         outbox.put(TOPIC, _payload(i))
@@ -126,3 +126,80 @@ def test_unsent_results_survive_a_restart_and_go_first(mosquitto, tmp_path: Path
     publisher.close()
     collector.close()
     assert _ids(collector) == list(range(60))
+
+
+def test_crash_leftovers_do_not_kill_the_sender(mosquitto, tmp_path: Path) -> None:
+    """Issue 15.3: a 0-byte segment made the next one reuse its name (deleted while written: the sender died);
+    a cut-off last line was counted as buffered forever. Both as a crash leaves them."""
+    out = tmp_path / "out"
+    out.mkdir()
+    lines = [json.dumps({"seq": i, "topic": TOPIC, "payload": _payload(i - 1).decode()}) for i in (1, 2, 3)]
+    (out / "seg-0000000000000001.jsonl").write_text("\n".join(lines) + "\n" + '{"seq": 4, "topic": "tag')
+    (out / "seg-0000000000000004.jsonl").write_bytes(b"")
+    collector = MqttCollector(mosquitto.port, [TOPIC])
+    publisher = _publisher(mosquitto)
+    outbox = ResultOutbox(out, publisher, max_bytes=100_000)  # 12.5 kB segments
+    assert outbox.backlog() == 3 and outbox.corrupt_lines == 1
+    outbox.start()
+    for i in range(3, 200):  # several segments' worth, the first one under the leftover's name
+        outbox.put(TOPIC, _payload(i))
+    _wait(lambda: len(set(_ids(collector))) >= 200, 60, lambda: f"{len(set(_ids(collector)))} of 200 delivered")
+    _wait(lambda: outbox.backlog() == 0, 30, lambda: f"backlog {outbox.backlog()}")
+    assert not outbox.faults.reasons(), "the sender and committer never crashed"
+    outbox.stop(flush_timeout=30)
+    publisher.close()
+    collector.close()
+    assert sorted(set(_ids(collector))) == list(range(200))
+    assert list(out.glob("seg-*.jsonl")) == [], "every acknowledged segment deleted"
+
+
+_WRITER = """
+import sys, json
+from edge_runtime.outbox import ResultOutbox
+from edge_runtime.publishers import MqttPublisher
+publisher = MqttPublisher("127.0.0.1", int(sys.argv[2]), "edge-writer")  # a dead port: the broker is down
+outbox = ResultOutbox(sys.argv[1], publisher, max_bytes=10**6)  # 125 kB segments
+outbox.start()
+i = int(sys.argv[3])
+while True:
+    outbox.put("tagqa/line-1/detections", json.dumps({"image_id": f"img-{i:05d}", "pad": "x" * 200}).encode())
+    print(i, flush=True)  # only after put returned
+    i += 1
+"""
+
+
+def test_results_survive_sigkill_at_any_moment_of_writing(mosquitto, tmp_path: Path) -> None:
+    """A writer process killed with SIGKILL three times at arbitrary moments: every result whose put returned
+    is delivered afterwards (cut-off lines and fresh segments left by the kills are repaired)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+
+    from edge_fixtures import REPO, free_port
+
+    out, dead_port, confirmed, start = tmp_path / "out", free_port(), [], 0
+    for round_ in range(3):
+        writer = subprocess.Popen([sys.executable, "-c", _WRITER, str(out), str(dead_port), str(start)],
+                                  cwd=REPO, stdout=subprocess.PIPE, text=True)
+        target = random.Random(round_).randint(150, 400)
+        for line in writer.stdout:
+            confirmed.append(int(line))
+            if len(confirmed) - start >= target:
+                break
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+        confirmed.extend(int(line) for line in writer.stdout.read().split())
+        start = confirmed[-1] + 1
+    collector = MqttCollector(mosquitto.port, [TOPIC])
+    publisher = _publisher(mosquitto)
+    outbox = ResultOutbox(out, publisher, max_bytes=10**8)
+    outbox.start()
+    _wait(lambda: outbox.backlog() == 0, 120, lambda: f"backlog {outbox.backlog()}")
+    _wait(lambda: set(confirmed) <= set(_ids(collector)), 60,
+          lambda: f"missing {sorted(set(confirmed) - set(_ids(collector)))[:10]}")
+    outbox.stop()
+    publisher.close()
+    collector.close()
+    first_seen = list(dict.fromkeys(_ids(collector)))
+    assert first_seen == sorted(first_seen), "in order"

@@ -14,6 +14,7 @@ import pytest
 
 from edge_fixtures import MqttCollector, copy_model, mosquitto, sample_images, tiny_models  # noqa: F401
 from edge_runtime.config_sources import FileConfigSource
+from edge_runtime.contracts import validate_frame_error
 from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.imaging import decode_image
 from edge_runtime.models import load_verified_model
@@ -64,8 +65,8 @@ def _best_scores(model_dir: Path, images: list[Path]) -> dict[str, float]:
             for p in images}
 
 
-def test_every_frame_gets_a_result_and_corrupt_frames_are_skipped_and_counted(mosquitto, tiny_models,
-                                                                             tmp_path: Path) -> None:
+def test_every_frame_gets_a_result_and_corrupt_frames_get_an_error_record(mosquitto, tiny_models,
+                                                                          tmp_path: Path) -> None:
     images = sample_images(tmp_path / "camera", 6)
     (tmp_path / "camera" / "note.txt").write_text("not an image")
     (tmp_path / "camera" / "cut.jpg").write_bytes(images[0].read_bytes()[:1500])  # half-written by a camera
@@ -78,10 +79,18 @@ def test_every_frame_gets_a_result_and_corrupt_frames_are_skipped_and_counted(mo
     collector = MqttCollector(mosquitto.port, [DETECTIONS, HEALTH])
     running = Running(config, mosquitto, max_frames=9)
     running.join()
-    results = collector.wait_for(DETECTIONS, lambda m: len(m) >= 7)
+    records = collector.wait_for(DETECTIONS, lambda m: len(m) >= 9)
     health = collector.wait_for(HEALTH, lambda m: m and m[-1]["frames"] == 7)[-1]
     collector.close()
-    assert len(results) == 7 and len({r["image_id"] for r in results}) == 7
+    results = [r for r in records if r["schema"] == "tagqa.detection/1"]
+    errors = {r["source_name"]: r for r in records if r["schema"] == "tagqa.frame_error/1"}
+    assert len(records) == 9 and len(results) == 7 and len({r["image_id"] for r in results}) == 7
+    assert set(errors) == {"note.txt", "cut.jpg"}, "every frame has a record: corrupt ones an error record"
+    for error in errors.values():
+        validate_frame_error(error)
+        assert error["reason"] == "corrupt" and error["kept"] == "quarantine" and error["detail"]
+        kept = tmp_path / "state" / "quarantine" / f"{error['image_id']}.json"
+        assert json.loads(kept.read_text())["source_name"] == error["source_name"]
     assert {r["source_name"] for r in results} == {p.name for p in images} | {"odd-name.jpg_0"}
     empty = [r for r in results if not r["detections"]]
     assert empty and all(r["verdict"] == "ok" for r in empty), "frames with nothing found are published too"

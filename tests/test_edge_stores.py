@@ -61,24 +61,34 @@ def signing_s3() -> Iterator[tuple[str, dict]]:
     code = (f"from moto.server import ThreadedMotoServer as S; import time; "
             f"S(ip_address='127.0.0.1', port={port}, verbose=False).start(); time.sleep(3600)")
     process = subprocess.Popen([sys.executable, "-c", code], env={**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     endpoint = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            urllib.request.urlopen(endpoint + "/moto-api/", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
-    iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
-    iam.create_user(UserName="edge-device")
-    iam.put_user_policy(UserName="edge-device", PolicyName="s3", PolicyDocument=json.dumps(
-        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
-    key = iam.create_access_key(UserName="edge-device")["AccessKey"]
-    creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds).create_bucket(Bucket="tagqa-edge")
-    yield endpoint, creds
-    process.terminate()
-    process.wait(10)
+    try:
+        wait_seconds = 120  # generous: moto imports for seconds, longer on a busy machine
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"moto server for {endpoint} exited with {process.returncode} before answering: "
+                                   f"{process.stderr.read().decode(errors='replace')[-2000:]}")
+            try:
+                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"waited {wait_seconds} s for moto's S3 at {endpoint}/moto-api/ to answer")
+                time.sleep(0.1)
+        iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
+        iam.create_user(UserName="edge-device")
+        iam.put_user_policy(UserName="edge-device", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+        key = iam.create_access_key(UserName="edge-device")["AccessKey"]
+        creds = {"aws_access_key_id": key["AccessKeyId"], "aws_secret_access_key": key["SecretAccessKey"]}
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", **creds).create_bucket(Bucket="tagqa-edge")
+        yield endpoint, creds
+    finally:  # also when the setup above failed: never leave the server running
+        process.kill()
+        process.wait(30)
+        process.stderr.close()
 
 
 def _static(creds: dict, secret: str | None = None):
@@ -191,3 +201,95 @@ def test_uploader_retries_with_backoff_until_the_store_is_back(tmp_path: Path) -
     assert len(images) == 4 and all(calls[calls.index(k) + 1].startswith("feedback/") for k in images)
     assert sorted(images) == images  # oldest capture first
     assert len(list((tmp_path / "store/feedback").rglob("*.json"))) == 4
+
+
+class GarbageThenForward:
+    """A TCP endpoint on 127.0.0.1: the first ``garbage`` connections get non-HTTP bytes back; later
+    ones are forwarded byte for byte to ``target_port`` (the real store)."""
+
+    def __init__(self, target_port: int, garbage: int = 1) -> None:
+        import socket
+
+        self._target, self.garbage_left, self.answered_garbage = target_port, garbage, 0
+        self._server = socket.create_server(("127.0.0.1", 0))
+        self.port = self._server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import socket
+
+        while True:
+            try:
+                client, _ = self._server.accept()
+            except OSError:
+                return
+            if self.garbage_left > 0:
+                self.garbage_left -= 1
+                client.recv(65536)
+                client.sendall(b"\x00\x13garbage, not HTTP\r\n\r\n")
+                client.close()
+                self.answered_garbage += 1
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self._target))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pipe, args=(a, b), daemon=True).start()
+
+    def close(self) -> None:
+        self._server.close()
+
+
+def _pipe(source, sink) -> None:
+    try:
+        while data := source.recv(65536):
+            sink.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for sock in (source, sink):
+            try:
+                sock.shutdown(2)
+            except OSError:
+                pass
+
+
+def test_uploader_survives_a_store_that_answers_garbage(moto_endpoint: str, tmp_path: Path) -> None:
+    """Issue 15.4: non-HTTP bytes raised BadStatusLine, which killed the uploader (0 of 98 uploaded later)."""
+    bucket = f"tagqa-garbage-{int(time.time() * 1000)}"
+    s3 = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    endpoint = GarbageThenForward(int(moto_endpoint.rsplit(":", 1)[1]), garbage=2)
+    queue = _queue_with_items(tmp_path / "queue", 5)
+    store = S3Store(bucket, "p", endpoint_url=f"http://127.0.0.1:{endpoint.port}",
+                    credentials_provider=_static({"aws_access_key_id": "a", "aws_secret_access_key": "b"}))
+    uploader = CaptureUploader(queue, lambda: store, min_backoff=0.05, max_backoff=0.2)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while queue.depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        uploader.stop()
+        endpoint.close()
+    assert endpoint.answered_garbage == 2 and uploader.failures == 2
+    assert queue.depth == 0 and uploader.uploaded == 5 and uploader.last_error is None
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert len(keys) == 10 and sum(k.endswith(".json") for k in keys) == 5
+
+
+def test_uploader_sets_aside_an_item_with_a_bad_sidecar(tmp_path: Path) -> None:
+    """Issue 15.4: a sidecar that is not JSON raised in json.loads and ended the uploader thread."""
+    queue = _queue_with_items(tmp_path / "queue", 3)
+    broken = sorted((tmp_path / "queue").glob("*.json"))[1]
+    broken.write_bytes(b"{not json")
+    uploader = CaptureUploader(queue, lambda: LocalFolderStore(tmp_path / "store"), min_backoff=0.05)
+    uploader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while queue.depth and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        uploader.stop()
+    assert queue.depth == 0 and uploader.uploaded == 2 and uploader.bad_items == 1
+    assert (tmp_path / "queue/bad" / broken.name).exists()
+    assert "unusable sidecar" in (tmp_path / "queue/bad" / (broken.name[:-5] + ".reason")).read_text()
+    assert len(list((tmp_path / "store/feedback").rglob("*.json"))) == 2
