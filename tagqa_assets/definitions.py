@@ -6,7 +6,7 @@ Every setting comes from the environment at run time (``dg.EnvVar``); ``make run
 
 import dagster as dg
 
-from tagqa_assets import datasets, deployment, ingestion, labeling, training
+from tagqa_assets import datasets, deployment, ingestion, labeling, monitoring, training
 from tagqa_assets.registry import definitions as registry
 from tagqa_assets.storage import StoreResource
 
@@ -31,5 +31,6 @@ defs = dg.Definitions.merge(
     training.defs,
     registry.defs,
     deployment.defs,
+    monitoring.defs,
     dg.Definitions(resources={"store": store}, sensors=[automation]),
 )

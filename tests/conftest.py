@@ -77,6 +77,11 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "TAGQA_EDGE_WHEELS_DIR": str(state / "edge-wheels"),
         "TAGQA_EDGE_WHEEL_PLATFORM": "",
         "TAGQA_EDGE_PYTHON_VERSION": "",
+        "TAGQA_DRIFT_PSI": "0.25",
+        "TAGQA_DRIFT_DEFECT_RATE_DELTA": "0.15",
+        "TAGQA_DRIFT_CAPTURE_SHARE_DELTA": "0.15",
+        "TAGQA_DRIFT_MIN_FRAMES": "50",
+        "TAGQA_DRIFT_LABELING_SAMPLE": "25",
     }
     (state / "dagster").mkdir()
     saved = {key: os.environ.get(key) for key in values}

@@ -126,6 +126,8 @@ def model_evaluation(
         "thresholds": {"conf": EVAL_THRESHOLDS.conf, "iou": EVAL_THRESHOLDS.iou, "max_det": EVAL_THRESHOLDS.max_detections},
         "metrics": {split: m.headline() for split, m in metrics.items()},
         "details": {split: m.to_dict() for split, m in metrics.items()},
+        # The drift baseline of line_results (monitoring stage): each test image's best score.
+        "best_scores": {"test": [round(float(p.scores.max()), 6) if len(p.scores) else 0.0 for p in test_predictions]},
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
         "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},
