@@ -130,3 +130,8 @@ def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> 
         pr_recall=[round(float(v), 4) for v in grid[::10]],
         pr_precision=[round(float(v), 4) for v in pr_curve.mean(0)[::10]],
     )
+
+
+def best_scores(predictions: list[ImageDetections]) -> list[float]:
+    """Each image's highest detection score (0 without any): the drift baseline ``line_results_drift`` reads."""
+    return [round(float(p.scores.max()), 6) if len(p.scores) else 0.0 for p in predictions]

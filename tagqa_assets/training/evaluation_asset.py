@@ -25,7 +25,7 @@ from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.training.artifacts import commit_model, git_sha, is_committed, stage_onnx
 from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION, onnx_model
 from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
-from tagqa_assets.training.evaluation import SplitMetrics, evaluate
+from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate
 from tagqa_assets.training.lineage import MODEL_ID, staged_dataset, upstream_model_id
 from tagqa_assets.training.plots import pr_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
@@ -127,7 +127,7 @@ def model_evaluation(
         "metrics": {split: m.headline() for split, m in metrics.items()},
         "details": {split: m.to_dict() for split, m in metrics.items()},
         # The drift baseline of line_results (monitoring stage): each test image's best score.
-        "best_scores": {"test": [round(float(p.scores.max()), 6) if len(p.scores) else 0.0 for p in test_predictions]},
+        "best_scores": {"test": best_scores(test_predictions)},
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
         "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},
