@@ -75,12 +75,15 @@ def test_daily_metrics_per_device_and_model_version(tmp_path: Path):
                                                              model_version="3" if index < 50 else "4"))
     for index in range(20):
         collector.accept(topic_of("line-b"), result_message("line-b", index, day + timedelta(seconds=index), best=0.3))
+        if index == 9:
+            collector.flush(acknowledge=False)  # line-b gets two parts; the past day is compacted
     collector.accept(topic_of("line-a"), result_message("line-a", 5, day))  # a duplicate
     collector.accept(topic_of("line-a"), b'{"schema": "tagqa.detection/1", "dev')  # truncated
     collector.flush(acknowledge=False)
     result = _materialize(store.root, "2026-11-20")
     metadata = result.asset_materializations_for_node("line_results")[0].metadata
     assert metadata["frames"].value == 120 and metadata["devices"].value == 2
+    assert metadata["parts_compacted"].value == 2 and metadata["parts"].value == 2  # line-b: 2 parts -> 1
     assert metadata["defect_rate/line-a"].value == 0.25 and metadata["defect_rate/line-b"].value == 0.0
     assert metadata["defect_rate"].value == pytest.approx(25 / 120)
     assert metadata["capture_rate"].value == pytest.approx(20 / 120)  # only line-b's 0.3 is in the band

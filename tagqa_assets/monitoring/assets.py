@@ -1,14 +1,14 @@
 """``line_results``: one day of inspection results from every device, with metrics people plot across days."""
 
 
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 
 import dagster as dg
 import polars as pl
 
 from tagqa_assets.contracts.keys import model_prefix
 from tagqa_assets.contracts.results import FRAMES_PREFIX, day_prefix
-from tagqa_assets.monitoring.daily import frame_part_keys, local_paths, reject_counts, summarize, unique_frames
+from tagqa_assets.monitoring.daily import compact_day, frame_part_keys, local_paths, reject_counts, summarize, unique_frames
 from tagqa_assets.storage import StoreResource
 
 # end_offset=1: today's partition exists while its results arrive, not only once the day is over.
@@ -52,10 +52,13 @@ def line_results(context: dg.AssetExecutionContext, store: StoreResource) -> dg.
     """
     object_store = store.open()
     day = partition_day(context.partition_key)
+    now = datetime.now(timezone.utc)
+    # A day that is over is compacted to one part per device (the collector writes many small ones).
+    compacted = compact_day(object_store, day, now) if day < now.date() else 0
     keys = frame_part_keys(object_store, day)
     rejects = reject_counts(object_store, day)
     metadata: dict[str, object] = {
-        "parts": len(keys), "rejects": sum(rejects.values()), "rejects_by_reason": dg.MetadataValue.json(rejects),
+        "parts": len(keys), "parts_compacted": compacted, "rejects": sum(rejects.values()), "rejects_by_reason": dg.MetadataValue.json(rejects),
         "results_prefix": dg.MetadataValue.path(object_store.uri_for(day_prefix(FRAMES_PREFIX, day).rstrip("/"))),
     }
     if not keys:

@@ -7,16 +7,18 @@ image id), and aggregated per device and per (device, model version) in the engi
 
 from __future__ import annotations
 
+import io
 import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 
-from tagqa_assets.contracts.results import FRAMES_PREFIX, PART_SUFFIX, REJECTS_PREFIX, day_prefix
+from tagqa_assets.contracts.results import FRAME_SCHEMA, FRAMES_PREFIX, PART_SUFFIX, REJECTS_PREFIX, day_prefix, frame_part_key
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
 
 COLUMNS = ["device", "image_id", "timestamp", "verdict", "model_id", "model_version", "dataset_version",
@@ -85,3 +87,29 @@ def reject_counts(store: ObjectStore, day: date) -> dict[str, int]:
 def frame_part_keys(store: ObjectStore, day: date) -> list[str]:
     """Keys of the frame parts of ``day`` (all devices)."""
     return part_keys(store, FRAMES_PREFIX, day)
+
+
+def compact_day(store: ObjectStore, day: date, written_at: datetime) -> int:
+    """Merge each device's parts of ``day`` into one de-duplicated part; returns the parts removed.
+
+    The merged part is written before any small part is deleted, so a crash in between
+    leaves rows twice, never zero times, and readers de-duplicate. Parts written while this
+    runs are not in the listing and stay as they are.
+    """
+    by_device: dict[str, list[str]] = {}
+    for key in frame_part_keys(store, day):
+        by_device.setdefault(key.rsplit("/", 2)[-2], []).append(key)
+    removed = 0
+    for device, keys in sorted(by_device.items()):
+        if len(keys) < 2:
+            continue
+        with local_paths(store, keys) as paths:
+            merged = (pl.scan_parquet(paths).unique(subset=["image_id"], keep="first", maintain_order=True)
+                      .sort("timestamp").collect())
+        buffer = io.BytesIO()
+        pq.write_table(merged.select(FRAME_SCHEMA.names).to_arrow().cast(FRAME_SCHEMA), buffer, compression="zstd")
+        store.put_bytes(frame_part_key(day, device, written_at), buffer.getvalue())
+        for key in keys:
+            store.delete(key)
+        removed += len(keys)
+    return removed
