@@ -115,6 +115,15 @@ def start_collector(store: Path, port: int, *, client_id: str, batch_rows: int, 
         env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=str(store.parent))
 
 
+def wait_subscribed(log: Path, timeout: float = 60.0) -> None:
+    """Wait until the collector logging to ``log`` has connected and subscribed (its first start has no session yet)."""
+    deadline = time.monotonic() + timeout
+    while "session present" not in (log.read_text(errors="replace") if log.exists() else ""):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the collector did not connect within {timeout} s: {log}")
+        time.sleep(0.1)
+
+
 def stored_frames(store: Path):
     """Every frame row in the store's parts (no de-duplication) as a Polars frame."""
     import polars as pl

@@ -26,7 +26,7 @@ from edge_fixtures import mosquitto, tiny_models  # noqa: F401
 from edge_runtime.capture import CapturePolicy
 from edge_runtime.contracts import DetectionResult, capture_name, feedback_image_key, verdict_for
 from edge_runtime.detector import Detector, Thresholds
-from results_fixtures import mqtt_client, result_message, start_collector, stored_frames, topic_of
+from results_fixtures import mqtt_client, result_message, start_collector, stored_frames, topic_of, wait_subscribed
 from tagqa_assets.contracts.models import METRICS_FILE, MODEL_CARD_FILE, model_key
 from tagqa_assets.labeling.jobs import JobBook
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
@@ -166,10 +166,7 @@ def test_drift_scenario_on_real_tags_flags_the_darkened_day_and_opens_a_labeling
                                 batch_seconds=0.5, log=tmp_path / "collector.log")
     client = mqtt_client(mosquitto.port, f"{DEVICE}-device")
     try:
-        deadline = time.monotonic() + 60
-        while "session present" not in (tmp_path / "collector.log").read_text(errors="replace"):
-            assert time.monotonic() < deadline, "the collector never connected"
-            time.sleep(0.2)
+        wait_subscribed(tmp_path / "collector.log")
         day1, day2 = datetime(2026, 11, 30, 6, tzinfo=timezone.utc), datetime(2026, 12, 1, 6, tzinfo=timezone.utc)
         _serve_day(store, model, line, day1, client)
         dark_captures = _serve_day(store, model, [(p * 0.35).astype(np.uint8) for p in line], day2, client)
@@ -198,3 +195,42 @@ def test_drift_scenario_on_real_tags_flags_the_darkened_day_and_opens_a_labeling
     # Re-running the day's check does not open a second job.
     _materialize(store_dir, "2026-12-01")
     assert len(JobBook(store).open_jobs()) == 1
+
+
+@pytest.mark.slow
+def test_a_real_device_process_results_become_todays_partition(tiny_models, mosquitto, tmp_path: Path):  # noqa: F811
+    """`tagqa-edge run` on tag images -> Mosquitto -> `tagqa results collect` -> today's line_results partition."""
+    import subprocess
+    import sys
+
+    from edge_fixtures import sample_images
+
+    store_dir = tmp_path / "store"
+    store_dir.mkdir()
+    images = sample_images(tmp_path / "incoming", 12)
+    collector = start_collector(store_dir, mosquitto.port, client_id="device-collector", batch_rows=50,
+                                batch_seconds=0.5, log=tmp_path / "collector.log")
+    try:
+        wait_subscribed(tmp_path / "collector.log")
+        device = subprocess.run(
+            [sys.executable, "-m", "edge_runtime", "run", "--model", str(tiny_models["a"]),
+             "--source", f"folder:{images[0].parent}", "--broker", f"127.0.0.1:{mosquitto.port}",
+             "--device-id", "line-1", "--store", str(store_dir), "--state-dir", str(tmp_path / "edge-state"),
+             "--max-frames", str(len(images)), "--seed", "3"],
+            capture_output=True, text=True, timeout=180)
+        assert device.returncode == 0, device.stderr[-2000:]
+        deadline = time.monotonic() + 60
+        while len(stored_frames(store_dir)) < len(images):
+            assert time.monotonic() < deadline, f"{len(stored_frames(store_dir))} of {len(images)} results stored"
+            time.sleep(0.2)
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)
+    today = datetime.now(timezone.utc).date().isoformat()
+    result = _materialize(store_dir, today)
+    metadata = result.asset_materializations_for_node("line_results")[0].metadata
+    card = json.loads((tiny_models["a"] / MODEL_CARD_FILE).read_text())
+    assert metadata["frames"].value == len(images) and metadata["devices"].value == 1
+    assert metadata["serving_model_id"].value == card["model_id"]
+    assert metadata["serving_dataset_version"].value == card["dataset_version"]
+    assert metadata["latency_p50_ms"].value > 0 and metadata["rejects"].value == 0

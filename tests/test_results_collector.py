@@ -19,6 +19,7 @@ from results_fixtures import (
     stored_frames,
     stored_rejects,
     topic_of,
+    wait_subscribed,
 )
 from tagqa_assets.contracts.results import RejectedResult, decode_result
 from tagqa_assets.monitoring.collector import CollectorSettings, ResultsCollector
@@ -93,7 +94,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, 
     options = dict(client_id="results-under-test", batch_rows=200, batch_seconds=0.5, log=log)
     collector = start_collector(store, mosquitto.port, **options)
     try:
-        _wait(lambda: "session present" in log.read_text(errors="replace"), 60, "the collector's connection")
+        wait_subscribed(log)
         devices = SimulatedDevices(mosquitto.port, devices=5, rate=40, seconds=6)
         devices.start()
         _wait(lambda: len(stored_frames(store)) >= 200, 30, "the first parts")
