@@ -17,10 +17,12 @@ from tagqa_assets import settings as settings_module
 from tagqa_assets.deployment import commands as deployment_commands
 from tagqa_assets.ingestion import commands as ingestion_commands
 from tagqa_assets.labeling import commands as labeling_commands
+from tagqa_assets.monitoring import commands as monitoring_commands
 from tagqa_assets.registry import commands as registry_commands
 from tagqa_assets.resources import resolve_resources
 
-COMMAND_MODULES = [ingestion_commands, labeling_commands, registry_commands, deployment_commands]
+COMMAND_MODULES = [ingestion_commands, labeling_commands, registry_commands, deployment_commands,
+                   monitoring_commands]
 
 
 def build_parser() -> argparse.ArgumentParser:

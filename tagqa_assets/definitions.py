@@ -7,7 +7,7 @@ defaults in ``tagqa_assets/settings.py``; with no settings at all it is the embe
 
 import dagster as dg
 
-from tagqa_assets import datasets, deployment, ingestion, labeling, registry, training
+from tagqa_assets import datasets, deployment, ingestion, labeling, monitoring, registry, training
 from tagqa_assets.resources import build_resources
 from tagqa_assets.settings import load_settings
 
@@ -30,5 +30,6 @@ def defs() -> dg.Definitions:
         training.defs,
         registry.defs,
         deployment.defs,
+        monitoring.defs,
         dg.Definitions(resources=build_resources(load_settings()), sensors=[automation]),
     )

@@ -15,6 +15,7 @@ from tagqa_assets.datasets.sensors import RetrainingPolicyResource
 from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.ingestion.resources import RawEventQueueResource
 from tagqa_assets.labeling.resources import LabelingResource, LabelStoreResource
+from tagqa_assets.monitoring.resources import MonitoringResource
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.registry.champion import ChampionPreAnnotationResource
 from tagqa_assets.registry.policy import PromotionPolicyResource
@@ -60,6 +61,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
         "model_registry": model_registry,
         # Labeling declares the pre_annotation resource; the registry stage supplies the champion.
         "pre_annotation": ChampionPreAnnotationResource(model_registry=model_registry),
+        "monitoring": MonitoringResource(
+            psi_threshold=s("drift_psi"), defect_rate_delta=s("drift_defect_rate_delta"),
+            capture_share_delta=s("drift_capture_share_delta"), min_frames=s("drift_min_frames"),
+            labeling_sample=s("drift_labeling_sample"),
+        ),
         "deployment": DeploymentResource(
             target=s("deploy_target"), device_ids=s("device_id"), devices_root=s("devices_root"),
             mqtt_broker=s("mqtt_broker"), greengrass_target_arn=s("greengrass_target_arn"),

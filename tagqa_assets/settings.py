@@ -100,6 +100,15 @@ class Settings:
     edge_wheel_platform: str = _setting("TAGQA_EDGE_WHEEL_PLATFORM", "", "Wheel platform of the devices, e.g. manylinux_2_28_aarch64; empty = this machine.", group="Edge deployment (docs/deployment.md)")
     edge_python_version: str = _setting("TAGQA_EDGE_PYTHON_VERSION", "", "Python version of the devices, e.g. 3.11; empty = this interpreter.", group="Edge deployment (docs/deployment.md)")
 
+    results_client_id: str = _setting("TAGQA_RESULTS_CLIENT_ID", "tagqa-results-collector", "MQTT client id of the results collector, fixed so its persistent session survives restarts.", group="Line results and drift (docs/monitoring.md)")
+    results_batch_rows: int = _setting("TAGQA_RESULTS_BATCH_ROWS", 2000, "The collector writes a part per this many results ...", group="Line results and drift (docs/monitoring.md)")
+    results_batch_seconds: float = _setting("TAGQA_RESULTS_BATCH_SECONDS", 5.0, "... or this many seconds after the first unwritten one.", group="Line results and drift (docs/monitoring.md)")
+    drift_psi: float = _setting("TAGQA_DRIFT_PSI", 0.25, "A device-day drifted when the PSI of its best scores against the serving model's test split passes this.", group="Line results and drift (docs/monitoring.md)")
+    drift_defect_rate_delta: float = _setting("TAGQA_DRIFT_DEFECT_RATE_DELTA", 0.15, "... or its defect rate moved this far from the baseline's.", group="Line results and drift (docs/monitoring.md)")
+    drift_capture_share_delta: float = _setting("TAGQA_DRIFT_CAPTURE_SHARE_DELTA", 0.15, "... or its share of frames in the capture band moved this far.", group="Line results and drift (docs/monitoring.md)")
+    drift_min_frames: int = _setting("TAGQA_DRIFT_MIN_FRAMES", 50, "Days with fewer frames than this are not judged.", group="Line results and drift (docs/monitoring.md)")
+    drift_labeling_sample: int = _setting("TAGQA_DRIFT_LABELING_SAMPLE", 25, "Captured images of a drifted device-day sent to labeling.", group="Line results and drift (docs/monitoring.md)")
+
     # Where each value came from: attribute -> "environment" | the settings file's path; unset = default.
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
     settings_file: Path | None = field(default=None, compare=False)

@@ -48,7 +48,8 @@ trap 'stop_all' EXIT
 
 if ! (exec 3<>"/dev/tcp/127.0.0.1/$BROKER_PORT") 2>/dev/null; then
   MOSQUITTO=$(command -v mosquitto || echo /usr/sbin/mosquitto)
-  printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$BROKER_PORT" > "$STATE/mosquitto.conf"
+  # max_queued_messages: results wait for a stopped collector (its persistent session) up to this many.
+  printf 'listener %s 127.0.0.1\nallow_anonymous true\nmax_queued_messages 1000000\n' "$BROKER_PORT" > "$STATE/mosquitto.conf"
   "$MOSQUITTO" -c "$STATE/mosquitto.conf" > "$STATE/logs/mosquitto.log" 2>&1 < /dev/null &
   pids+=($!)
   echo "started Mosquitto on 127.0.0.1:$BROKER_PORT (log: $STATE/logs/mosquitto.log)"
@@ -59,6 +60,9 @@ fi
 "$BIN/tagqa" edge up > "$STATE/logs/edge-device.log" 2>&1 < /dev/null &
 pids+=($!)
 echo "started local edge device line-1: drop images into $STATE/devices/line-1/incoming/ once a model is deployed (log: $STATE/logs/edge-device.log)"
+"$BIN/tagqa" results collect > "$STATE/logs/results-collector.log" 2>&1 < /dev/null &
+pids+=($!)
+echo "started the results collector: tagqa/+/detections -> results/ in the store (log: $STATE/logs/results-collector.log)"
 
 "$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w "$WORKSPACE" < /dev/null &
 dagster_pid=$!

@@ -147,3 +147,8 @@ def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> 
             for index, cls in enumerate(classes)
         },
     )
+
+
+def best_scores(predictions: list[ImageDetections]) -> list[float]:
+    """Each image's highest detection score (0 without any): the drift baseline ``line_results_drift`` reads."""
+    return [round(float(p.scores.max()), 6) if len(p.scores) else 0.0 for p in predictions]

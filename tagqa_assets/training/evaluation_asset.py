@@ -25,7 +25,7 @@ from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.model_catalog.model_files import commit_model, git_sha, is_committed, stage_onnx
 from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION
 from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
-from tagqa_assets.training.evaluation import SplitMetrics, evaluate
+from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate
 from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID, staged_dataset
 from tagqa_assets.training.plots import pr_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
@@ -132,6 +132,8 @@ def model_evaluation(
         "details": {split: m.to_dict() for split, m in metrics.items()},
         "class_names": list(class_names),
         "per_class": per_class,
+        # The drift baseline of line_results (monitoring stage): each test image's best score.
+        "best_scores": {"test": best_scores(test_predictions)},
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
         "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},

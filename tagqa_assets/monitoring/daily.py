@@ -1,0 +1,115 @@
+"""One day of line results, read column-wise with Polars: de-duplicated frames and their metrics.
+
+Parts are scanned as one lazy query (projection pushed into the Parquet reader: the
+per-detection column is never loaded for the daily metrics), de-duplicated by (device,
+image id), and aggregated per device and per (device, model version) in the engine.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+
+from tagqa_assets.contracts.results import FRAME_SCHEMA, FRAMES_PREFIX, PART_SUFFIX, REJECTS_PREFIX, day_prefix, frame_part_key
+from tagqa_assets.storage import LocalObjectStore, ObjectStore
+
+COLUMNS = ["device", "image_id", "timestamp", "verdict", "model_id", "model_version", "dataset_version",
+           "best_score", "latency_ms", "captured"]
+
+
+def part_keys(store: ObjectStore, prefix: str, day: date) -> list[str]:
+    """Keys of the Parquet parts under ``<prefix><YYYY>/<MM>/<DD>/``, in key order."""
+    return [info.key for info in store.list_objects(day_prefix(prefix, day)) if info.key.endswith(PART_SUFFIX)]
+
+
+@contextmanager
+def local_paths(store: ObjectStore, keys: list[str]) -> Iterator[list[str]]:
+    """Local file paths of ``keys``: the files themselves in a local store, a temporary copy otherwise."""
+    if isinstance(store, LocalObjectStore):
+        yield [store.uri_for(key) for key in keys]
+        return
+    folder = Path(tempfile.mkdtemp(prefix="tagqa-results-"))
+    try:
+        yield [str(store.download_file(key, folder / f"{index:06d}.parquet")) for index, key in enumerate(keys)]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def unique_frames(paths: list[str]) -> pl.LazyFrame:
+    """The frames of ``paths`` (Parquet parts), one row per (device, image id)."""
+    return pl.scan_parquet(paths).select(COLUMNS).unique(subset=["device", "image_id"], keep="any")
+
+
+def _metrics() -> list[pl.Expr]:
+    span = (pl.col("timestamp").max() - pl.col("timestamp").min()).dt.total_microseconds() / 1e6
+    return [
+        pl.len().alias("frames"),
+        (pl.col("verdict") == "defect").sum().alias("defects"),
+        (pl.col("verdict") == "defect").mean().alias("defect_rate"),
+        pl.col("latency_ms").quantile(0.5, "linear").alias("latency_p50_ms"),
+        pl.col("latency_ms").quantile(0.95, "linear").alias("latency_p95_ms"),
+        (pl.len() / pl.max_horizontal(span, pl.lit(1.0))).alias("frames_per_second"),
+        pl.col("captured").is_not_null().mean().alias("capture_rate"),
+        pl.col("timestamp").min().alias("first_frame"),
+        pl.col("timestamp").max().alias("last_frame"),
+    ]
+
+
+def summarize(frames: pl.LazyFrame) -> dict[str, pl.DataFrame]:
+    """``overall`` (one row), ``by_device`` and ``by_model`` (device x model version) metrics, computed together."""
+    by_model_keys = ["device", "model_version", "model_id", "dataset_version"]
+    overall, by_device, by_model = pl.collect_all([
+        frames.select(_metrics() + [pl.col("device").n_unique().alias("devices")]),
+        frames.group_by("device").agg(_metrics()).sort("device"),
+        frames.group_by(by_model_keys).agg(_metrics()).sort(["device", "model_version"], nulls_last=True),
+    ])
+    return {"overall": overall, "by_device": by_device, "by_model": by_model}
+
+
+def reject_counts(store: ObjectStore, day: date) -> dict[str, int]:
+    """Rejected messages received on ``day``, by reason."""
+    keys = part_keys(store, REJECTS_PREFIX, day)
+    if not keys:
+        return {}
+    with local_paths(store, keys) as paths:
+        counts = pl.scan_parquet(paths).group_by("reason").len().collect()
+    return dict(sorted(zip(counts["reason"].to_list(), counts["len"].to_list())))
+
+
+def frame_part_keys(store: ObjectStore, day: date) -> list[str]:
+    """Keys of the frame parts of ``day`` (all devices)."""
+    return part_keys(store, FRAMES_PREFIX, day)
+
+
+def compact_day(store: ObjectStore, day: date, written_at: datetime) -> int:
+    """Merge each device's parts of ``day`` into one de-duplicated part; returns the parts removed.
+
+    The merged part is written before any small part is deleted, so a crash in between
+    leaves rows twice, never zero times, and readers de-duplicate. Parts written while this
+    runs are not in the listing and stay as they are.
+    """
+    by_device: dict[str, list[str]] = {}
+    for key in frame_part_keys(store, day):
+        by_device.setdefault(key.rsplit("/", 2)[-2], []).append(key)
+    removed = 0
+    for device, keys in sorted(by_device.items()):
+        if len(keys) < 2:
+            continue
+        with local_paths(store, keys) as paths:
+            merged = (pl.scan_parquet(paths).unique(subset=["image_id"], keep="first", maintain_order=True)
+                      .sort("timestamp").collect())
+        buffer = io.BytesIO()
+        pq.write_table(merged.select(FRAME_SCHEMA.names).to_arrow().cast(FRAME_SCHEMA), buffer, compression="zstd")
+        store.put_bytes(frame_part_key(day, device, written_at), buffer.getvalue())
+        for key in keys:
+            store.delete(key)
+        removed += len(keys)
+    return removed

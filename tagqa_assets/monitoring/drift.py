@@ -1,0 +1,104 @@
+"""Drift of one device-day against the serving model's evaluation baseline.
+
+The baseline is the best detection score of every image of the model's test split, through
+the edge runtime's pipeline, as ``model_evaluation`` records it (``best_scores.test`` in
+``models/<id>/metrics.json``). Three comparisons (docs/monitoring.md, "Drift"):
+
+- PSI of the best score: bins are the baseline's quantiles (about ten images per bin, 2 to
+  10 bins, so a small test split does not make noise look like drift), proportions with a
+  pseudo-count of 0.5 per bin, ``sum((day - base) * ln(day / base))``;
+- defect rate (best score >= the decision threshold) against the baseline's;
+- share of frames in the capture band (``low <= best < high``) against the baseline's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from tagqa_assets.contracts.models import METRICS_FILE, model_key
+from tagqa_assets.storage import ObjectNotFound, ObjectStore
+
+
+@dataclass(frozen=True)
+class DriftThresholds:
+    """When a device-day counts as drifted, and what a device's verdict and capture band are."""
+
+    psi: float = 0.25
+    defect_rate_delta: float = 0.15
+    capture_share_delta: float = 0.15
+    min_frames: int = 50
+    decision_threshold: float = 0.5
+    capture_band: tuple[float, float] = (0.25, 0.6)
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    """One device-day against its baseline; ``reasons`` empty means no drift."""
+
+    device: str
+    model_id: str
+    frames: int
+    baseline_images: int
+    psi: float
+    defect_rate: float
+    baseline_defect_rate: float
+    capture_share: float
+    baseline_capture_share: float
+    reasons: tuple[str, ...]
+
+    @property
+    def drifted(self) -> bool:
+        return bool(self.reasons)
+
+    def row(self) -> dict:
+        data = asdict(self)
+        data["reasons"] = ", ".join(self.reasons) or "-"
+        return {k: round(v, 4) if isinstance(v, float) else v for k, v in data.items()}
+
+
+def load_baseline(store: ObjectStore, model_id: str) -> np.ndarray | None:
+    """The recorded test-split best scores of ``model_id``; None when its evaluation has none (older models)."""
+    try:
+        document = store.get_json(model_key(model_id, METRICS_FILE))
+    except ObjectNotFound:
+        return None
+    scores = (document.get("best_scores") or {}).get("test")
+    return np.asarray(scores, dtype=np.float64) if scores else None
+
+
+def psi(baseline: np.ndarray, current: np.ndarray) -> float:
+    """Population stability index of ``current`` against ``baseline`` on baseline-quantile bins."""
+    bins = int(np.clip(len(baseline) // 10, 2, 10))
+    inner = np.unique(np.quantile(baseline, np.linspace(0, 1, bins + 1)[1:-1]))
+    if inner.size == 0:
+        inner = np.array([0.5])
+    base = np.bincount(np.searchsorted(inner, baseline, side="right"), minlength=inner.size + 1) + 0.5
+    day = np.bincount(np.searchsorted(inner, current, side="right"), minlength=inner.size + 1) + 0.5
+    base, day = base / base.sum(), day / day.sum()
+    return float(np.sum((day - base) * np.log(day / base)))
+
+
+def compare(device: str, model_id: str, scores: np.ndarray, baseline: np.ndarray,
+            thresholds: DriftThresholds) -> DriftResult:
+    """Compare one device-day's best scores with the baseline's (see module docstring)."""
+    low, high = thresholds.capture_band
+
+    def shares(values: np.ndarray) -> tuple[float, float]:
+        return (float(np.mean(values >= thresholds.decision_threshold)),
+                float(np.mean((values >= low) & (values < high))))
+
+    defect, capture = shares(scores)
+    base_defect, base_capture = shares(baseline)
+    value = psi(baseline, scores)
+    reasons = []
+    if len(scores) >= thresholds.min_frames:
+        if value > thresholds.psi:
+            reasons.append(f"best-score PSI {value:.2f} > {thresholds.psi}")
+        if abs(defect - base_defect) > thresholds.defect_rate_delta:
+            reasons.append(f"defect rate {defect:.2f} vs {base_defect:.2f}")
+        if abs(capture - base_capture) > thresholds.capture_share_delta:
+            reasons.append(f"capture-band share {capture:.2f} vs {base_capture:.2f}")
+    return DriftResult(device, model_id, len(scores), len(baseline), value, defect, base_defect, capture,
+                       base_capture, tuple(reasons))
