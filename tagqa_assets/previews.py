@@ -99,10 +99,11 @@ def _column_type(values: Sequence[object]) -> str:
 def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | None = None) -> dg.MetadataValue:
     """Rows as ``dg.MetadataValue.table`` with a ``TableSchema`` (types inferred per column: int, float, bool, string).
 
-    Columns default to the first row's keys; an empty table keeps the given columns. Values
-    that are not numbers or booleans are shown as text; a missing value stays empty.
+    Columns default to every key of the rows, in the order they first appear; an empty table
+    keeps the given columns. Values that are not numbers or booleans are shown as text; a
+    missing value stays empty (every record carries every column, as Dagster requires).
     """
-    names = list(columns or (rows[0].keys() if rows else ()))
+    names = list(columns or dict.fromkeys(key for row in rows for key in row))
     types = {name: _column_type([row.get(name) for row in rows]) for name in names}
     records = []
     for row in rows:
@@ -110,6 +111,7 @@ def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | N
         for name in names:
             value = row.get(name)
             if value is None or value == "":
+                values[name] = None
                 continue
             values[name] = value if types[name] != "string" else str(value)
         records.append(dg.TableRecord(values))
