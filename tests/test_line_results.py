@@ -98,6 +98,20 @@ def test_daily_metrics_per_device_and_model_version(tmp_path: Path):
     assert check.passed and "no evaluation baseline" in check.description
 
 
+def test_today_merges_a_device_s_small_parts_once_there_are_many(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "store")
+    now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=1)
+    collector = ResultsCollector(store, CollectorSettings(), now=lambda: now)
+    for index in range(70):  # line-a: a part per flush, 70 flushes; line-b: 3 parts
+        collector.accept(topic_of("line-a"), result_message("line-a", index, now))
+        if index < 3:
+            collector.accept(topic_of("line-b"), result_message("line-b", index, now))
+        collector.flush(acknowledge=False)
+    metadata = _materialize(store.root, now.date().isoformat()).asset_materializations_for_node("line_results")[0].metadata
+    assert metadata["parts_compacted"].value == 70 and metadata["parts"].value == 1 + 3
+    assert metadata["frames"].value == 73 and metadata["duplicate_rows"].value == 0
+
+
 def test_sensor_requests_a_day_once_per_new_set_of_parts(tmp_path: Path):
     store = LocalObjectStore(tmp_path / "store")
     now = datetime.now(timezone.utc)
