@@ -125,3 +125,30 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, 
         collector.send_signal(signal.SIGTERM)
         collector.wait(20)
     assert "collector stopped" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_store_that_refuses_writes_loses_nothing_once_it_recovers(mosquitto, tmp_path: Path):  # noqa: F811
+    store = tmp_path / "store"
+    (store / "results").mkdir(parents=True)
+    (store / "results" / "frames").write_text("a file where the frames folder must be")  # every write fails
+    log = tmp_path / "collector.log"
+    collector = start_collector(store, mosquitto.port, client_id="refused-writes", batch_rows=20, batch_seconds=0.3,
+                                log=log)
+    try:
+        wait_subscribed(log)
+        client = mqtt_client(mosquitto.port, "line-9-device")
+        now = datetime.now(timezone.utc)
+        for index in range(30):
+            client.publish(topic_of("line-9"), result_message("line-9", index, now), qos=1).wait_for_publish(10)
+        _wait(lambda: "writing results into" in log.read_text(errors="replace"), 30, "the failed write")
+        (store / "results" / "frames").unlink()
+        _wait(lambda: len(stored_frames(store)) >= 30, 60, "the redelivered results")
+        time.sleep(1.0)
+        rows = stored_frames(store)
+        assert sorted(rows["image_id"].to_list()) == [f"line-9-{i:08d}" for i in range(30)]
+        assert collector.poll() is None, "the collector must survive a failed write"
+        client.loop_stop()
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)

@@ -66,6 +66,7 @@ class CollectorSettings:
     session_expiry_seconds: int = 7 * 24 * 3600  # how long the broker queues for us while we are down
     dedup_window: int = 500_000  # (device, image id) pairs remembered (~100 MB at most)
     clock_tolerance_seconds: float = 300.0  # per device: how far a timestamp may go back (parallel workers reorder)
+    retry_seconds: float = 5.0  # wait after a failed write before reconnecting
 
     def __post_init__(self) -> None:
         host, _, port = self.broker.rpartition(":")
@@ -108,7 +109,8 @@ class SeenFrames:
 
 @dataclass
 class CollectorStats:
-    """Counters since start; ``received == written + duplicates + sum(rejected)`` after a flush."""
+    """Counters since start; ``received == written + duplicates + sum(rejected)`` after a flush while no write
+    failed (a failed batch is received again)."""
 
     received: int = 0
     written: int = 0
@@ -116,10 +118,12 @@ class CollectorStats:
     rejected: Counter = field(default_factory=Counter)
     parts: int = 0
     flushes: int = 0
+    write_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"received": self.received, "written": self.written, "duplicates": self.duplicates,
-                "rejected": dict(self.rejected), "parts": self.parts, "flushes": self.flushes}
+                "rejected": dict(self.rejected), "parts": self.parts, "flushes": self.flushes,
+                "write_failures": self.write_failures}
 
 
 def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
@@ -323,12 +327,12 @@ class ResultsCollector:
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     # The connection is gone: the acknowledgements of this batch are void; keep
                     # its rows (written now) and let the broker's redeliveries count as duplicates.
-                    self.flush(acknowledge=False)
+                    self._flush_or_recover(acknowledge=False)
                     self._stop.wait(0.5)
                     self._reconnect()
                     continue
                 if self.due():
-                    self.flush()
+                    self._flush_or_recover(acknowledge=True)
                 if time.monotonic() - last_stats >= stats_every:
                     log.info("collector stats: %s", self.stats.as_dict())
                     last_stats = time.monotonic()
@@ -337,6 +341,22 @@ class ResultsCollector:
         finally:
             self._client.disconnect()
             log.info("collector stopped: %s", self.stats.as_dict())
+
+    def _flush_or_recover(self, *, acknowledge: bool) -> None:
+        """Flush; when the store refuses the write, reconnect so the broker redelivers the batch.
+
+        MQTT redelivers unacknowledged messages only on a new connection, so a failed write
+        without a reconnect would leave its messages with the broker until the next restart.
+        """
+        try:
+            self.flush(acknowledge=acknowledge)
+        except Exception:
+            self.stats.write_failures += 1
+            log.exception("writing results into %s failed; reconnecting in %.0f s so the broker redelivers them",
+                          self.store.uri, self.settings.retry_seconds)
+            self._client.disconnect()
+            self._stop.wait(self.settings.retry_seconds)
+            self._reconnect()
 
     def _connect(self, host: str, port: int) -> None:
         while not self._stop.is_set():
