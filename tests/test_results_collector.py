@@ -60,6 +60,19 @@ def test_device_in_topic_and_payload_must_agree():
     assert caught.value.reason == "device_mismatch"
 
 
+def test_restart_remembers_only_parts_written_shortly_before_the_newest(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "store")
+    clock = [NOW]
+    collector = ResultsCollector(store, CollectorSettings(restore_minutes=30), now=lambda: clock[0])
+    collector.accept(topic_of("line-1"), result_message("line-1", 1, NOW))
+    collector.flush(acknowledge=False)
+    clock[0] = NOW + timedelta(hours=2)  # the next part is written two hours later
+    collector.accept(topic_of("line-1"), result_message("line-1", 2, NOW + timedelta(hours=2)))
+    collector.flush(acknowledge=False)
+    restarted = ResultsCollector(store, CollectorSettings(restore_minutes=30), now=lambda: clock[0])
+    assert restarted.restore_window() == 1  # image 2 only: image 1's part is older than the horizon
+
+
 def test_duplicates_in_one_batch_and_across_flushes_are_dropped(tmp_path: Path):
     store = LocalObjectStore(tmp_path / "store")
     collector = ResultsCollector(store, CollectorSettings(), now=lambda: NOW)

@@ -67,6 +67,7 @@ class CollectorSettings:
     dedup_window: int = 500_000  # (device, image id) pairs remembered (~100 MB at most)
     clock_tolerance_seconds: float = 300.0  # per device: how far a timestamp may go back (parallel workers reorder)
     retry_seconds: float = 5.0  # wait after a failed write before reconnecting
+    restore_minutes: float = 30.0  # at start-up, parts written this long before the newest one are re-read
 
     def __post_init__(self) -> None:
         host, _, port = self.broker.rpartition(":")
@@ -146,6 +147,15 @@ def write_frame_parts(store: ObjectStore, rows: list[dict[str, Any]], written_at
     return keys
 
 
+def _written_at(key: str) -> datetime:
+    """The write time in a part name (``part-<YYYYmmddTHHMMSSffffff>Z-...``); parts named otherwise count as new."""
+    name = key.rsplit("/", 1)[-1]
+    try:
+        return datetime.strptime(name[5:26], "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
 class _Batch:
     """Rows and rejects received since the last flush, with the message ids to acknowledge."""
 
@@ -182,22 +192,28 @@ class ResultsCollector:
 
     # ------------------------------------------------------------------ start-up
     def restore_window(self, days: int = 2) -> int:
-        """Remember the pairs of the newest parts of the last ``days`` UTC days; returns how many."""
+        """Remember the pairs of the parts written in the ``restore_minutes`` before the newest part, within the
+        last ``days`` UTC days and up to the window's capacity; returns how many pairs.
+
+        Redeliveries after a crash are messages of the last unacknowledged batch, whose rows (if
+        any) are in the newest parts; older duplicates are removed by the daily read.
+        """
         import polars as pl
 
         today = self._now().date()
         keys: list[str] = []
         for offset in range(days):
             keys.extend(info.key for info in self.store.list_objects(day_prefix(FRAMES_PREFIX, today - timedelta(days=offset))))
-        keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)  # part names start with the write time
+        stamped = sorted(((_written_at(key), key) for key in keys), reverse=True)  # newest write first
         chosen: list[pl.DataFrame] = []
         total = 0
-        for key in keys:
+        horizon = stamped[0][0] - timedelta(minutes=self.settings.restore_minutes) if stamped else None
+        for written_at, key in stamped:
+            if written_at < horizon or total >= self._seen.capacity:
+                break
             frame = pl.read_parquet(io.BytesIO(self.store.get_bytes(key)), columns=["device", "image_id", "timestamp"])
             chosen.append(frame)
             total += frame.height
-            if total >= self._seen.capacity:
-                break
         if not chosen:
             return 0
         recent = pl.concat(chosen[::-1])  # oldest first, so the newest stay when the window is full
