@@ -165,3 +165,12 @@ def test_a_store_that_refuses_writes_loses_nothing_once_it_recovers(mosquitto, t
     finally:
         collector.send_signal(signal.SIGTERM)
         collector.wait(20)
+
+
+def test_a_batch_of_qos0_messages_is_due_by_count_too(tmp_path: Path):
+    # A device publishing with QoS 0 gets its results delivered with QoS 0: nothing to acknowledge, still written.
+    collector = ResultsCollector(LocalObjectStore(tmp_path / "store"), CollectorSettings(batch_rows=3), now=lambda: NOW)
+    for index in range(3):
+        assert not collector.due()
+        collector.accept(topic_of("line-1"), result_message("line-1", index, NOW), mid=0, qos=0)
+    assert collector.due()

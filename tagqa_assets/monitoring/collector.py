@@ -162,15 +162,17 @@ class _Batch:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
-        self.acks: list[tuple[int, int]] = []  # (mid, qos)
+        self.acks: list[tuple[int, int]] = []  # (mid, qos) of the QoS 1 and 2 messages
+        self.messages = 0
         self.started: float | None = None
 
     def __len__(self) -> int:
-        return len(self.acks)
+        return self.messages
 
     def note(self, mid: int, qos: int) -> None:
         if self.started is None:
             self.started = time.monotonic()
+        self.messages += 1
         if qos > 0:
             self.acks.append((mid, qos))
 
@@ -277,8 +279,7 @@ class ResultsCollector:
             self.stats.duplicates += 1
             return
         self._seen.add(key)
-        if frame.timestamp > self._latest.get(frame.device, frame.timestamp - timedelta(seconds=1)):
-            self._latest[frame.device] = frame.timestamp
+        self._latest[frame.device] = max(frame.timestamp, self._latest.get(frame.device, frame.timestamp))
         self._batch.rows.append(frame.row)
 
     def _check_clock(self, frame: FrameRow, received_at: datetime) -> None:
