@@ -174,3 +174,35 @@ def test_a_batch_of_qos0_messages_is_due_by_count_too(tmp_path: Path):
         assert not collector.due()
         collector.accept(topic_of("line-1"), result_message("line-1", index, NOW), mid=0, qos=0)
     assert collector.due()
+
+
+@pytest.mark.slow
+def test_the_collector_reconnects_after_the_broker_restarts(mosquitto, tmp_path: Path):  # noqa: F811
+    store = tmp_path / "store"
+    store.mkdir()
+    log = tmp_path / "collector.log"
+    collector = start_collector(store, mosquitto.port, client_id="broker-restart", batch_rows=1000, batch_seconds=2.0,
+                                log=log)
+    try:
+        wait_subscribed(log)
+        now = datetime.now(timezone.utc)
+        client = mqtt_client(mosquitto.port, "line-5-device")
+        for index in range(100):
+            client.publish(topic_of("line-5"), result_message("line-5", index, now), qos=1).wait_for_publish(10)
+        client.loop_stop()
+        client.disconnect()
+        mosquitto.stop()  # the batch is not written yet (2 s): its acknowledgements die with the connection
+        time.sleep(0.5)
+        mosquitto.start()
+        _wait(lambda: log.read_text(errors="replace").count("session present: True") >= 1, 60, "the reconnection")
+        client = mqtt_client(mosquitto.port, "line-5-device")
+        for index in range(100, 200):
+            client.publish(topic_of("line-5"), result_message("line-5", index, now), qos=1).wait_for_publish(10)
+        client.loop_stop()
+        _wait(lambda: len(stored_frames(store)) >= 200, 60, "200 results")
+        time.sleep(2.5)
+        rows = stored_frames(store)
+        assert sorted(rows["image_id"].to_list()) == [f"line-5-{i:08d}" for i in range(200)]
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)
