@@ -247,6 +247,7 @@ def test_a_real_device_process_results_become_todays_partition(tiny_models, mosq
     assert metadata["frames"].value == len(images) and metadata["devices"].value == 1
     assert metadata["serving_model_id"].value == card["model_id"]
     assert metadata["serving_dataset_version"].value == card["dataset_version"]
+    assert metadata["serving_model_dir"].value.endswith(f"models/{card['model_id']}")
     assert metadata["latency_p50_ms"].value > 0 and metadata["rejects"].value == 0
 
 

@@ -92,6 +92,8 @@ def line_results(context: dg.AssetExecutionContext, store: StoreResource) -> dg.
     serving = per_version.sort("frames", descending=True).row(0, named=True)
     metadata.update({"serving_model_version": str(serving["model_version"]), "serving_model_id": str(serving["model_id"]),
                      "serving_dataset_version": str(serving["dataset_version"])})
+    if serving["model_id"]:
+        metadata["serving_model_dir"] = dg.MetadataValue.path(object_store.uri_for(model_prefix(serving["model_id"]).rstrip("/")))
     return dg.MaterializeResult(metadata=metadata)
 
 
