@@ -116,6 +116,8 @@ def _collect(args: argparse.Namespace) -> None:
     collector.wait(60)
     broker.stop()
     rows = stored_frames(store)
+    stopped = [line for line in (work / "collector.log").read_text().splitlines() if "collector stopped:" in line]
+    dropped = stopped[-1].split("'duplicates': ", 1)[1].split(",", 1)[0] if stopped else "?"
     unique = rows.unique().height
     lost = expected - unique
     duplicated = rows.height - unique
@@ -128,11 +130,35 @@ def _collect(args: argparse.Namespace) -> None:
     print(f"reference: importing the tagqa CLI alone peaks at {int(reference.stdout) / 1024:.0f} MB RSS")
     print(f"sent={sent} acknowledged_by_broker={published} stored_rows={rows.height} parts={parts} "
           f"rows_at_kill={killed_rows} drain_after_last_publish_s={drain:.1f}")
+    _read_small_parts(store)
     print(f"RESULT collect devices={args.devices} rate={args.rate} seconds={args.seconds} "
           f"kill_at={args.kill_at or 0} restart_after={args.restart_after if args.kill_at else 0} "
-          f"expected={expected} lost={lost} duplicated={duplicated} "
+          f"expected={expected} lost={lost} duplicated={duplicated} duplicates_dropped_by_last_collector={dropped} "
           f"peak_rss_mb={max(s.peak_rss for s in samplers) / 2**20:.1f} cpu_s={cpu:.1f} "
           f"cpu_pct_of_one_core={100 * cpu / wall:.0f} wall_s={wall:.1f} cores={os.cpu_count()}")
+
+
+def _read_small_parts(store: Path) -> None:
+    """line_results' read over the parts the collector just wrote, before and after compaction."""
+    from tagqa_assets.monitoring.daily import compact_day, frame_part_keys, local_paths, summarize, unique_frames
+    from tagqa_assets.storage import LocalObjectStore
+
+    objects = LocalObjectStore(store)
+    day = datetime.now(timezone.utc).date()
+    timings = {}
+    for stage in ("before", "after"):
+        keys = frame_part_keys(objects, day)
+        started = time.perf_counter()
+        with local_paths(objects, keys) as paths:
+            frames = int(summarize(unique_frames(paths))["overall"]["frames"][0])
+        timings[stage] = (len(keys), time.perf_counter() - started, frames)
+        if stage == "before":
+            started = time.perf_counter()
+            compact_day(objects, day, datetime.now(timezone.utc), day_is_over=False)
+            timings["compact"] = time.perf_counter() - started
+    print(f"RESULT read_collector_parts parts={timings['before'][0]} frames={timings['before'][2]} "
+          f"read_s={timings['before'][1]:.2f} compact_s={timings['compact']:.2f} parts_after={timings['after'][0]} "
+          f"read_after_s={timings['after'][1]:.2f}")
 
 
 # ------------------------------------------------------------------ aggregate

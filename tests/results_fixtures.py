@@ -43,6 +43,9 @@ def malformed_messages(device: str, when: datetime) -> list[tuple[str, bytes, st
         (topic_of("bad device!"), good.replace(device.encode(), b"bad device!"), "bad_device_id"),
         (topic_of(device), result_message(device, 999_998, when - timedelta(hours=2)), "clock_went_back"),
         (topic_of(device), b"\xff\xfe not json", "not_json"),
+        (topic_of(device), result_message(device, 999_997, when + timedelta(hours=1)), "clock_ahead"),
+        (topic_of(device), b'["a", "list"]', "not_an_object"),
+        (topic_of(device), good.replace(b'"verdict":"', b'"verdict":"maybe-'), "invalid_result"),
     ]
 
 

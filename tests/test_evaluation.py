@@ -130,6 +130,9 @@ def test_evaluation_metadata_shows_curves_grid_and_metrics(chain: Chain):
     assert metadata["champion_version"] == 0 and "champion_test_map50" not in metadata
     document = chain.store.get_json(metadata["evaluation_key"])
     assert document["source"].startswith("onnx") and document["metrics"]["test"]["map50"] == metadata["test_map50"]
+    # The drift baseline of line_results: one best score per test image.
+    scores = document["best_scores"]["test"]
+    assert len(scores) == metadata["test_images"] and all(0.0 <= s <= 1.0 for s in scores)
 
 
 def test_default_gate_blocks_registration(chain: Chain):

@@ -98,6 +98,20 @@ def test_daily_metrics_per_device_and_model_version(tmp_path: Path):
     assert check.passed and "no evaluation baseline" in check.description
 
 
+def test_today_merges_a_device_s_small_parts_once_there_are_many(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "store")
+    now = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(minutes=1)
+    collector = ResultsCollector(store, CollectorSettings(), now=lambda: now)
+    for index in range(70):  # line-a: a part per flush, 70 flushes; line-b: 3 parts
+        collector.accept(topic_of("line-a"), result_message("line-a", index, now))
+        if index < 3:
+            collector.accept(topic_of("line-b"), result_message("line-b", index, now))
+        collector.flush(acknowledge=False)
+    metadata = _materialize(store.root, now.date().isoformat()).asset_materializations_for_node("line_results")[0].metadata
+    assert metadata["parts_compacted"].value == 70 and metadata["parts"].value == 1 + 3
+    assert metadata["frames"].value == 73 and metadata["duplicate_rows"].value == 0
+
+
 def test_sensor_requests_a_day_once_per_new_set_of_parts(tmp_path: Path):
     store = LocalObjectStore(tmp_path / "store")
     now = datetime.now(timezone.utc)
@@ -233,4 +247,62 @@ def test_a_real_device_process_results_become_todays_partition(tiny_models, mosq
     assert metadata["frames"].value == len(images) and metadata["devices"].value == 1
     assert metadata["serving_model_id"].value == card["model_id"]
     assert metadata["serving_dataset_version"].value == card["dataset_version"]
+    assert metadata["serving_model_dir"].value.endswith(f"models/{card['model_id']}")
     assert metadata["latency_p50_ms"].value > 0 and metadata["rejects"].value == 0
+
+
+@pytest.mark.slow
+def test_two_device_processes_one_served_darkened_tags_only_that_one_is_flagged(
+        real_dataset: Path, tiny_models, mosquitto, tmp_path: Path):  # noqa: F811
+    """The same drift scenario through real `tagqa-edge` processes (both on today's partition): line-a serves
+    real tags, line-b the same tags darkened; the check flags line-b only and labels line-b's captures."""
+    import subprocess
+    import sys
+
+    store_dir = tmp_path / "store"
+    store = LocalObjectStore(store_dir)
+    model_dir = tiny_models["a"]
+    model = OnnxModel(model_dir)
+    card = json.loads((model_dir / MODEL_CARD_FILE).read_text())
+    paths = sorted((real_dataset / "images").rglob("*.jpg"))
+    test_split = [np.asarray(Image.open(p).convert("RGB")) for p in paths[::3]]
+    store.put_json(model_key(card["model_id"], METRICS_FILE),
+                   {"model_id": card["model_id"], "best_scores": {"test": best_scores([model.predict(p) for p in test_split])}})
+    served = [p for i, p in enumerate(paths) if i % 3]
+    folders = {"line-a": tmp_path / "line-a", "line-b": tmp_path / "line-b"}
+    for index, path in enumerate(served):
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        for device, folder in folders.items():
+            folder.mkdir(exist_ok=True)
+            shown = pixels if device == "line-a" else (pixels * 0.35).astype(np.uint8)
+            (folder / f"tag-{index:03d}.jpg").write_bytes(_jpeg(shown))
+    collector = start_collector(store_dir, mosquitto.port, client_id="two-devices", batch_rows=100,
+                                batch_seconds=0.5, log=tmp_path / "collector.log")
+    try:
+        wait_subscribed(tmp_path / "collector.log")
+        devices = [subprocess.Popen(
+            [sys.executable, "-m", "edge_runtime", "run", "--model", str(model_dir), "--source", f"folder:{folder}",
+             "--broker", f"127.0.0.1:{mosquitto.port}", "--device-id", device, "--store", str(store_dir),
+             "--state-dir", str(tmp_path / f"{device}-state"), "--max-frames", str(len(served)), "--seed", "5"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for device, folder in folders.items()]
+        for device in devices:
+            assert device.wait(300) == 0, device.stderr.read()[-2000:]
+        deadline = time.monotonic() + 60
+        while len(stored_frames(store_dir)) < 2 * len(served):
+            assert time.monotonic() < deadline, f"{len(stored_frames(store_dir))} of {2 * len(served)} results stored"
+            time.sleep(0.2)
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)
+    today = datetime.now(timezone.utc).date()
+    result = _materialize(store_dir, today.isoformat())
+    check = result.get_asset_check_evaluations()[0]
+    assert not check.passed and check.description.startswith(f"drift on {today}: line-b"), check.description
+    rows = {r.data["device"]: r.data for r in check.metadata["per_device"].value.records}
+    assert rows["line-a"]["reasons"] == "-" and rows["line-b"]["reasons"] != "-"
+    captured_b = [info.key for info in store.list_objects(f"raw/edge-feedback/line-b/{today:%Y/%m/%d}/")]
+    # Dark frames have no detection: the device still samples ~5 % of them (emptySampleRate) and 1 % at random.
+    assert captured_b, "line-b captured nothing (about 10 of 166 frames expected)"
+    [job] = JobBook(store).open_jobs()
+    assert {image.key for image in job.images} <= set(captured_b) and len(job.images) == min(len(captured_b), 25)
+    assert rows["line-b"]["labeling_job"] == job.job_id

@@ -60,6 +60,19 @@ def test_device_in_topic_and_payload_must_agree():
     assert caught.value.reason == "device_mismatch"
 
 
+def test_restart_remembers_only_parts_written_shortly_before_the_newest(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "store")
+    clock = [NOW]
+    collector = ResultsCollector(store, CollectorSettings(restore_minutes=30), now=lambda: clock[0])
+    collector.accept(topic_of("line-1"), result_message("line-1", 1, NOW))
+    collector.flush(acknowledge=False)
+    clock[0] = NOW + timedelta(hours=2)  # the next part is written two hours later
+    collector.accept(topic_of("line-1"), result_message("line-1", 2, NOW + timedelta(hours=2)))
+    collector.flush(acknowledge=False)
+    restarted = ResultsCollector(store, CollectorSettings(restore_minutes=30), now=lambda: clock[0])
+    assert restarted.restore_window() == 1  # image 2 only: image 1's part is older than the horizon
+
+
 def test_duplicates_in_one_batch_and_across_flushes_are_dropped(tmp_path: Path):
     store = LocalObjectStore(tmp_path / "store")
     collector = ResultsCollector(store, CollectorSettings(), now=lambda: NOW)
@@ -125,3 +138,71 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, 
         collector.send_signal(signal.SIGTERM)
         collector.wait(20)
     assert "collector stopped" in log.read_text()
+
+
+@pytest.mark.slow
+def test_a_store_that_refuses_writes_loses_nothing_once_it_recovers(mosquitto, tmp_path: Path):  # noqa: F811
+    store = tmp_path / "store"
+    (store / "results").mkdir(parents=True)
+    (store / "results" / "frames").write_text("a file where the frames folder must be")  # every write fails
+    log = tmp_path / "collector.log"
+    collector = start_collector(store, mosquitto.port, client_id="refused-writes", batch_rows=20, batch_seconds=0.3,
+                                log=log)
+    try:
+        wait_subscribed(log)
+        client = mqtt_client(mosquitto.port, "line-9-device")
+        now = datetime.now(timezone.utc)
+        for index in range(30):
+            client.publish(topic_of("line-9"), result_message("line-9", index, now), qos=1).wait_for_publish(10)
+        _wait(lambda: "writing results into" in log.read_text(errors="replace"), 30, "the failed write")
+        (store / "results" / "frames").unlink()
+        _wait(lambda: len(stored_frames(store)) >= 30, 60, "the redelivered results")
+        time.sleep(1.0)
+        rows = stored_frames(store)
+        assert sorted(rows["image_id"].to_list()) == [f"line-9-{i:08d}" for i in range(30)]
+        assert collector.poll() is None, "the collector must survive a failed write"
+        client.loop_stop()
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)
+
+
+def test_a_batch_of_qos0_messages_is_due_by_count_too(tmp_path: Path):
+    # A device publishing with QoS 0 gets its results delivered with QoS 0: nothing to acknowledge, still written.
+    collector = ResultsCollector(LocalObjectStore(tmp_path / "store"), CollectorSettings(batch_rows=3), now=lambda: NOW)
+    for index in range(3):
+        assert not collector.due()
+        collector.accept(topic_of("line-1"), result_message("line-1", index, NOW), mid=0, qos=0)
+    assert collector.due()
+
+
+@pytest.mark.slow
+def test_the_collector_reconnects_after_the_broker_restarts(mosquitto, tmp_path: Path):  # noqa: F811
+    store = tmp_path / "store"
+    store.mkdir()
+    log = tmp_path / "collector.log"
+    collector = start_collector(store, mosquitto.port, client_id="broker-restart", batch_rows=1000, batch_seconds=2.0,
+                                log=log)
+    try:
+        wait_subscribed(log)
+        now = datetime.now(timezone.utc)
+        client = mqtt_client(mosquitto.port, "line-5-device")
+        for index in range(100):
+            client.publish(topic_of("line-5"), result_message("line-5", index, now), qos=1).wait_for_publish(10)
+        client.loop_stop()
+        client.disconnect()
+        mosquitto.stop()  # the batch is not written yet (2 s): its acknowledgements die with the connection
+        time.sleep(0.5)
+        mosquitto.start()
+        _wait(lambda: log.read_text(errors="replace").count("session present: True") >= 1, 60, "the reconnection")
+        client = mqtt_client(mosquitto.port, "line-5-device")
+        for index in range(100, 200):
+            client.publish(topic_of("line-5"), result_message("line-5", index, now), qos=1).wait_for_publish(10)
+        client.loop_stop()
+        _wait(lambda: len(stored_frames(store)) >= 200, 60, "200 results")
+        time.sleep(2.5)
+        rows = stored_frames(store)
+        assert sorted(rows["image_id"].to_list()) == [f"line-5-{i:08d}" for i in range(200)]
+    finally:
+        collector.send_signal(signal.SIGTERM)
+        collector.wait(20)

@@ -40,19 +40,20 @@ GROUPS = {
     "trained_model": "training", "onnx_model": "training", "model_evaluation": "training",
     "registered_model": "registry",
     "edge_component": "deployment", "edge_deployment": "deployment",
+    "line_results": "monitoring",
 }
 EDGES = {
     ("raw_images", "label_store"), ("raw_images", "unlabeled_images"), ("label_store", "unlabeled_images"),
     ("label_store", "dataset_version"), ("label_store", "hard_examples"), ("dataset_version", "trained_model"),
     ("trained_model", "onnx_model"), ("onnx_model", "model_evaluation"), ("hard_examples", "model_evaluation"),
     ("model_evaluation", "registered_model"), ("registered_model", "edge_component"),
-    ("edge_component", "edge_deployment"),
+    ("edge_component", "edge_deployment"), ("edge_deployment", "line_results"),
 }
 PARTITIONED = {"dataset_version", "trained_model", "onnx_model", "model_evaluation", "registered_model"}
 SENSORS = {"raw_image_sensor", "labeling_job_sensor", "dataset_version_sensor", "model_training_sensor",
-           "model_approval_sensor"}
+           "model_approval_sensor", "line_results_sensor"}
 SCHEDULES = {"raw_reconcile_schedule", "retraining_schedule"}
-STAGES = ("ingestion", "labeling", "datasets", "training", "registry", "deployment")
+STAGES = ("ingestion", "labeling", "datasets", "training", "registry", "deployment", "monitoring")
 # Every stage group opened (group ids are "<repository>@<location>:<group>" as the lineage page spells them).
 GRAPH_PATH = "/asset-groups?expanded=" + ",".join(f"global@global:{group}" for group in STAGES)
 # The graph layout is computed asynchronously in a web worker: give the page a long virtual-time budget.
@@ -116,8 +117,9 @@ def test_asset_graph_has_every_stage_and_edge(ui: DagsterDev) -> None:
     edges = {("/".join(dep["path"]), key) for key, node in nodes.items() for dep in node["dependencyKeys"]}
     assert edges == EDGES
     partitions = {key: node["partitionDefinition"] for key, node in nodes.items()}
-    assert {k for k, p in partitions.items() if p} == PARTITIONED
+    assert {k for k, p in partitions.items() if p} == PARTITIONED | {"line_results"}
     assert all(partitions[k] == {"type": "DYNAMIC", "name": "dataset_versions"} for k in PARTITIONED)
+    assert partitions["line_results"]["type"] == "TIME_WINDOW"
 
 
 def test_sensors_and_schedules_are_on_by_default(ui: DagsterDev) -> None:

@@ -31,6 +31,7 @@ RESULTS_LAYOUT_VERSION = 1
 FRAMES_PREFIX = "results/frames/"
 REJECTS_PREFIX = "results/rejects/"
 PART_SUFFIX = ".parquet"
+MERGED_MARK = "-merged"
 
 # Reject reasons (the ``reason`` column of a reject part).
 NOT_JSON = "not_json"
@@ -94,10 +95,20 @@ def day_prefix(prefix: str, day: date) -> str:
     return f"{prefix}{day:%Y/%m/%d}/"
 
 
-def frame_part_key(day: date, device: str, written_at: datetime) -> str:
-    """Key of a new frame part: ``results/frames/<YYYY>/<MM>/<DD>/<device>/part-<UTC stamp>-<id>.parquet``."""
+def frame_part_key(day: date, device: str, written_at: datetime, *, merged: bool = False) -> str:
+    """Key of a new frame part: ``results/frames/<YYYY>/<MM>/<DD>/<device>/part-<UTC stamp>-<id>[-merged].parquet``.
+
+    ``merged`` marks a part compaction made from smaller ones.
+    """
     validate_identifier(device, "device")
-    return f"{day_prefix(FRAMES_PREFIX, day)}{device}/part-{written_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}{PART_SUFFIX}"
+    mark = MERGED_MARK if merged else ""
+    return (f"{day_prefix(FRAMES_PREFIX, day)}{device}/part-{written_at:%Y%m%dT%H%M%S%fZ}-{uuid.uuid4().hex[:8]}"
+            f"{mark}{PART_SUFFIX}")
+
+
+def is_merged_part(key: str) -> bool:
+    """Whether ``key`` is a part compaction wrote."""
+    return key.endswith(MERGED_MARK + PART_SUFFIX)
 
 
 def reject_part_key(day: date, written_at: datetime) -> str:

@@ -53,8 +53,8 @@ def line_results(context: dg.AssetExecutionContext, store: StoreResource) -> dg.
     object_store = store.open()
     day = partition_day(context.partition_key)
     now = datetime.now(timezone.utc)
-    # A day that is over is compacted to one part per device (the collector writes many small ones).
-    compacted = compact_day(object_store, day, now) if day < now.date() else 0
+    # The collector writes a part per device per flush: compaction keeps the day readable.
+    compacted = compact_day(object_store, day, now, day_is_over=day < now.date())
     keys = frame_part_keys(object_store, day)
     rejects = reject_counts(object_store, day)
     metadata: dict[str, object] = {
@@ -92,6 +92,8 @@ def line_results(context: dg.AssetExecutionContext, store: StoreResource) -> dg.
     serving = per_version.sort("frames", descending=True).row(0, named=True)
     metadata.update({"serving_model_version": str(serving["model_version"]), "serving_model_id": str(serving["model_id"]),
                      "serving_dataset_version": str(serving["dataset_version"])})
+    if serving["model_id"]:
+        metadata["serving_model_dir"] = dg.MetadataValue.path(object_store.uri_for(model_prefix(serving["model_id"]).rstrip("/")))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -31,7 +31,8 @@ with warnings.catch_warnings():
             return dg.AssetCheckResult(passed=True, severity=dg.AssetCheckSeverity.WARN,
                                        description=f"no results for {day}", metadata={"devices": 0})
         with local_paths(object_store, keys) as paths:
-            frames = unique_frames(paths).select("device", "model_id", "best_score").collect()
+            frames = (unique_frames(paths).select("device", "model_id", "best_score")
+                      .with_columns(pl.col("device", "model_id").cast(pl.String)).collect())
         # Each device is compared under the model that served most of its frames that day.
         serving = (frames.group_by("device", "model_id").len().sort(["device", "len"], descending=[False, True])
                    .unique("device", keep="first").sort("device"))

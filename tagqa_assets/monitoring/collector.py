@@ -66,6 +66,8 @@ class CollectorSettings:
     session_expiry_seconds: int = 7 * 24 * 3600  # how long the broker queues for us while we are down
     dedup_window: int = 500_000  # (device, image id) pairs remembered (~100 MB at most)
     clock_tolerance_seconds: float = 300.0  # per device: how far a timestamp may go back (parallel workers reorder)
+    retry_seconds: float = 5.0  # wait after a failed write before reconnecting
+    restore_minutes: float = 30.0  # at start-up, parts written this long before the newest one are re-read
 
     def __post_init__(self) -> None:
         host, _, port = self.broker.rpartition(":")
@@ -108,7 +110,8 @@ class SeenFrames:
 
 @dataclass
 class CollectorStats:
-    """Counters since start; ``received == written + duplicates + sum(rejected)`` after a flush."""
+    """Counters since start; ``received == written + duplicates + sum(rejected)`` after a flush while no write
+    failed (a failed batch is received again)."""
 
     received: int = 0
     written: int = 0
@@ -116,10 +119,12 @@ class CollectorStats:
     rejected: Counter = field(default_factory=Counter)
     parts: int = 0
     flushes: int = 0
+    write_failures: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return {"received": self.received, "written": self.written, "duplicates": self.duplicates,
-                "rejected": dict(self.rejected), "parts": self.parts, "flushes": self.flushes}
+                "rejected": dict(self.rejected), "parts": self.parts, "flushes": self.flushes,
+                "write_failures": self.write_failures}
 
 
 def parquet_bytes(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
@@ -142,21 +147,32 @@ def write_frame_parts(store: ObjectStore, rows: list[dict[str, Any]], written_at
     return keys
 
 
+def _written_at(key: str) -> datetime:
+    """The write time in a part name (``part-<YYYYmmddTHHMMSSffffff>Z-...``); parts named otherwise count as new."""
+    name = key.rsplit("/", 1)[-1]
+    try:
+        return datetime.strptime(name[5:26], "%Y%m%dT%H%M%S%f").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return datetime.max.replace(tzinfo=timezone.utc)
+
+
 class _Batch:
     """Rows and rejects received since the last flush, with the message ids to acknowledge."""
 
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.rejects: list[dict[str, Any]] = []
-        self.acks: list[tuple[int, int]] = []  # (mid, qos)
+        self.acks: list[tuple[int, int]] = []  # (mid, qos) of the QoS 1 and 2 messages
+        self.messages = 0
         self.started: float | None = None
 
     def __len__(self) -> int:
-        return len(self.acks)
+        return self.messages
 
     def note(self, mid: int, qos: int) -> None:
         if self.started is None:
             self.started = time.monotonic()
+        self.messages += 1
         if qos > 0:
             self.acks.append((mid, qos))
 
@@ -178,22 +194,28 @@ class ResultsCollector:
 
     # ------------------------------------------------------------------ start-up
     def restore_window(self, days: int = 2) -> int:
-        """Remember the pairs of the newest parts of the last ``days`` UTC days; returns how many."""
+        """Remember the pairs of the parts written in the ``restore_minutes`` before the newest part, within the
+        last ``days`` UTC days and up to the window's capacity; returns how many pairs.
+
+        Redeliveries after a crash are messages of the last unacknowledged batch, whose rows (if
+        any) are in the newest parts; older duplicates are removed by the daily read.
+        """
         import polars as pl
 
         today = self._now().date()
         keys: list[str] = []
         for offset in range(days):
             keys.extend(info.key for info in self.store.list_objects(day_prefix(FRAMES_PREFIX, today - timedelta(days=offset))))
-        keys.sort(key=lambda k: k.rsplit("/", 1)[-1], reverse=True)  # part names start with the write time
+        stamped = sorted(((_written_at(key), key) for key in keys), reverse=True)  # newest write first
         chosen: list[pl.DataFrame] = []
         total = 0
-        for key in keys:
+        horizon = stamped[0][0] - timedelta(minutes=self.settings.restore_minutes) if stamped else None
+        for written_at, key in stamped:
+            if written_at < horizon or total >= self._seen.capacity:
+                break
             frame = pl.read_parquet(io.BytesIO(self.store.get_bytes(key)), columns=["device", "image_id", "timestamp"])
             chosen.append(frame)
             total += frame.height
-            if total >= self._seen.capacity:
-                break
         if not chosen:
             return 0
         recent = pl.concat(chosen[::-1])  # oldest first, so the newest stay when the window is full
@@ -257,8 +279,7 @@ class ResultsCollector:
             self.stats.duplicates += 1
             return
         self._seen.add(key)
-        if frame.timestamp > self._latest.get(frame.device, frame.timestamp - timedelta(seconds=1)):
-            self._latest[frame.device] = frame.timestamp
+        self._latest[frame.device] = max(frame.timestamp, self._latest.get(frame.device, frame.timestamp))
         self._batch.rows.append(frame.row)
 
     def _check_clock(self, frame: FrameRow, received_at: datetime) -> None:
@@ -323,12 +344,12 @@ class ResultsCollector:
                 if rc != mqtt.MQTT_ERR_SUCCESS:
                     # The connection is gone: the acknowledgements of this batch are void; keep
                     # its rows (written now) and let the broker's redeliveries count as duplicates.
-                    self.flush(acknowledge=False)
+                    self._flush_or_recover(acknowledge=False)
                     self._stop.wait(0.5)
                     self._reconnect()
                     continue
                 if self.due():
-                    self.flush()
+                    self._flush_or_recover(acknowledge=True)
                 if time.monotonic() - last_stats >= stats_every:
                     log.info("collector stats: %s", self.stats.as_dict())
                     last_stats = time.monotonic()
@@ -337,6 +358,22 @@ class ResultsCollector:
         finally:
             self._client.disconnect()
             log.info("collector stopped: %s", self.stats.as_dict())
+
+    def _flush_or_recover(self, *, acknowledge: bool) -> None:
+        """Flush; when the store refuses the write, reconnect so the broker redelivers the batch.
+
+        MQTT redelivers unacknowledged messages only on a new connection, so a failed write
+        without a reconnect would leave its messages with the broker until the next restart.
+        """
+        try:
+            self.flush(acknowledge=acknowledge)
+        except Exception:
+            self.stats.write_failures += 1
+            log.exception("writing results into %s failed; reconnecting in %.0f s so the broker redelivers them",
+                          self.store.uri, self.settings.retry_seconds)
+            self._client.disconnect()
+            self._stop.wait(self.settings.retry_seconds)
+            self._reconnect()
 
     def _connect(self, host: str, port: int) -> None:
         while not self._stop.is_set():
