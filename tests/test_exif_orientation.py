@@ -147,3 +147,38 @@ def test_upright_bytes_of_an_upright_png_stay_lossless():
     turned = np.asarray(Image.open(io.BytesIO(upright_image_bytes(out.getvalue(), "PNG"))))
     assert np.array_equal(turned, np.asarray(Image.fromarray(pixels).transpose(Image.Transpose.ROTATE_270)))
     assert turned.shape == (30, 20, 3)
+
+
+@pytest.mark.slow  # uses the session's trained model (trains it when no other test did)
+def test_device_detections_on_turned_photos_land_on_the_same_pixels(real_dataset, tmp_path_factory):
+    """Lossless (PNG) copies of a real tag stored turned with Orientation 3/6/8: the edge runtime
+    decodes them upright, so a model's detections equal those on the upright photo exactly."""
+    from edge_runtime.detector import Detector, Thresholds
+    from edge_runtime.models import load_verified_model
+    from model_fixtures import trained_chain
+    from tagqa_assets.contracts.models import MODEL_CARD_FILE, ONNX_FILE, model_key
+
+    chain = trained_chain(tmp_path_factory)
+    device_dir = tmp_path_factory.mktemp("device-model")
+    for name in (ONNX_FILE, MODEL_CARD_FILE):
+        chain.store.download_file(model_key(chain.model_id, name), device_dir / name)
+    model = load_verified_model(device_dir)
+    path, _ = _reference(real_dataset)
+    upright = Image.open(path).convert("RGB")
+    detector, thresholds = Detector(), Thresholds(conf=0.001, iou=0.7, max_detections=300)
+
+    def detections(orientation: int) -> list[tuple]:
+        turn = STORE_TURN[orientation]
+        exif = Image.Exif()
+        exif[0x0112] = orientation
+        out = io.BytesIO()
+        (upright.transpose(turn) if turn is not None else upright).save(out, format="PNG", exif=exif.tobytes())
+        assert inspect_image(out.getvalue()).width == W  # the display size, for every orientation
+        frame = detector.detect(decode_image(out.getvalue()), model, thresholds)
+        assert (frame.image_width, frame.image_height) == (W, H)
+        return [(d.class_name, round(d.score, 5), *(round(v, 3) for v in d.box_xyxy)) for d in frame.detections]
+
+    reference = detections(1)
+    assert reference  # at conf 0.001 even a tiny model reports boxes
+    for orientation in (3, 6, 8):
+        assert detections(orientation) == reference, orientation
