@@ -100,7 +100,8 @@ def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | N
     """Rows as ``dg.MetadataValue.table`` with a ``TableSchema`` (types inferred per column: int, float, bool, string).
 
     Columns default to the first row's keys; an empty table keeps the given columns. Values
-    that are not numbers or booleans are shown as text; a missing value stays empty.
+    that are not numbers or booleans are shown as text; a missing value stays empty (every
+    record has every column, as Dagster requires).
     """
     names = list(columns or (rows[0].keys() if rows else ()))
     types = {name: _column_type([row.get(name) for row in rows]) for name in names}
@@ -109,9 +110,10 @@ def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | N
         values: dict[str, object] = {}
         for name in names:
             value = row.get(name)
-            if value is None or value == "":
-                continue
-            values[name] = value if types[name] != "string" else str(value)
+            if types[name] == "string":
+                values[name] = "" if value is None else str(value)
+            else:
+                values[name] = None if value is None or value == "" else value
         records.append(dg.TableRecord(values))
     schema = dg.TableSchema(columns=[dg.TableColumn(name, types[name]) for name in names])
     return dg.MetadataValue.table(records, schema=schema)

@@ -87,7 +87,7 @@ def test_a_challenger_that_misses_the_captured_images_is_held_back(tmp_path: Pat
     chain = materialize_chain(instance, version, resources(store.root, tmp_path / "work", gate_threshold=0.0, champion_margin=-1.0))
     evaluation = materialization(chain, "model_evaluation")
     assert evaluation["hard_examples_images"] == 6
-    assert "champion v1" in evaluation["hard_examples_comparison"]
+    assert "champion v1" in [record.data["model"] for record in evaluation["hard_examples_comparison"].records]
     document = store.get_json(evaluation["evaluation_key"])
     hard = document["hard_examples"]
     assert hard["champion_version"] == champion.version
