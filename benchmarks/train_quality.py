@@ -70,8 +70,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     import dagster as dg
 
-    from tagqa_assets.partitions import dataset_versions
     from tagqa_assets.model_catalog.resources import ModelRegistryResource
+    from tagqa_assets.partitions import dataset_versions
     from tagqa_assets.registry.assets import registered_model
     from tagqa_assets.registry.checks import beats_champion, promotion_gate
     from tagqa_assets.registry.policy import PromotionPolicyResource

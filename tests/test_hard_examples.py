@@ -12,6 +12,7 @@ import pytest
 from deployment_fixtures import register_model
 from edge_fixtures import tiny_models  # noqa: F401
 from model_fixtures import build_version, materialization, materialize_chain, resources
+from edge_runtime.imaging import decode_image
 from tagqa_assets.contracts.keys import raw_key
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.contracts.models import APPROVED, PENDING
@@ -22,10 +23,9 @@ from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.registry.gates import PromotionPolicy, compare_on_hard_examples
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 from tagqa_assets.training.detections import OnnxModel
-from tagqa_assets.registry.gates import PromotionPolicy, compare_on_hard_examples
-from edge_runtime.imaging import decode_image
 
 
 @pytest.mark.parametrize(

@@ -15,8 +15,8 @@ from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVers
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.model_catalog.registry import EVENTS_PREFIX, LocalModelRegistry, ModelRegistry, UnknownModelVersion
-from tagqa_assets.registry.champion import predict_boxes
 from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry, to_properties
+from tagqa_assets.registry.champion import predict_boxes
 from tagqa_assets.storage import LocalObjectStore
 
 
