@@ -22,14 +22,31 @@ def registry_backend(name: str) -> RegistryBackend:
     return name  # type: ignore[return-value]
 
 
+def open_registry(store: ObjectStore, *, backend: str = "local", group: str = DEFAULT_GROUP,
+                  endpoint_url: str = "", region: str = "", client: Any = None) -> ModelRegistry:
+    """``local`` (records in ``store``) or ``sagemaker`` (model package ``group``); ``ValueError`` otherwise.
+
+    ``client``: the boto3 ``sagemaker`` client to use (one is built when not given).
+    """
+    if registry_backend(backend) == "local":
+        return LocalModelRegistry(store)
+    import boto3
+
+    from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry
+
+    client = client or boto3.client("sagemaker", endpoint_url=endpoint_url or None, region_name=region or None)
+    return SageMakerModelRegistry(client, group or DEFAULT_GROUP)
+
+
 def registry_from_environment(store: ObjectStore) -> ModelRegistry:
     """The registry the code location uses, from the same variables, read when called."""
-    return ModelRegistryResource(
+    return open_registry(
+        store,
         backend=os.environ.get("TAGQA_REGISTRY_BACKEND", "local"),
-        sagemaker_model_package_group=os.environ.get("TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
-        sagemaker_endpoint_url=os.environ.get("TAGQA_SAGEMAKER_ENDPOINT_URL", ""),
-        aws_region=os.environ.get("TAGQA_AWS_REGION", ""),
-    ).open(store)
+        group=os.environ.get("TAGQA_SAGEMAKER_MODEL_PACKAGE_GROUP", DEFAULT_GROUP),
+        endpoint_url=os.environ.get("TAGQA_SAGEMAKER_ENDPOINT_URL", ""),
+        region=os.environ.get("TAGQA_AWS_REGION", ""),
+    )
 
 
 class ModelRegistryResource(dg.ConfigurableResource):
@@ -47,12 +64,10 @@ class ModelRegistryResource(dg.ConfigurableResource):
     _client: Any = PrivateAttr(default=None)
 
     def open(self, store: ObjectStore) -> ModelRegistry:
-        """The configured registry over ``store``; ``ValueError`` for an unknown backend."""
-        if registry_backend(self.backend) == "local":
-            return LocalModelRegistry(store)
-        from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry
-
-        return SageMakerModelRegistry(self.sagemaker_client(), self.sagemaker_model_package_group or DEFAULT_GROUP)
+        """The configured registry over ``store``."""
+        return open_registry(store, backend=self.backend, group=self.sagemaker_model_package_group,
+                             endpoint_url=self.sagemaker_endpoint_url, region=self.aws_region,
+                             client=self.sagemaker_client() if registry_backend(self.backend) == "sagemaker" else None)
 
     def sagemaker_client(self) -> Any:
         """The ``sagemaker`` boto3 client of this resource (built on first use)."""
