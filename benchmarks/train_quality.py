@@ -70,8 +70,8 @@ def main() -> int:
     sys.path.insert(0, str(REPO))
     import dagster as dg
 
-    from tagqa_assets.partitions import dataset_versions
     from tagqa_assets.model_catalog.resources import ModelRegistryResource
+    from tagqa_assets.partitions import dataset_versions
     from tagqa_assets.registry.assets import registered_model
     from tagqa_assets.registry.checks import beats_champion, promotion_gate
     from tagqa_assets.registry.policy import PromotionPolicyResource
@@ -96,7 +96,8 @@ def main() -> int:
                                   resources=resources, run_config={"ops": {"trained_model": {"config": config}}})
     train_wall = (time.monotonic() - started) / 60
     rest = dg.materialize(
-        [onnx_model, onnx_parity, model_evaluation, promotion_gate, beats_champion, registered_model],
+        [trained_model, onnx_model, onnx_parity, model_evaluation, promotion_gate, beats_champion, registered_model],
+        selection=dg.AssetSelection.assets(onnx_model, model_evaluation, registered_model),  # trained_model: handed off from the run above
         partition_key=version, instance=instance, raise_on_error=False, resources=resources,
     ) if training_run.success else None
     total = (time.monotonic() - started) / 60

@@ -110,10 +110,10 @@ def metadata_table(rows: Sequence[dict[str, object]], columns: Sequence[str] | N
         values: dict[str, object] = {}
         for name in names:
             value = row.get(name)
-            if value is None or value == "":
-                values[name] = None
-                continue
-            values[name] = value if types[name] != "string" else str(value)
+            if types[name] == "string":
+                values[name] = "" if value is None else str(value)
+            else:
+                values[name] = None if value is None or value == "" else value
         records.append(dg.TableRecord(values))
     schema = dg.TableSchema(columns=[dg.TableColumn(name, types[name]) for name in names])
     return dg.MetadataValue.table(records, schema=schema)

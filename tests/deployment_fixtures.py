@@ -21,8 +21,8 @@ from edge_fixtures import sample_images
 from edge_runtime.config_sources import FileConfigSource
 from edge_runtime.publishers import MqttPublisher
 from edge_runtime.service import EdgeRuntime
-from tagqa_assets.contracts.models import APPROVED, COMMIT_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelRecord, ModelVersion, model_key
 from tagqa_assets.contracts.edge import Release
+from tagqa_assets.contracts.models import APPROVED, COMMIT_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelRecord, ModelVersion, model_key
 from tagqa_assets.deployment.components import build_inference_component, build_model_component
 from tagqa_assets.deployment.device_process import register_device
 from tagqa_assets.deployment.local_target import RUNTIME_CONFIG

@@ -24,8 +24,8 @@ from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.label_store import LocalLabelStore
-from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
+from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.checks import beats_champion, promotion_gate
 from tagqa_assets.registry.policy import PromotionPolicyResource

@@ -22,14 +22,14 @@ from model_fixtures import (
 )
 from tagqa_assets.contracts.keys import REGISTRY_PREFIX
 from tagqa_assets.contracts.models import APPROVED, COMMIT_FILE, EVALUATIONS_DIR, PENDING, ModelVersion, model_key
-from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
-from tagqa_assets.storage import LocalObjectStore
+from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.checks import promotion_gate
+from tagqa_assets.registry.gates import PromotionPolicy, compare_with_champion, gate
+from tagqa_assets.storage import LocalObjectStore
 from tagqa_assets.training.detections import ImageDetections, LabeledImage
 from tagqa_assets.training.evaluation import evaluate
 from tagqa_assets.training.evaluation_asset import model_evaluation
-from tagqa_assets.registry.gates import PromotionPolicy, compare_with_champion, gate
 
 
 @pytest.fixture(scope="module")

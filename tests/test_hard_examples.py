@@ -12,6 +12,7 @@ import pytest
 from deployment_fixtures import register_model
 from edge_fixtures import tiny_models  # noqa: F401
 from model_fixtures import build_version, materialization, materialize_chain, resources
+from edge_runtime.imaging import decode_image
 from tagqa_assets.contracts.keys import raw_key
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
 from tagqa_assets.contracts.models import APPROVED, PENDING
@@ -22,10 +23,9 @@ from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
+from tagqa_assets.registry.gates import PromotionPolicy, compare_on_hard_examples
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 from tagqa_assets.training.detections import OnnxModel
-from tagqa_assets.registry.gates import PromotionPolicy, compare_on_hard_examples
-from edge_runtime.imaging import decode_image
 
 
 @pytest.mark.parametrize(
@@ -87,7 +87,7 @@ def test_a_challenger_that_misses_the_captured_images_is_held_back(tmp_path: Pat
     chain = materialize_chain(instance, version, resources(store.root, tmp_path / "work", gate_threshold=0.0, champion_margin=-1.0))
     evaluation = materialization(chain, "model_evaluation")
     assert evaluation["hard_examples_images"] == 6
-    assert "champion v1" in evaluation["hard_examples_comparison"]
+    assert "champion v1" in [record.data["model"] for record in evaluation["hard_examples_comparison"].records]
     document = store.get_json(evaluation["evaluation_key"])
     hard = document["hard_examples"]
     assert hard["champion_version"] == champion.version

@@ -250,4 +250,4 @@ def test_label_store_sanity_check(local_store):
     LocalLabelStore(local_store).append([record("raw/camera-1/2026/11/25/ghost.jpg", 1.0, sha="e" * 64)])
     failed = check()
     assert not failed.passed and failed.metadata["problems"].value == 1
-    assert "ghost.jpg" in failed.metadata["examples"].value
+    assert any("ghost.jpg" in row.data["source_ref"] for row in failed.metadata["examples"].value.records)

@@ -28,10 +28,10 @@ from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.registry.checks import beats_champion
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
+from tagqa_assets.training.assets import trained_model
 from tagqa_assets.training.backends import TrainingBackend, TrainingJob, TrainingOutcome, read_outcome
 from tagqa_assets.training.checks import onnx_parity
 from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, ModelHandoffIOManager, handoff_value
-from tagqa_assets.training.assets import trained_model
 from tagqa_assets.training.resources import TrainingBackendResource
 from tagqa_trainer import entrypoint
 

@@ -26,8 +26,8 @@ from tagqa_assets.contracts.models import (
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.registry.assets import registered_model
-from tagqa_assets.storage import LocalObjectStore, ObjectStore
 from tagqa_assets.registry.checks import promotion_gate
+from tagqa_assets.storage import LocalObjectStore, ObjectStore
 from tagqa_assets.training.checks import onnx_parity
 from tagqa_assets.training.detections import ImageDetections, load_split
 from tagqa_assets.training.evaluation_asset import model_evaluation

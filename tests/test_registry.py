@@ -15,8 +15,8 @@ from tagqa_assets.contracts.models import APPROVED, PENDING, REJECTED, ModelVers
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.model_catalog.registry import EVENTS_PREFIX, LocalModelRegistry, ModelRegistry, UnknownModelVersion
-from tagqa_assets.registry.champion import predict_boxes
 from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry, to_properties
+from tagqa_assets.registry.champion import predict_boxes
 from tagqa_assets.storage import LocalObjectStore
 
 
@@ -176,3 +176,15 @@ def test_predict_boxes_names_an_undecodable_image(chain_copy: Chain):
     ref = ImageRef("raw/camera-1/2026/01/01/broken.jpg", "0" * 64, 450, 300, "")
     with pytest.raises(ValueError, match="broken.jpg: cannot decode image"):
         predict_boxes(chain_copy.store, [ref], registry=registry)
+
+
+def test_the_registry_resource_builds_its_client_once_and_names_unknown_backends(local_store):
+    from tagqa_assets.model_catalog.resources import REGISTRY_BACKENDS, ModelRegistryResource
+
+    resource = ModelRegistryResource(backend="sagemaker", aws_region="us-east-1")
+    first, second = resource.open(local_store), resource.open(local_store)
+    assert isinstance(first, SageMakerModelRegistry) and first.client is second.client
+    assert isinstance(ModelRegistryResource(backend="").open(local_store), LocalModelRegistry)  # unset: local
+    assert REGISTRY_BACKENDS == ("local", "sagemaker")
+    with pytest.raises(ValueError, match=r"unknown registry backend 'sagemkaer'; use one of \('local', 'sagemaker'\)"):
+        ModelRegistryResource(backend="sagemkaer").open(local_store)

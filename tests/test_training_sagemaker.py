@@ -23,8 +23,8 @@ from botocore.stub import Stubber
 from model_fixtures import TINY, build_version
 from tagqa_assets.storage import LocalObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
-from tagqa_trainer.params import TrainingParams
 from tagqa_assets.training.sagemaker import ENTRY_POINT, SageMakerTrainingBackend, training_job_name
+from tagqa_trainer.params import TrainingParams
 
 ROLE = "arn:aws:iam::123456789012:role/tagqa-training"
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tagqa-train:1"

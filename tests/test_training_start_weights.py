@@ -11,8 +11,8 @@ import pytest
 from tagqa_assets.contracts.models import APPROVED, ModelVersion
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
-from tagqa_trainer.params import TrainingParams
 from tagqa_assets.training.start_weights import resolve_start_weights
+from tagqa_trainer.params import TrainingParams
 
 LOG = logging.getLogger("test")
 

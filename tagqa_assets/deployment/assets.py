@@ -27,9 +27,9 @@ from tagqa_assets.deployment.recipes import RecipeError, recipe_yaml
 from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
 from tagqa_assets.deployment.wheels import WheelBundleError
-from tagqa_assets.previews import metadata_table
 from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersion
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
+from tagqa_assets.previews import metadata_table
 from tagqa_assets.storage import StoreResource
 
 RELEASE = "release"

@@ -42,8 +42,8 @@ from tagqa_assets.contracts.edge import (
 from tagqa_assets.contracts.models import APPROVED, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
 from tagqa_assets.deployment.recipes import RecipeError, artifact_digests, read_template, recipe_yaml, render_recipe, validate_recipe
 from tagqa_assets.deployment.wheels import WheelBundle
-from tagqa_assets.storage import ObjectNotFound, ObjectStore
 from tagqa_assets.model_catalog.model_files import read_model_record
+from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 MODEL_TEMPLATE = Path(__file__).with_name("model_recipe.yaml")
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)

@@ -6,9 +6,10 @@ Configured from the settings in ``tagqa_assets/resources.py``, for the code loca
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import dagster as dg
+from pydantic import PrivateAttr
 
 from tagqa_assets.contracts.edge import INFERENCE_COMPONENT, MODEL_COMPONENT
 from tagqa_assets.deployment.greengrass_target import GreengrassTarget
@@ -17,7 +18,8 @@ from tagqa_assets.deployment.targets import DeploymentTarget
 from tagqa_assets.deployment.wheels import REPO, WheelBundle, prepare_wheel_bundle
 from tagqa_assets.storage import ObjectStore
 
-TARGET_KINDS = ("local", "greengrass")
+TargetKind = Literal["local", "greengrass"]
+TARGET_KINDS: tuple[str, ...] = get_args(TargetKind)
 INFERENCE_TEMPLATE = REPO / "deploy" / "greengrass" / "recipe.yaml"
 
 
@@ -40,6 +42,18 @@ class DeploymentResource(dg.ConfigurableResource):
     edge_wheels_dir: str = ".tagqa/edge-wheels"
     edge_wheel_platform: str = ""  # e.g. manylinux_2_28_aarch64; empty = this machine
     edge_python_version: str = ""  # e.g. 3.11; empty = this interpreter
+    # ``target`` is a TargetKind, checked in open_target (dg.EnvVar cannot fill a Literal field).
+    _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    def aws_client(self, service: str) -> Any:
+        """The boto3 client for ``service`` (``greengrassv2`` | ``iot``) of this resource, built on first use."""
+        if service not in self._clients:
+            import boto3
+
+            parts = self.greengrass_target_arn.split(":")
+            region = self.aws_region or (parts[3] if len(parts) > 3 else "") or None
+            self._clients[service] = boto3.client(service, region_name=region)
+        return self._clients[service]
 
     def component_names(self) -> tuple[str, str]:
         """``(model component name, inference component name)``."""
@@ -70,13 +84,8 @@ class DeploymentResource(dg.ConfigurableResource):
                                      broker=self.mqtt_broker, timeout_seconds=self.timeout_seconds,
                                      device_configuration=self.configuration_overrides())
         if self.target == "greengrass":
-            if greengrass is None or iot is None:
-                import boto3
-
-                parts = self.greengrass_target_arn.split(":")
-                region = self.aws_region or (parts[3] if len(parts) > 3 else "") or None
-                greengrass = greengrass or boto3.client("greengrassv2", region_name=region)
-                iot = iot or boto3.client("iot", region_name=region)
+            greengrass = greengrass or self.aws_client("greengrassv2")
+            iot = iot or self.aws_client("iot")
             return GreengrassTarget(store, target_arn=self.greengrass_target_arn, greengrass=greengrass, iot=iot,
                                     managed_components=self.component_names(), greengrass_root=self.greengrass_root,
                                     timeout_seconds=self.timeout_seconds,

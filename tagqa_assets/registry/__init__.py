@@ -8,9 +8,6 @@ champion's boxes for labeling), are configured in ``tagqa_assets/resources.py``.
 backends live beneath the stages in ``model_catalog``.
 """
 
-import dagster as dg
+from tagqa_assets.registry.definitions import defs
 
-from tagqa_assets.registry.assets import registered_model
-from tagqa_assets.registry.checks import beats_champion, promotion_gate
-
-defs = dg.Definitions(assets=[registered_model], asset_checks=[promotion_gate, beats_champion])
+__all__ = ["defs"]

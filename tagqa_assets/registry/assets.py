@@ -15,13 +15,13 @@ from tagqa_assets.contracts.models import (
     ModelVersion,
     model_key,
 )
+from tagqa_assets.model_catalog.model_files import model_dir_uri, read_model_record
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.previews import metadata_table
-from tagqa_assets.model_catalog.resources import ModelRegistryResource
-from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.model_catalog.model_files import model_dir_uri, read_model_record
 from tagqa_assets.registry.gates import compare_on_hard_examples, compare_with_champion, gate
 from tagqa_assets.registry.policy import PromotionPolicyResource
+from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.training.lineage import MODEL_ID
 
 REGISTRY_CODE_VERSION = "register-v1"

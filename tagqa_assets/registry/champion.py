@@ -14,9 +14,9 @@ from edge_runtime.imaging import ImageDecodeError, decode_image
 from tagqa_assets.contracts.labels import Annotation
 from tagqa_assets.labeling.backends.base import ImageRef
 from tagqa_assets.labeling.pre_annotations import PreAnnotationResource
+from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.model_catalog.registry import ModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
-from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.storage import ObjectStore
 from tagqa_assets.training.detections import OnnxModel
 

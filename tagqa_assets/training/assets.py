@@ -19,11 +19,11 @@ from tagqa_assets.contracts.models import (
     new_model_id,
 )
 from tagqa_assets.datasets.versions import DatasetVersionStore
+from tagqa_assets.model_catalog.model_files import model_dir_uri
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.previews import image_markdown, metadata_table
-from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import StoreResource
-from tagqa_assets.model_catalog.model_files import model_dir_uri
 from tagqa_assets.training.backends import TrainingFailed, TrainingJob
 from tagqa_assets.training.export import export_onnx, model_card
 from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID

@@ -18,11 +18,11 @@ from tagqa_assets.contracts.models import (
     config_sha256,
     model_key,
 )
+from tagqa_assets.model_catalog.model_files import commit_model, git_sha, is_committed, stage_onnx
+from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.previews import Tile, grid_markdown, image_markdown, metadata_table
-from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.model_catalog.model_files import commit_model, git_sha, is_committed, stage_onnx
 from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION
 from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
 from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate

@@ -20,8 +20,8 @@ from typing import Any
 
 from botocore.exceptions import WaiterError
 
-from tagqa_assets.contracts.keys import dataset_prefix, model_prefix
 from tagqa_assets.contracts.datasets import YOLO_DIR
+from tagqa_assets.contracts.keys import dataset_prefix, model_prefix
 from tagqa_assets.storage import ObjectStore, S3ObjectStore
 from tagqa_assets.training.backends import EpochCallback, TrainingBackend, TrainingFailed, TrainingJob, TrainingOutcome, read_outcome
 
