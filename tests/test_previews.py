@@ -36,12 +36,14 @@ def test_a_small_image_is_kept_as_it_is():
 
 
 def test_tables_carry_a_schema_with_types_per_column():
+    # A key only a later row has (an optional field of a reject) still gets its column.
     table = metadata_table([{"split": "test", "images": 3, "map50": 0.5, "ok": True},
-                            {"split": "val", "images": 2, "map50": 1, "ok": False, "extra": "dropped"}])
+                            {"split": "val", "images": 2, "map50": 1, "ok": False, "extra": "kept"}])
     assert isinstance(table, dg.TableMetadataValue)
-    assert [(c.name, c.type) for c in table.schema.columns] == [("split", "string"), ("images", "int"), ("map50", "float"), ("ok", "bool")]
-    assert [r.data for r in table.records] == [{"split": "test", "images": 3, "map50": 0.5, "ok": True},
-                                               {"split": "val", "images": 2, "map50": 1, "ok": False}]
+    assert [(c.name, c.type) for c in table.schema.columns] == [("split", "string"), ("images", "int"), ("map50", "float"),
+                                                                ("ok", "bool"), ("extra", "string")]
+    assert [r.data for r in table.records] == [{"split": "test", "images": 3, "map50": 0.5, "ok": True, "extra": ""},
+                                               {"split": "val", "images": 2, "map50": 1, "ok": False, "extra": "kept"}]
 
 
 def test_missing_values_and_mixed_columns():
