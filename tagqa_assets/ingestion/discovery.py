@@ -109,7 +109,8 @@ def discover_raw_keys(
         counts = Counter(cursor.counts)
         counts["listing_found"] += len(scan.new_keys)
         return Discovery(
-            scan.new_keys, replace(scan.cursor, counts=dict(counts)), "listing", list_calls=scan.list_calls, listing_found=len(scan.new_keys)
+            # Receipts of an earlier event mode are dropped: those messages come back and expire.
+            scan.new_keys, replace(scan.cursor, pending=[], counts=dict(counts)), "listing", list_calls=scan.list_calls, listing_found=len(scan.new_keys)
         )
     if not isinstance(store, S3ObjectStore):
         raise ValueError(f"a raw event queue ({queue.queue_url}) needs an S3 store; {store.uri} is a local folder")
