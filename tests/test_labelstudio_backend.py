@@ -29,6 +29,8 @@ from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, La
 from tagqa_assets.labeling.backends.labelstudio_boxes import is_rejected, rotated_box_bounds, to_annotations, to_prediction_result
 from conftest import REPO, free_port
 
+pytestmark = pytest.mark.slow  # a real Label Studio server
+
 LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"
 LS_TEMPLATE_DB = REPO / ".tagqa" / "labelstudio" / "template" / "label_studio.sqlite3"
 START_SCRIPT = REPO / "deploy" / "labelstudio" / "start.sh"

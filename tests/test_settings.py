@@ -159,6 +159,7 @@ def test_the_same_shell_override_reaches_the_store_for_tagqa_and_dagster(tmp_pat
     assert _raw_images(tmp_path / "file-store") == 2
 
 
+@pytest.mark.slow
 def test_the_code_location_loads_and_runs_with_no_settings_at_all(tmp_path: Path) -> None:
     env = _bare_environment(DAGSTER_HOME=str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()
@@ -168,6 +169,7 @@ def test_the_code_location_loads_and_runs_with_no_settings_at_all(tmp_path: Path
     assert "ingesting 0 key(s)" in materialized.stdout + materialized.stderr
 
 
+@pytest.mark.slow
 def test_the_code_location_loads_with_only_an_s3_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _bare_environment(TAGQA_STORE="s3://tagqa-bucket/prefix")
     _run([str(TOOLS / "dagster"), "definitions", "validate", "-m", "tagqa_assets.definitions"], tmp_path, env)

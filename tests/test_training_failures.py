@@ -25,6 +25,8 @@ from tagqa_assets.storage import LocalObjectStore, ObjectStore
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingFailed, TrainingJob
 from tagqa_assets.training.params import TrainingParams
 
+pytestmark = pytest.mark.slow  # most cases run a real (tiny) training
+
 
 def assert_nothing_trusted(store: ObjectStore) -> None:
     """No committed model and no registry entry."""
