@@ -69,7 +69,9 @@ def _init_settings(args: argparse.Namespace) -> int:
     target = cwd / settings_module.SETTINGS_FILE
     for line in settings_module.migrate_dotenv(cwd):
         print(line)
-    if not target.exists():
+    if target.exists():
+        print(f"{target} exists: left as it is (tagqa settings template prints a fresh one)")
+    else:
         target.write_text(settings_module.template())
         print(f"wrote {target} (commented: every setting at its default)")
     return 0
