@@ -67,9 +67,8 @@ system-deps:
 test: setup system-deps labelstudio-install
 	$(BIN)/python -m pytest
 
-## test-quick: the tests not marked slow (no training runs, no Label Studio, no Chromium, no dagster dev); minutes
-test-quick: setup
-	@command -v mosquitto >/dev/null 2>&1 || test -x /usr/sbin/mosquitto || echo "no mosquitto: make system-deps (the broker tests will fail)"
+## test-quick: the tests not marked slow (no training runs, no Label Studio, no Chromium, no dagster dev, no PostgreSQL)
+test-quick: setup broker
 	$(BIN)/python -m pytest -m 'not slow'
 
 ## screenshots: refresh the README's images (docs/img/*.png) from a real dagster dev and Chromium

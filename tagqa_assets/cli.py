@@ -69,9 +69,12 @@ def _show_settings(args: argparse.Namespace) -> int:
 def _init_settings(args: argparse.Namespace) -> int:
     cwd = Path.cwd()
     target = cwd / settings_module.SETTINGS_FILE
+    existed = target.exists()
     for line in settings_module.migrate_dotenv(cwd):
         print(line)
-    if not target.exists():
+    if existed:
+        print(f"{target} exists: kept (tagqa settings template prints a fresh one)")
+    elif not target.exists():
         target.write_text(settings_module.template())
         print(f"wrote {target} (commented: every setting at its default)")
     return 0

@@ -16,6 +16,24 @@ REPO = Path(__file__).resolve().parents[1]
 REAL_DATASET = REPO.parent / "shared" / "data" / "metal-tags"
 
 
+# Fixtures that train a model or start a heavy server: every test using one is `slow`
+# (left out of `make test-quick`, run by `make test`). Tests that are slow by themselves
+# carry `@pytest.mark.slow` (or a module-wide `pytestmark`).
+SLOW_FIXTURES = {
+    "chain", "chain_copy",  # the session's trained model chain (model_fixtures.trained_chain)
+    "label_studio",  # a real Label Studio server
+    "ui",  # dagster dev + headless Chromium
+    "postgres",  # a PostgreSQL cluster
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses one of SLOW_FIXTURES as slow."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as sock:

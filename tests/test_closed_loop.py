@@ -45,6 +45,8 @@ from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import ObjectStore, open_store
 from tagqa_assets.training.sensors import model_training_sensor
 
+pytestmark = pytest.mark.slow  # the whole loop: trains twice, real device process, broker
+
 DEVICE = "line-1"
 DETECTIONS, HEALTH = f"tagqa/{DEVICE}/detections", f"tagqa/{DEVICE}/health"
 FEEDBACK_PREFIX = f"raw/edge-feedback/{DEVICE}/"

@@ -42,6 +42,8 @@ from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
+pytestmark = pytest.mark.slow  # a PostgreSQL cluster and a code server
+
 PRODUCTION = REPO / "deploy" / "dagster" / "production"
 DEFAULT_LAUNCHER = {"module": "dagster.core.launcher", "class": "DefaultRunLauncher"}
 

@@ -170,6 +170,7 @@ def allowed(statements: list[dict], action: str, resource: str, *, variables=Non
     return False
 
 
+@pytest.mark.slow  # cfn-lint loads every AWS resource spec
 def test_cfn_lint_reports_no_errors_or_warnings():
     cfn_lint = Path(sys.executable).parent / "cfn-lint"
     result = subprocess.run([str(cfn_lint), "--format", "json", str(TEMPLATE)], capture_output=True, text=True, timeout=120)
@@ -180,6 +181,7 @@ def test_cfn_lint_reports_no_errors_or_warnings():
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.slow  # cfn-lint again
 def test_cfn_lint_gate_catches_a_misspelled_iam_action(tmp_path: Path):
     # The gate above relies on cfn-lint checking the IAM actions in the template: make sure it does.
     broken = tmp_path / "tagqa.yaml"

@@ -36,6 +36,8 @@ from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import LocalObjectStore, StoreResource
 
+pytestmark = pytest.mark.slow  # a real device process hot-swapping models
+
 DETECTIONS, HEALTH = "tagqa/line-1/detections", "tagqa/line-1/health"
 
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from edge_fixtures import REPO, MqttCollector, mosquitto, sample_images, tiny_models  # noqa: F401
 
 DETECTIONS, HEALTH = "tagqa/line-1/detections", "tagqa/line-1/health"
@@ -20,6 +22,7 @@ def _run(args: list[str], **kwargs) -> subprocess.Popen:
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
 
 
+@pytest.mark.slow
 def test_broker_restart_loses_no_result(mosquitto, tiny_models, tmp_path: Path) -> None:
     sample_images(tmp_path / "camera", 6)
     config = tmp_path / "device.json"
@@ -49,6 +52,7 @@ def test_broker_restart_loses_no_result(mosquitto, tiny_models, tmp_path: Path) 
     assert stamps == sorted(stamps), "and in capture order"
 
 
+@pytest.mark.slow
 def test_sigterm_stops_cleanly_and_keeps_unsent_results(mosquitto, tiny_models, tmp_path: Path) -> None:
     sample_images(tmp_path / "camera", 3)
     mosquitto.stop()  # offline from the start: every result stays buffered

@@ -11,6 +11,8 @@ import ast
 import subprocess
 import sys
 
+import pytest
+
 from edge_fixtures import REPO
 
 ALLOWED_THIRD_PARTY = {"numpy", "onnxruntime", "PIL", "simplejpeg", "awscrt", "awsiot", "cv2"}  # cv2: optional camera source
@@ -61,6 +63,7 @@ def _wheel(tmp_path, env_extra: dict[str, str]) -> tuple[str, list[str]]:
         return wheel.name, [n for n in archive.namelist() if n.startswith("edge_runtime/_letterbox")]
 
 
+@pytest.mark.slow
 def test_project_wheel_is_native_here_and_pure_on_request(tmp_path) -> None:
     """The Greengrass bundle for this machine carries the kernel; for another platform it must stay installable."""
     name, files = _wheel(tmp_path, {})

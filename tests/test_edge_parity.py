@@ -49,6 +49,7 @@ def _compare(ours, theirs: dict, conf: float) -> int:
     return compared // 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model_key", ["a", "b"])  # imgsz 128 and 160: two different input sizes
 def test_detections_match_ultralytics(tiny_models, model_key: str, tmp_path: Path) -> None:
     model_dir = tiny_models[model_key]

@@ -184,6 +184,7 @@ print(json.dumps({"ours": [ours.map50, ours.map50_95, ours.precision, ours.recal
 """
 
 
+@pytest.mark.slow  # imports Ultralytics for the reference metrics
 @pytest.mark.parametrize("seed", [0, 1])
 def test_metrics_equal_ultralytics_ap_per_class(seed: int, tmp_path):
     # Run in a child: importing Ultralytics would patch PIL.Image.open for the whole test session.

@@ -56,6 +56,7 @@ def _captured_images(store: LocalObjectStore, count: int) -> list[tuple[str, byt
     return images
 
 
+@pytest.mark.slow
 def test_a_challenger_that_misses_the_captured_images_is_held_back(tmp_path: Path, tiny_models, tmp_path_factory):
     store = LocalObjectStore(tmp_path / "store")
     registry = LocalModelRegistry(store)

@@ -31,6 +31,8 @@ from tagqa_assets.labeling.backends.labelstudio_boxes import to_annotations, to_
 from tagqa_assets.labeling.imports.format_labelstudio import is_rejected, rotated_box_bounds
 from conftest import REPO, free_port
 
+pytestmark = pytest.mark.slow  # a real Label Studio server
+
 LS_VENV = REPO / ".tagqa" / "labelstudio" / "venv"
 LS_TEMPLATE_DB = REPO / ".tagqa" / "labelstudio" / "template" / "label_studio.sqlite3"
 START_SCRIPT = REPO / "deploy" / "labelstudio" / "start.sh"

@@ -61,6 +61,7 @@ def test_large_backlog_is_split_into_batches(tmp_path: Path):
     assert len({r.run_key for r in result.run_requests}) == 3
 
 
+@pytest.mark.slow
 def test_tick_cost_does_not_depend_on_history(s3_store):
     for i in range(2500):  # three pages of history in one source
         s3_store.put_bytes(f"raw/camera-1/2026/11/{20 + i // 1000:02d}/{i:06d}.jpg", b"x")

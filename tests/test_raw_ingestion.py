@@ -119,6 +119,7 @@ def test_raw_images_asset_full_reconcile_in_dagster(tmp_path: Path):
     assert again.asset_materializations_for_node("raw_images")[0].metadata["files_seen"].value == 0
 
 
+@pytest.mark.slow
 def test_cli_demo_and_upload(tmp_path: Path):
     env = {**os.environ, "TAGQA_STORE": str(tmp_path / "store")}
     tagqa = [sys.executable, "-m", "tagqa_assets.cli"]

@@ -159,6 +159,7 @@ def test_the_same_shell_override_reaches_the_store_for_tagqa_and_dagster(tmp_pat
     assert _raw_images(tmp_path / "file-store") == 2
 
 
+@pytest.mark.slow
 def test_the_code_location_loads_and_runs_with_no_settings_at_all(tmp_path: Path) -> None:
     env = _bare_environment(DAGSTER_HOME=str(tmp_path / "dagster"))
     (tmp_path / "dagster").mkdir()
@@ -168,6 +169,7 @@ def test_the_code_location_loads_and_runs_with_no_settings_at_all(tmp_path: Path
     assert "ingesting 0 key(s)" in materialized.stdout + materialized.stderr
 
 
+@pytest.mark.slow
 def test_the_code_location_loads_with_only_an_s3_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     env = _bare_environment(TAGQA_STORE="s3://tagqa-bucket/prefix")
     _run([str(TOOLS / "dagster"), "definitions", "validate", "-m", "tagqa_assets.definitions"], tmp_path, env)
@@ -188,3 +190,27 @@ def test_nothing_the_project_writes_is_a_dotenv() -> None:
     writes = re.findall(r"^\.env\s*:|(?:cp|>|mv)\s+\S*\s*\.env\s*$", makefile, re.MULTILINE)
     assert not writes, f"the Makefile writes .env: {writes}"
     assert not (REPO / ".env.example").exists(), "a .env template invites copying it to .env"
+
+
+def test_settings_commands_show_sources_and_init_writes_the_template(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    from tagqa_assets.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("TAGQA_SETTINGS_FILE")
+    # What load_settings exports from the file into os.environ: undone after the test.
+    for name in ("TAGQA_DEPLOY_TARGET", "LABEL_STUDIO_API_TOKEN", "TAGQA_SETTINGS_EXPORTED"):
+        monkeypatch.setenv(name, "")
+    assert main(["settings", "init"]) == 0
+    assert (tmp_path / SETTINGS_FILE).read_text() == template()
+    with (tmp_path / SETTINGS_FILE).open("a") as out:
+        out.write("TAGQA_DEPLOY_TARGET=greengrass\nLABEL_STUDIO_API_TOKEN=secret-token\n")
+    monkeypatch.setenv("TAGQA_DEVICE_ID", "line-7")
+    capsys.readouterr()
+    assert main(["settings"]) == 0
+    shown = capsys.readouterr().out
+    assert f"TAGQA_DEPLOY_TARGET='greengrass'  [{tmp_path / SETTINGS_FILE}]" in shown
+    assert "TAGQA_DEVICE_ID='line-7'  [environment]" in shown
+    assert "LABEL_STUDIO_API_TOKEN=(set)" in shown and "secret-token" not in shown
+    assert main(["settings", "shell", "TAGQA_DEPLOY_TARGET", "TAGQA_STORE"]) == 0
+    assert capsys.readouterr().out == "export TAGQA_DEPLOY_TARGET=greengrass\nexport TAGQA_STORE=" + os.environ["TAGQA_STORE"] + "\n"

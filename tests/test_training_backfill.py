@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from model_fixtures import CHAIN, build_version, materialization, materialize_chain, resources
 from tagqa_assets.contracts.keys import MODELS_PREFIX
@@ -15,6 +16,8 @@ from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
 from tagqa_assets.training.checks import onnx_parity
+
+pytestmark = pytest.mark.slow  # trains several models
 
 
 # The parity check has its own tests; leaving it out here saves a PyTorch process per run.

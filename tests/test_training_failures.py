@@ -30,6 +30,8 @@ from tagqa_assets.training.assets import trained_model
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingFailed, TrainingJob
 from tagqa_trainer.params import TrainingParams
 
+pytestmark = pytest.mark.slow  # most cases run a real (tiny) training
+
 
 def assert_nothing_trusted(store: ObjectStore) -> None:
     """No committed model and no registry entry."""

@@ -65,6 +65,7 @@ def play_sagemaker(request: dict, store: S3ObjectStore, root: Path) -> str:
     return artifact
 
 
+@pytest.mark.slow
 def test_training_job_round_trip_through_moto(s3_store: S3ObjectStore, moto_endpoint: str, tmp_path: Path):
     version = build_version(s3_store, 12, seed=21)
     client = boto3.client("sagemaker", endpoint_url=moto_endpoint, region_name="us-east-1")
@@ -160,6 +161,7 @@ def test_a_terminated_run_stops_its_training_job(s3_store: S3ObjectStore, tmp_pa
     assert "stopped SageMaker training job" in log.warned
 
 
+@pytest.mark.slow
 def test_entry_point_reports_bad_input_to_sagemaker(tmp_path: Path):
     root = tmp_path / "opt-ml"
     (root / "input" / "data" / "training" / "images" / "train").mkdir(parents=True)
