@@ -57,6 +57,8 @@ def test_each_approval_of_the_champion_requests_one_deployment(local_store, tiny
     assert set(target.resolvable_to_job.selection.selected_keys) == {edge_component.key, edge_deployment.key}
     again = _tick(root, first.cursor)
     assert not again.run_requests and again.cursor == first.cursor
+    # The newcomer's first model waits for a person: the skip reason says what to run.
+    assert "version 3 waits for a person: tagqa models approve 3" in again.skip_reason.skip_message
 
     registry.set_status(3, APPROVED, "approved by QA")  # as `tagqa models approve 3` or the SageMaker console
     [request] = _tick(root, again.cursor).run_requests

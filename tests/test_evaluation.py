@@ -211,3 +211,11 @@ def test_a_champion_newer_than_the_evaluation_means_manual_approval(chain: Chain
     assert result.success
     entry = registry.find_model(chain.model_id)
     assert entry.status == PENDING and "champion v1 was not evaluated on this test split" in entry.status_reason
+
+
+def test_the_first_registered_model_says_it_waits_for_a_person(chain: Chain):
+    # No champion yet: the newcomer's first model is PendingManualApproval, and its page says what to run.
+    metadata = materialization(chain.result, "registered_model")
+    assert metadata["status"] == PENDING
+    assert metadata["next_step"].startswith(f"waits for a person: tagqa models approve {metadata['model_version']}")
+    assert [row.data["class"] for row in metadata["test_per_class"].records] == ["scratch"]

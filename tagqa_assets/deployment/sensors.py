@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import dagster as dg
 
-from tagqa_assets.contracts.models import APPROVED
+from tagqa_assets.contracts.models import APPROVED, PENDING
 from tagqa_assets.deployment.assets import edge_component, edge_deployment
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.storage import StoreResource
@@ -68,7 +68,10 @@ def model_approval_sensor(context: dg.SensorEvaluationContext, store: StoreResou
         approvals[str(version)] = approvals.get(str(version), 0) + 1
     next_cursor = ApprovalCursor(approved, approvals).serialize()
     if not newly:
-        return dg.SensorResult(skip_reason=f"no newly approved model version (Approved: {approved or 'none'})",
+        pending = sorted(e.version for e in entries if e.status == PENDING)
+        waiting = (f"; version {pending[-1]} waits for a person: tagqa models approve {pending[-1]} "
+                   f"(or reject {pending[-1]})" if pending else "")
+        return dg.SensorResult(skip_reason=f"no newly approved model version (Approved: {approved or 'none'}){waiting}",
                                cursor=next_cursor)
     champion = approved[-1]
     # On the first tick every Approved version is "new": deploying only the champion avoids a

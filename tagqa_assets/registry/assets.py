@@ -109,7 +109,13 @@ def registered_model(
             "registry": registry.name,
             "gate": result.describe(),
             "code_version": entry.code_version,
+            **({"next_step": f"waits for a person: tagqa models approve {entry.version} (or tagqa models reject "
+                             f"{entry.version}); model_approval_sensor deploys it once Approved"}
+               if entry.status == PENDING else {}),
             "metrics": metadata_table([{"split": split, **values} for split, values in entry.metrics.items()]),
+            **({"test_per_class": metadata_table([{"class": name, **values}
+                                                  for name, values in evaluation["per_class"]["test"].items()])}
+               if evaluation.get("per_class", {}).get("test") else {}),
             "artifacts": dg.MetadataValue.json(entry.artifacts),
         }
     )
