@@ -120,10 +120,11 @@ class FramePipeline:
                 self._on_source_error(None)
                 supervisor.beat()
                 log.info("reading frames from %s", source.description)
+                supervisor.item = f"source {source.description}"
                 for frame in source.frames(stop):
                     supervisor.item = f"frame {frame.image_id} ({frame.source_name})"
                     self._submit(frame)
-                    supervisor.item = None
+                    supervisor.item = f"source {source.description}, reading after {frame.source_name}"
                     supervisor.beat()
                     self._produced += 1
                     if self._max_frames is not None and self._produced >= self._max_frames:
@@ -200,7 +201,7 @@ class FramePipeline:
             log.error("%s on %s (%s)", exc, frame.image_id, frame.source_name)
             return FrameOutcome(frame, frame.data, None, model, 0.0, error=str(exc), error_kind="non-finite")
         except Exception as exc:  # e.g. an ORT kernel error on an odd image: record the frame, keep the line up
-            log.exception("inference failed on %s (%s)", frame.image_id, frame.source_name)
+            log.exception("frame-workers: inference failed on %s (%s)", frame.image_id, frame.source_name)
             self.faults.failed("frame-workers", f"frame-workers: inference failed on {frame.image_id}: "
                                                 f"{type(exc).__name__}: {exc}")
             return FrameOutcome(frame, frame.data, None, model, 0.0, error=f"{type(exc).__name__}: {exc}",

@@ -30,7 +30,7 @@ from edge_runtime.allocator import tune_malloc
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
 from edge_runtime.contracts import DetectionResult, FrameError, resolve_topic, result_payload, verdict_for
-from edge_runtime.detector import Thresholds
+from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
 from edge_runtime.metrics import RuntimeMetrics, health_message
@@ -39,7 +39,7 @@ from edge_runtime.outbox import ResultOutbox
 from edge_runtime.pipeline import FrameOutcome, FramePipeline
 from edge_runtime.publishers import Publisher
 from edge_runtime.quarantine import Quarantine
-from edge_runtime.sources import open_source
+from edge_runtime.sources import FrameSource, open_source
 from edge_runtime.stores import FeedbackStore, open_store
 from edge_runtime.supervision import SupervisedThread, ThreadFaults
 from edge_runtime.uploader import CaptureUploader
@@ -74,7 +74,9 @@ class EdgeRuntime:
     def __init__(self, *, config_source: Any, overrides: dict[str, Any],
                  publisher_factory: Callable[[DeviceConfig], Publisher],
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
-                 max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0) -> None:
+                 max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0,
+                 source_factory: Callable[[DeviceConfig], FrameSource] | None = None,
+                 detector: Detector | None = None) -> None:
         tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
@@ -82,6 +84,7 @@ class EdgeRuntime:
         self._store_factory = store_factory or (lambda c: open_store(c.upload_prefix, endpoint_url=c.s3_endpoint_url,
                                                                       region=c.s3_region))
         self._max_frames = max_frames
+        self._source_factory = source_factory
         self._flush_timeout = flush_timeout
         self._seed = seed or 0
         self._stop = threading.Event()
@@ -114,7 +117,7 @@ class EdgeRuntime:
         self.pipeline = FramePipeline(
             slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
             on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
-            max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels,
+            max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels, detector=detector,
             on_internal_error=self._on_internal_error)
         self._last_health = 0.0
         self._frames_at_last_health = 0
@@ -136,8 +139,10 @@ class EdgeRuntime:
         c = self.config
         return Thresholds(conf=c.conf_threshold, iou=c.iou_threshold, max_detections=c.max_detections)
 
-    def _open_source(self):
+    def _open_source(self) -> FrameSource:
         c = self.config
+        if self._source_factory is not None:
+            return self._source_factory(c)
         if not c.source:
             raise ValueError("no source configured ('source' or --source)")
         return open_source(c.source, interval_seconds=c.frame_interval_seconds, on_read=c.folder_on_read,
@@ -235,9 +240,9 @@ class EdgeRuntime:
         record = result.to_dict()
         payload = result_payload(record)  # strict JSON: raises before anything is queued
         entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
+        self.ring.add(entry)
         done = _Completion(2 if reason is not None else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), payload, on_safe=done.part_done)
-        self.ring.add(entry)
         if reason is not None:
             name, image, sidecar = build_sidecar(config.device_id, entry, [reason], None)
             self._disk_jobs.put(("capture", name, image, sidecar, done))
