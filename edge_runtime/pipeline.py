@@ -82,6 +82,7 @@ class FramePipeline:
         self._source_stop = threading.Event()
         self._produced = 0
         self._source_done = False
+        self._end_lock = threading.Lock()  # an outside frame is never queued behind the end marker
         self.finished = threading.Event()
         self._threads = [SupervisedThread("frame-source", self._source_loop, self.faults, stop=self._stopping),
                          SupervisedThread("frame-sink", self._sink_loop, self.faults, stop=self._stopping)]
@@ -137,9 +138,22 @@ class FramePipeline:
         self._finish_source()
 
     def _finish_source(self) -> None:
-        if not self._source_done:
-            self._source_done = True
-            self._pending.put(_END)
+        with self._end_lock:
+            if not self._source_done:
+                self._source_done = True
+                self._pending.put(_END)
+
+    def submit_external(self, frame: Frame) -> bool:
+        """Run a frame that did not come from the source (an HTTP request) in order with the source's frames.
+
+        Its outcome goes to ``on_outcome`` like any other. Blocks while the sink is behind, as the
+        source does; False (nothing queued) once the pipeline is finishing or stopping.
+        """
+        with self._end_lock:
+            if self._source_done or self._stopping.is_set():
+                return False
+            self._submit(frame)
+        return True
 
     def _submit(self, frame: Frame) -> None:
         # The model is chosen here, in source order, so after a swap no later frame runs on the old model.

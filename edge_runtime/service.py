@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 # Changing these needs a restart (they shape connections, threads and files opened at start).
 RESTART_KEYS = ("device_id", "broker", "broker_ca_file", "broker_cert_file", "broker_key_file", "state_dir",
-                "workers", "inference_threads", "feedback_topic")
+                "workers", "inference_threads", "feedback_topic", "http", "http_token", "http_max_connections")
 _CONTROL_TICK = 0.25
 
 
@@ -121,6 +121,13 @@ class EdgeRuntime:
             on_internal_error=self._on_internal_error)
         self._last_health = 0.0
         self._frames_at_last_health = 0
+        # Called with every published record (result or frame error) once it is in the outbox.
+        self.record_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.http = None
+        if self.config.http:
+            from edge_runtime.http_api import HttpApi  # binds now: a taken port fails the start, not later
+
+            self.http = HttpApi(self)
         if hasattr(config_source, "set_validator"):
             config_source.set_validator(self.validate_proposed_config)
 
@@ -243,6 +250,7 @@ class EdgeRuntime:
         self.ring.add(entry)
         done = _Completion(2 if reason is not None else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), payload, on_safe=done.part_done)
+        self._tell_listeners(record)
         if reason is not None:
             name, image, sidecar = build_sidecar(config.device_id, entry, [reason], None)
             self._disk_jobs.put(("capture", name, image, sidecar, done))
@@ -260,8 +268,16 @@ class EdgeRuntime:
                             model_version=card.model_version, kept="quarantine" if keep else None).to_dict()
         done = _Completion(2 if keep else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record), on_safe=done.part_done)
+        self._tell_listeners(record)
         if keep:
             self._disk_jobs.put(("quarantine", frame.image_id, outcome.data, record, done))
+
+    def _tell_listeners(self, record: dict[str, Any]) -> None:
+        for listener in self.record_listeners:
+            try:
+                listener(record)
+            except Exception:  # a listener (the HTTP API) must never cost a frame its record
+                log.exception("record listener %r failed on %s", listener, record.get("image_id"))
 
     def _on_internal_error(self, outcome: FrameOutcome, exc: Exception) -> None:
         """The sink failed on a frame (a bug): give the frame an error record before the sink restarts."""
@@ -304,12 +320,15 @@ class EdgeRuntime:
         else:
             self._errors[kind] = message
 
-    def health(self) -> dict[str, Any]:
+    def health(self, *, advance: bool = True) -> dict[str, Any]:
+        """The health message; ``advance=False`` (a reader such as the HTTP API) leaves the fps window and the
+        publishing schedule alone."""
         now = time.monotonic()
         frames = self.metrics.frames
         elapsed = now - self._last_health if self._last_health else now - self.metrics.started
         fps = (frames - self._frames_at_last_health) / elapsed if elapsed > 0 else 0.0
-        self._last_health, self._frames_at_last_health = now, frames
+        if advance:
+            self._last_health, self._frames_at_last_health = now, frames
         connected = self.publisher.is_connected()
         faults = self.faults.reasons()
         status = "error" if self._errors else (
@@ -350,6 +369,8 @@ class EdgeRuntime:
         self.capture_writer.start()
         self.uploader.start()
         self.pipeline.start()
+        if self.http is not None:
+            self.http.start()
         self.publisher.wait_connected(2.0)
         self.publish_health()
         try:
@@ -375,6 +396,8 @@ class EdgeRuntime:
             self.publish_health()
 
     def shutdown(self) -> None:
+        if self.http is not None:
+            self.http.stop()  # no new requests; those waiting get 503
         self.pipeline.stop()
         while not self._feedback_inbox.empty():
             self.feedback.handle(self._feedback_inbox.get_nowait())
