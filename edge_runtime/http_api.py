@@ -53,6 +53,9 @@ BROWSER_FORMATS = {"jpg", "png", "bmp", "webp"}  # the page shows other frames r
 MAX_LATEST = 256
 RETRY_AFTER_SECONDS = 1
 _PAGE = "operator_page.html"
+# Every route (method, path); docs/edge_http_openapi.yaml describes the same set (a test checks).
+ROUTES = (("GET", "/"), ("GET", "/v1/health"), ("GET", "/v1/model"), ("GET", "/v1/results/latest"),
+          ("GET", "/v1/counts"), ("GET", "/v1/frames/<image_id>"), ("POST", "/v1/infer"), ("POST", "/v1/feedback"))
 # Frame error reasons that are the client's fault, and the status they answer with.
 _ERROR_STATUS = {"corrupt": HTTPStatus.BAD_REQUEST, "too-large": HTTPStatus.REQUEST_ENTITY_TOO_LARGE}
 
@@ -231,6 +234,7 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_connections)
         self.open_connections = 0
         self._reading: dict["_Handler", float] = {}
+        self._cut_off: set[socket.socket] = set()
         self._reading_lock = threading.Lock()
         super().__init__(address, _Handler)
 
@@ -244,7 +248,7 @@ class _Server(ThreadingHTTPServer):
                                 % (RETRY_AFTER_SECONDS, len(body), body))
             except OSError:
                 pass
-            self.shutdown_request(request)
+            self.close_request(request)  # no lingering: this runs on the accepting thread
             return
         with self._reading_lock:
             self.open_connections += 1
@@ -258,12 +262,34 @@ class _Server(ThreadingHTTPServer):
                 self.open_connections -= 1
             self._slots.release()
 
+    def shutdown_request(self, request) -> None:
+        """Close gracefully (FIN after the reply, then drain briefly): closing with unread bytes would send a reset,
+        and a reset can make the client lose the reply it has not read yet (a 408 to a slow client, a 413)."""
+        try:
+            request.shutdown(socket.SHUT_WR)
+            request.settimeout(1.0)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and request.recv(65536):
+                pass
+            with self._reading_lock:
+                cut_off = request in self._cut_off
+                self._cut_off.discard(request)
+            if cut_off:  # its read side is shut: recv says EOF at once, so give the client time to read
+                time.sleep(0.3)
+        except OSError:
+            pass
+        self.close_request(request)
+
     def handle_error(self, request, client_address) -> None:
         log.exception("HTTP request from %s failed", client_address[0])
 
     def watch(self, handler: "_Handler") -> None:
         with self._reading_lock:
             self._reading[handler] = time.monotonic() + self.api.timeout
+
+    def replied_in_time(self, connection: socket.socket) -> None:
+        with self._reading_lock:
+            self._cut_off.discard(connection)
 
     def unwatch(self, handler: "_Handler") -> None:
         with self._reading_lock:
@@ -278,6 +304,8 @@ class _Server(ThreadingHTTPServer):
                 del self._reading[handler]
         for handler in late:
             handler.timed_out = True
+            with self._reading_lock:
+                self._cut_off.add(handler.connection)
             try:
                 handler.connection.shutdown(socket.SHUT_RD)  # wakes the blocked read; the reply can still go out
             except OSError:
@@ -293,7 +321,8 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
 
     def setup(self) -> None:
-        self.timeout = self.server.api.timeout
+        # Longer than the request deadline: the deadline (service_actions) decides, with a 408, not a read timeout.
+        self.timeout = self.server.api.timeout + 5
         self.timed_out = False
         super().setup()
 
@@ -307,6 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
     # ------------------------------------------------------------ plumbing
     def handle_one_request(self) -> None:
         self._upload_checked = False
+        self.command, self.requestline, self.request_version = None, "", "HTTP/1.1"  # until a request line parses
         self.server.watch(self)
         try:
             self.raw_requestline = self.rfile.readline(65537)
@@ -314,6 +344,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if self.raw_requestline and self.timed_out:
                     self._reply(HTTPStatus.REQUEST_TIMEOUT, {"error": f"request not received within "
                                                                       f"{self.api.timeout:g} s"}, close=True)
+                else:  # an idle connection (nothing of a request arrived): closed without a word, at once
+                    self.server.replied_in_time(self.connection)
                 self.close_connection = True
                 return
             if not self.parse_request():
@@ -333,6 +365,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         finally:
             self.server.unwatch(self)
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's parse errors, as JSON; a request cut off by the deadline is a 408 whatever broke."""
+        if self.timed_out:
+            code, message = HTTPStatus.REQUEST_TIMEOUT, f"request not received within {self.api.timeout:g} s"
+        self._reply(code, {"error": message or HTTPStatus(code).phrase}, close=True)
 
     def handle_expect_100(self) -> bool:
         """Refuse an unauthorized or oversized upload before the client sends it."""
