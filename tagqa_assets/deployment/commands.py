@@ -41,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--broker", help="MQTT broker HOST:PORT; default TAGQA_MQTT_BROKER")
     up.add_argument("--source", help="camera source (folder, loop:PATH, camera:N); default <device>/incoming")
     up.add_argument("--health-interval", type=float, help="seconds between health messages")
+    up.add_argument("--http", default=None, metavar="HOST:PORT",
+                    help="the device's HTTP API and operator page; default TAGQA_EDGE_HTTP or 127.0.0.1:8081, "
+                         "'' for none")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(handler=_edge_up)
 
@@ -89,6 +92,9 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+LOCAL_DEVICE_HTTP = "127.0.0.1:8081"  # where `make run`'s device serves its operator page (docs/edge_runtime.md)
+
+
 def _edge_up(args: argparse.Namespace) -> int:
     settings = deployment_from_environment()
     device = args.device_id or settings.device_ids.split(",")[0].strip()
@@ -97,7 +103,8 @@ def _edge_up(args: argparse.Namespace) -> int:
     argv = runtime_argv(folder, device, broker=broker, source=args.source or str(folder / "incoming"),
                         store=os.environ.get("TAGQA_STORE") or ".tagqa/store",
                         s3_endpoint_url=os.environ.get("TAGQA_S3_ENDPOINT_URL", ""),
-                        health_interval=args.health_interval, log_level=args.log_level)
+                        health_interval=args.health_interval, log_level=args.log_level,
+                        http=args.http if args.http is not None else os.environ.get("TAGQA_EDGE_HTTP", LOCAL_DEVICE_HTTP))
     try:
         wait_for_first_deployment(folder)
     except KeyboardInterrupt:
