@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 # Changing these needs a restart (they shape connections, threads and files opened at start).
 RESTART_KEYS = ("device_id", "broker", "broker_ca_file", "broker_cert_file", "broker_key_file", "state_dir",
-                "workers", "inference_threads", "feedback_topic", "http", "http_token", "http_max_connections")
+                "workers", "inference_threads", "feedback_topic", "http", "http_token", "http_max_connections",
+                "http_max_body_bytes", "http_queue_size", "http_timeout_seconds")
 _CONTROL_TICK = 0.25
 
 
