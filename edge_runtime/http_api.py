@@ -102,9 +102,11 @@ class HttpApi:
         log.info("HTTP API and operator page on %s%s", self.url, " (bearer token required)" if self.token else "")
 
     def stop(self) -> None:
+        """Stop accepting and close the listening socket (requests in progress finish on their own threads)."""
         self._stop.set()
-        self.server.shutdown()
-        self._thread.join(10)
+        if self._thread.is_alive():  # shutdown() waits for serve_forever, which must be running
+            self.server.shutdown()
+            self._thread.join(10)
         self.server.server_close()
 
     def _serve(self, supervisor: SupervisedThread) -> None:
