@@ -319,8 +319,10 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: a line PC reuses its connection
     server_version = "tagqa-edge"
-    sys_version = ""
     server: _Server
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def setup(self) -> None:
         # Longer than the request deadline: the deadline (service_actions) decides, with a 408, not a read timeout.
