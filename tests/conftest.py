@@ -77,6 +77,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "TAGQA_EDGE_WHEELS_DIR": str(state / "edge-wheels"),
         "TAGQA_EDGE_WHEEL_PLATFORM": "",
         "TAGQA_EDGE_PYTHON_VERSION": "",
+        "TAGQA_EDGE_HTTP": "",  # a device under test serves HTTP only where its test asks (never make run's 8081)
     }
     (state / "dagster").mkdir()
     saved = {key: os.environ.get(key) for key in values}
