@@ -336,3 +336,43 @@ def test_the_openapi_description_names_every_route() -> None:
     documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
     assert documented == {(m, p.replace("<image_id>", "{image_id}")) for m, p in ROUTES}
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
+def test_the_http_server_thread_is_supervised(mosquitto, tiny_models, tmp_path: Path) -> None:  # noqa: F811
+    """A crash in the server's loop (injected into its poll hook) shows as degraded, is restarted, and serves again."""
+    import urllib.request
+
+    from edge_runtime.config_sources import NoConfigSource
+    from edge_runtime.publishers import MqttPublisher
+    from edge_runtime.service import EdgeRuntime
+
+    (tmp_path / "camera").mkdir()
+    runtime = EdgeRuntime(
+        config_source=NoConfigSource(),
+        overrides={"deviceId": "line-1", "modelDir": str(tiny_models["a"]), "source": str(tmp_path / "camera"),
+                   "stateDir": str(tmp_path / "state"), "http": "127.0.0.1:0", "healthIntervalSeconds": 0.5},
+        publisher_factory=lambda c: MqttPublisher("127.0.0.1", mosquitto.port, "edge-http-supervision"))
+    server, calls = runtime.http.server, {"n": 0}
+    original = server.service_actions
+
+    def crash_once() -> None:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("injected into http-server")
+        original()
+
+    server.service_actions = crash_once
+    thread = threading.Thread(target=runtime.run, daemon=True)
+    thread.start()
+    try:
+        reason = _wait(lambda: runtime.faults.reasons().get("http-server"), 30, "the crash to be reported")
+        assert "http-server crashed: RuntimeError: injected into http-server" in reason
+        assert runtime.health(advance=False)["status"] == "degraded"
+        _wait(lambda: calls["n"] > 4 and "http-server" not in runtime.faults.reasons(), 30, "the restart")
+        with urllib.request.urlopen(f"{runtime.http.url}v1/health", timeout=30) as answer:
+            health = json.loads(answer.read())
+        assert health["thread_restarts"] == 1 and health["status"] == "ok"
+    finally:
+        runtime.request_stop()
+        thread.join(60)
+    assert not thread.is_alive()
