@@ -1,7 +1,7 @@
 """The device's HTTP API under load: ``POST /v1/infer`` latency and throughput, and what it costs the camera.
 
 A real ``tagqa-edge run --http`` process on a real Mosquitto, fed the real metal-tag images
-(yolov8n exported at ``--imgsz``, untrained weights: the work per frame is the same), measured
+(yolov8n exported at ``--imgsz`` from ``yolov8n.yaml``, untrained weights, or ``--model``), measured
 in one run:
 
   camera            the camera source alone (``loop:`` over the images, flat out): frames/s;
