@@ -19,6 +19,7 @@ _FLAG_KEYS = {
     "model": "modelDir", "source": "source", "broker": "broker", "device_id": "deviceId", "store": "uploadPrefix",
     "s3_endpoint_url": "s3EndpointUrl", "state_dir": "stateDir", "ca_file": "brokerCaFile",
     "cert_file": "brokerCertFile", "key_file": "brokerKeyFile", "health_interval": "healthIntervalSeconds",
+    "http": "http",
 }
 
 
@@ -39,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--cert-file", help="device certificate for mutual TLS")
     run.add_argument("--key-file", help="device private key for mutual TLS")
     run.add_argument("--health-interval", type=float, help="seconds between health messages")
+    run.add_argument("--http", metavar="HOST:PORT",
+                     help="serve the HTTP API and operator page there (loopback unless httpToken is configured)")
     run.add_argument("--transport", choices=["auto", "mqtt", "greengrass"], default="auto",
                      help="auto: Greengrass IPC when running as a component, else MQTT")
     run.add_argument("--max-frames", type=int, help="stop after this many frames (batch runs, benchmarks)")

@@ -8,6 +8,7 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any, Mapping
@@ -59,6 +60,13 @@ class DeviceConfig:
     broker_key_file: str = ""
     workers: int = 0
     inference_threads: int = 0
+    # The line-side HTTP API and operator page (edge_runtime.http_api); "" = off.
+    http: str = ""
+    http_token: str = ""
+    http_max_body_bytes: int = 20 * 1024 * 1024
+    http_queue_size: int = 16
+    http_timeout_seconds: float = 10.0
+    http_max_connections: int = 32
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str, base: "DeviceConfig | None" = None
@@ -124,6 +132,24 @@ class DeviceConfig:
         host, _, port = self.broker.rpartition(":")
         if not host or not port.isdigit():
             fail("broker", f"must be HOST:PORT, got {self.broker!r}")
+        self._validate_http(fail)
+
+    def _validate_http(self, fail) -> None:
+        for key in ("http_max_body_bytes", "http_queue_size", "http_max_connections"):
+            if getattr(self, key) < 1:
+                fail(_camel(key), "must be at least 1")
+        if self.http_timeout_seconds <= 0:
+            fail("httpTimeoutSeconds", "must be positive")
+        if self.http_token and (len(self.http_token) < 16 or not self.http_token.isprintable()
+                                or " " in self.http_token):
+            fail("httpToken", "must be at least 16 printable characters without spaces")
+        if not self.http:
+            return
+        host, port = split_http_address(self.http)
+        if host is None or not 0 <= port <= 65535:
+            fail("http", f"must be HOST:PORT (e.g. 127.0.0.1:8081), got {self.http!r}")
+        if not is_loopback(host) and not self.http_token:
+            fail("httpToken", f"is required when 'http' binds a non-loopback address ({self.http!r})")
 
     def to_json_dict(self) -> dict[str, Any]:
         """The configuration with camelCase keys, as a config file would hold it."""
@@ -132,6 +158,25 @@ class DeviceConfig:
             value = getattr(self, f.name)
             out[_camel(f.name)] = list(value) if isinstance(value, tuple) else value
         return out
+
+
+def split_http_address(address: str) -> tuple[str | None, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) as (host, port); (None, -1) when malformed."""
+    host, _, port = address.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not host or not port.isdigit():
+        return None, -1
+    return host, int(port)
+
+
+def is_loopback(host: str) -> bool:
+    """True for localhost and loopback IP addresses (the HTTP API needs no token there)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def json_keys() -> list[str]:

@@ -72,6 +72,8 @@ def _decode_with_pillow(data: bytes, max_pixels: int | None = None) -> np.ndarra
             return np.asarray(rgb)
     except FrameTooLarge:
         raise
+    except Image.DecompressionBombError as exc:  # a header declaring far more pixels than Pillow's own limit
+        raise FrameTooLarge(str(exc)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageDecodeError(str(exc) or type(exc).__name__) from None
 

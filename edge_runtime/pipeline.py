@@ -82,6 +82,7 @@ class FramePipeline:
         self._source_stop = threading.Event()
         self._produced = 0
         self._source_done = False
+        self._end_lock = threading.Lock()  # an outside frame is never queued behind the end marker
         self.finished = threading.Event()
         self._threads = [SupervisedThread("frame-source", self._source_loop, self.faults, stop=self._stopping),
                          SupervisedThread("frame-sink", self._sink_loop, self.faults, stop=self._stopping)]
@@ -120,10 +121,11 @@ class FramePipeline:
                 self._on_source_error(None)
                 supervisor.beat()
                 log.info("reading frames from %s", source.description)
+                supervisor.item = f"source {source.description}"
                 for frame in source.frames(stop):
                     supervisor.item = f"frame {frame.image_id} ({frame.source_name})"
                     self._submit(frame)
-                    supervisor.item = None
+                    supervisor.item = f"source {source.description}, reading after {frame.source_name}"
                     supervisor.beat()
                     self._produced += 1
                     if self._max_frames is not None and self._produced >= self._max_frames:
@@ -136,9 +138,22 @@ class FramePipeline:
         self._finish_source()
 
     def _finish_source(self) -> None:
-        if not self._source_done:
-            self._source_done = True
-            self._pending.put(_END)
+        with self._end_lock:
+            if not self._source_done:
+                self._source_done = True
+                self._pending.put(_END)
+
+    def submit_external(self, frame: Frame) -> bool:
+        """Run a frame that did not come from the source (an HTTP request) in order with the source's frames.
+
+        Its outcome goes to ``on_outcome`` like any other. Blocks while the sink is behind, as the
+        source does; False (nothing queued) once the pipeline is finishing or stopping.
+        """
+        with self._end_lock:
+            if self._source_done or self._stopping.is_set():
+                return False
+            self._submit(frame)
+        return True
 
     def _submit(self, frame: Frame) -> None:
         # The model is chosen here, in source order, so after a swap no later frame runs on the old model.
@@ -200,7 +215,7 @@ class FramePipeline:
             log.error("%s on %s (%s)", exc, frame.image_id, frame.source_name)
             return FrameOutcome(frame, frame.data, None, model, 0.0, error=str(exc), error_kind="non-finite")
         except Exception as exc:  # e.g. an ORT kernel error on an odd image: record the frame, keep the line up
-            log.exception("inference failed on %s (%s)", frame.image_id, frame.source_name)
+            log.exception("frame-workers: inference failed on %s (%s)", frame.image_id, frame.source_name)
             self.faults.failed("frame-workers", f"frame-workers: inference failed on {frame.image_id}: "
                                                 f"{type(exc).__name__}: {exc}")
             return FrameOutcome(frame, frame.data, None, model, 0.0, error=f"{type(exc).__name__}: {exc}",

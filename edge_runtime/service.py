@@ -30,7 +30,7 @@ from edge_runtime.allocator import tune_malloc
 from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
 from edge_runtime.contracts import DetectionResult, FrameError, resolve_topic, result_payload, verdict_for
-from edge_runtime.detector import Thresholds
+from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
 from edge_runtime.metrics import RuntimeMetrics, health_message
@@ -39,7 +39,7 @@ from edge_runtime.outbox import ResultOutbox
 from edge_runtime.pipeline import FrameOutcome, FramePipeline
 from edge_runtime.publishers import Publisher
 from edge_runtime.quarantine import Quarantine
-from edge_runtime.sources import open_source
+from edge_runtime.sources import FrameSource, open_source
 from edge_runtime.stores import FeedbackStore, open_store
 from edge_runtime.supervision import SupervisedThread, ThreadFaults
 from edge_runtime.uploader import CaptureUploader
@@ -48,7 +48,8 @@ log = logging.getLogger(__name__)
 
 # Changing these needs a restart (they shape connections, threads and files opened at start).
 RESTART_KEYS = ("device_id", "broker", "broker_ca_file", "broker_cert_file", "broker_key_file", "state_dir",
-                "workers", "inference_threads", "feedback_topic")
+                "workers", "inference_threads", "feedback_topic", "http", "http_token", "http_max_connections",
+                "http_max_body_bytes", "http_queue_size", "http_timeout_seconds")
 _CONTROL_TICK = 0.25
 
 
@@ -74,7 +75,9 @@ class EdgeRuntime:
     def __init__(self, *, config_source: Any, overrides: dict[str, Any],
                  publisher_factory: Callable[[DeviceConfig], Publisher],
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
-                 max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0) -> None:
+                 max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0,
+                 source_factory: Callable[[DeviceConfig], FrameSource] | None = None,
+                 detector: Detector | None = None) -> None:
         tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
@@ -82,6 +85,7 @@ class EdgeRuntime:
         self._store_factory = store_factory or (lambda c: open_store(c.upload_prefix, endpoint_url=c.s3_endpoint_url,
                                                                       region=c.s3_region))
         self._max_frames = max_frames
+        self._source_factory = source_factory
         self._flush_timeout = flush_timeout
         self._seed = seed or 0
         self._stop = threading.Event()
@@ -114,10 +118,17 @@ class EdgeRuntime:
         self.pipeline = FramePipeline(
             slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
             on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
-            max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels,
+            max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels, detector=detector,
             on_internal_error=self._on_internal_error)
         self._last_health = 0.0
         self._frames_at_last_health = 0
+        # Called with every published record (result or frame error) once it is in the outbox.
+        self.record_listeners: list[Callable[[dict[str, Any]], None]] = []
+        self.http = None
+        if self.config.http:
+            from edge_runtime.http_api import HttpApi  # binds now: a taken port fails the start, not later
+
+            self.http = HttpApi(self)
         if hasattr(config_source, "set_validator"):
             config_source.set_validator(self.validate_proposed_config)
 
@@ -136,8 +147,10 @@ class EdgeRuntime:
         c = self.config
         return Thresholds(conf=c.conf_threshold, iou=c.iou_threshold, max_detections=c.max_detections)
 
-    def _open_source(self):
+    def _open_source(self) -> FrameSource:
         c = self.config
+        if self._source_factory is not None:
+            return self._source_factory(c)
         if not c.source:
             raise ValueError("no source configured ('source' or --source)")
         return open_source(c.source, interval_seconds=c.frame_interval_seconds, on_read=c.folder_on_read,
@@ -235,9 +248,10 @@ class EdgeRuntime:
         record = result.to_dict()
         payload = result_payload(record)  # strict JSON: raises before anything is queued
         entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
+        self.ring.add(entry)
         done = _Completion(2 if reason is not None else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), payload, on_safe=done.part_done)
-        self.ring.add(entry)
+        self._tell_listeners(record)
         if reason is not None:
             name, image, sidecar = build_sidecar(config.device_id, entry, [reason], None)
             self._disk_jobs.put(("capture", name, image, sidecar, done))
@@ -255,8 +269,16 @@ class EdgeRuntime:
                             model_version=card.model_version, kept="quarantine" if keep else None).to_dict()
         done = _Completion(2 if keep else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record), on_safe=done.part_done)
+        self._tell_listeners(record)
         if keep:
             self._disk_jobs.put(("quarantine", frame.image_id, outcome.data, record, done))
+
+    def _tell_listeners(self, record: dict[str, Any]) -> None:
+        for listener in self.record_listeners:
+            try:
+                listener(record)
+            except Exception:  # a listener (the HTTP API) must never cost a frame its record
+                log.exception("record listener %r failed on %s", listener, record.get("image_id"))
 
     def _on_internal_error(self, outcome: FrameOutcome, exc: Exception) -> None:
         """The sink failed on a frame (a bug): give the frame an error record before the sink restarts."""
@@ -299,12 +321,15 @@ class EdgeRuntime:
         else:
             self._errors[kind] = message
 
-    def health(self) -> dict[str, Any]:
+    def health(self, *, advance: bool = True) -> dict[str, Any]:
+        """The health message; ``advance=False`` (a reader such as the HTTP API) leaves the fps window and the
+        publishing schedule alone."""
         now = time.monotonic()
         frames = self.metrics.frames
         elapsed = now - self._last_health if self._last_health else now - self.metrics.started
         fps = (frames - self._frames_at_last_health) / elapsed if elapsed > 0 else 0.0
-        self._last_health, self._frames_at_last_health = now, frames
+        if advance:
+            self._last_health, self._frames_at_last_health = now, frames
         connected = self.publisher.is_connected()
         faults = self.faults.reasons()
         status = "error" if self._errors else (
@@ -345,6 +370,8 @@ class EdgeRuntime:
         self.capture_writer.start()
         self.uploader.start()
         self.pipeline.start()
+        if self.http is not None:
+            self.http.start()
         self.publisher.wait_connected(2.0)
         self.publish_health()
         try:
@@ -370,6 +397,8 @@ class EdgeRuntime:
             self.publish_health()
 
     def shutdown(self) -> None:
+        if self.http is not None:
+            self.http.stop()  # no new requests; those waiting get 503
         self.pipeline.stop()
         while not self._feedback_inbox.empty():
             self.feedback.handle(self._feedback_inbox.get_nowait())

@@ -59,6 +59,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[P
         "TAGQA_AWS_REGION": "us-east-1",
         "TAGQA_RAW_EVENT_QUEUE_URL": "",
         "TAGQA_RAW_FALLBACK_EVERY_TICKS": "120",
+        "TAGQA_EDGE_HTTP": "off",  # a device under test serves HTTP only where its test asks (never make run's 8081)
         "DAGSTER_HOME": str(state / "dagster"),
         "YOLO_CONFIG_DIR": str(state / "ultralytics"),
         "YOLO_OFFLINE": "1",

@@ -26,7 +26,7 @@ import dagster as dg
 import pytest
 
 from deployment_fixtures import wheel_bundle  # noqa: F401
-from edge_fixtures import MqttCollector, mosquitto  # noqa: F401
+from edge_fixtures import MqttCollector, free_port, mosquitto  # noqa: F401
 from loop_driver import LoopDriver
 from model_fixtures import pick_tags
 from tagqa_assets.cli import main as tagqa
@@ -91,6 +91,7 @@ def _write_images(folder: Path, tags, labeler: Labeler) -> None:
 
 
 def _start_device(workdir: Path, env: dict[str, str], camera: Path) -> subprocess.Popen:
+    env = {**env, "TAGQA_EDGE_HTTP": f"127.0.0.1:{free_port()}"}  # not make run's 8081: tests run side by side
     process = subprocess.Popen(
         [sys.executable, "-m", "tagqa_assets.cli", "edge", "up", "--source", str(camera), "--health-interval", "1"],
         cwd=workdir, env=env, stdout=open(workdir / "device.log", "w"), stderr=subprocess.STDOUT,

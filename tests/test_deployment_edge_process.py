@@ -18,13 +18,14 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import dagster as dg
 import pytest
 
 from deployment_fixtures import register_model, wheel_bundle  # noqa: F401
-from edge_fixtures import MqttCollector, mosquitto, sample_images, tiny_models  # noqa: F401
+from edge_fixtures import MqttCollector, free_port, mosquitto, sample_images, tiny_models  # noqa: F401
 from tagqa_assets.cli import main as tagqa
 from tagqa_assets.contracts.edge import AUTO_ROLLBACK, DEPLOY, DEPLOYED, FAILED, ROLLBACK, component_key
 from tagqa_assets.contracts.models import APPROVED, REJECTED
@@ -75,7 +76,8 @@ def device(tmp_path: Path, mosquitto):
     camera = tmp_path / "camera"
     sample_images(camera, 4)
     env = {**os.environ, "TAGQA_STORE": str(tmp_path / "store"), "TAGQA_DEVICES_ROOT": str(tmp_path / "devices"),
-           "TAGQA_MQTT_BROKER": mosquitto.address, "TAGQA_DEVICE_ID": "line-1", "TAGQA_S3_ENDPOINT_URL": ""}
+           "TAGQA_MQTT_BROKER": mosquitto.address, "TAGQA_DEVICE_ID": "line-1", "TAGQA_S3_ENDPOINT_URL": "",
+           "TAGQA_EDGE_HTTP": f"127.0.0.1:{free_port()}"}
     process = subprocess.Popen([sys.executable, "-m", "tagqa_assets.cli", "edge", "up", "--source", f"loop:{camera}",
                                 "--health-interval", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
@@ -84,6 +86,7 @@ def device(tmp_path: Path, mosquitto):
     while not pid_file.is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert pid_file.is_file(), f"tagqa edge up did not register the device: {process.communicate(timeout=5)[0]}"
+    process.http = env["TAGQA_EDGE_HTTP"]
     yield process
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
@@ -104,6 +107,11 @@ def test_a_real_device_process_hot_swaps_refuses_bad_models_and_rolls_back(
         assert pipeline.run(1).success
         _serving(collector, 0, "1")
         assert (tmp_path / "devices" / "line-1" / PID_FILE).read_text().strip() == str(device.pid)
+        # The local device serves its HTTP API and operator page (make run: 127.0.0.1:8081).
+        with urllib.request.urlopen(f"http://{device.http}/v1/model", timeout=30) as answer:
+            assert json.loads(answer.read())["card"]["model_version"] == "1"
+        with urllib.request.urlopen(f"http://{device.http}/", timeout=30) as answer:
+            assert b"tagqa line view" in answer.read()
 
         # B: hot swap in the same process.
         register_model(store, registry, tiny_models["b"], "ds2-bbbbbbbb")

@@ -106,6 +106,10 @@ ARTIFACT = "Manifests/0/Artifacts/0"
     (_set("ComponentConfiguration/DefaultConfiguration/topic", "line/{device}/results"), r"exactly"),
     # A typo in a configuration key would otherwise only show up on the device.
     (_set("ComponentConfiguration/DefaultConfiguration/confTreshold", 0.3), r"unknown key 'confTreshold'"),
+    # The HTTP API opened beyond the device without a token: anyone on the line network could use it.
+    (_set("ComponentConfiguration/DefaultConfiguration/http", "0.0.0.0:8081"), r"'httpToken' is required"),
+    # A token in the recipe would be the same on every device and readable wherever the recipe is stored.
+    (_set("ComponentConfiguration/DefaultConfiguration/httpToken", "0123456789abcdef0123"), r"httpToken must be empty"),
 ])
 def test_broken_recipes_are_refused_with_the_reason(change, message: str) -> None:
     recipe = copy.deepcopy(_inference())

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.add_argument("--broker", help="MQTT broker HOST:PORT; default TAGQA_MQTT_BROKER")
     up.add_argument("--source", help="camera source (folder, loop:PATH, camera:N); default <device>/incoming")
     up.add_argument("--health-interval", type=float, help="seconds between health messages")
+    up.add_argument("--http", default=None, metavar="HOST:PORT",
+                    help="the device's HTTP API and operator page; default: the TAGQA_EDGE_HTTP setting "
+                         "(127.0.0.1:8081); off or '' for none")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(handler=_edge_up)
 
@@ -87,6 +90,11 @@ def _rollback(args: argparse.Namespace) -> int:
     return 0
 
 
+def _edge_http(value: str) -> str:
+    """The device's HTTP address: ``off`` (or ``''`` on the command line) serves none."""
+    return "" if value.strip().lower() in ("", "off") else value
+
+
 def _edge_up(args: argparse.Namespace) -> int:
     settings: DeploymentResource = args.resources.deployment
     device = args.device_id or settings.device_ids.split(",")[0].strip()
@@ -94,7 +102,8 @@ def _edge_up(args: argparse.Namespace) -> int:
     folder = register_device(args.devices_root or settings.devices_root, device, broker=broker)
     argv = runtime_argv(folder, device, broker=broker, source=args.source or str(folder / "incoming"),
                         store=args.resources.store.root, s3_endpoint_url=args.resources.store.s3_endpoint_url,
-                        health_interval=args.health_interval, log_level=args.log_level)
+                        health_interval=args.health_interval, log_level=args.log_level,
+                        http=_edge_http(args.http if args.http is not None else args.settings.edge_http))
     try:
         wait_for_first_deployment(folder)
     except KeyboardInterrupt:

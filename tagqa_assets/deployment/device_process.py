@@ -36,7 +36,7 @@ def register_device(root: Path, device: str, *, broker: str) -> Path:
 
 
 def runtime_argv(folder: Path, device: str, *, broker: str, source: str, store: str, s3_endpoint_url: str = "",
-                 health_interval: float | None = None, log_level: str = "INFO") -> list[str]:
+                 health_interval: float | None = None, log_level: str = "INFO", http: str = "") -> list[str]:
     """The ``python -m edge_runtime run`` command line of a local device (flags pin their keys)."""
     argv = [sys.executable, "-m", "edge_runtime", "--log-level", log_level, "run",
             "--config", str(folder / RUNTIME_CONFIG), "--transport", "mqtt", "--device-id", device,
@@ -47,6 +47,8 @@ def runtime_argv(folder: Path, device: str, *, broker: str, source: str, store: 
         argv += ["--s3-endpoint-url", s3_endpoint_url]
     if health_interval is not None:
         argv += ["--health-interval", str(health_interval)]
+    if http:
+        argv += ["--http", http]
     return argv
 
 

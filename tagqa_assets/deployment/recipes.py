@@ -126,6 +126,10 @@ def validate_recipe(recipe: Mapping[str, Any], *, source: str, digests: Mapping[
         fail("ComponentConfiguration.DefaultConfiguration", "must be a mapping")
     if "accessControl" in configuration:
         check_access_control(configuration, recipe["ComponentName"], source)
+    if configuration.get("httpToken"):
+        # A recipe is stored and shared by every device it reaches: the token belongs in each device's merge.
+        fail("ComponentConfiguration.DefaultConfiguration.httpToken", "must be empty in a recipe (set it per device "
+             "in the deployment's configuration merge, not in the component every device shares)")
 
 
 def _check_placeholders(node: Any, source: str, where: str = "recipe") -> None:
