@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from edge_runtime.detector import Detector, FrameDetections, Thresholds
-from edge_runtime.imaging import FrameTooLarge, ImageDecodeError, decode_image, encode_jpeg
+from edge_runtime.imaging import FrameTooLarge, ImageDecodeError, decode_image, encode_jpeg, image_size
 from edge_runtime.models import LoadedModel, ModelSlot
 from edge_runtime.sources import Frame, FrameSource
 from edge_runtime.supervision import SupervisedThread, ThreadFaults
@@ -32,6 +32,9 @@ from edge_runtime.supervision import SupervisedThread, ThreadFaults
 log = logging.getLogger(__name__)
 
 _END = object()
+# Frames above this many pixels are decoded and run one at a time (the other workers go on with small
+# ones), so the memory of two large frames is never held at once.
+LARGE_FRAME_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,7 @@ class FramePipeline:
         self._max_pixels = max_pixels
         self.faults = faults or ThreadFaults()
         self._detector = detector or Detector()
+        self._large_frames = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame-worker")
         self._pending: queue.Queue = queue.Queue(maxsize=workers * 2)
         self._stopping = threading.Event()
@@ -175,6 +179,14 @@ class FramePipeline:
     # ----------------------------------------------------------------- workers
     def _process(self, frame: Frame, model: LoadedModel) -> FrameOutcome:
         """Decode, detect and (camera frames) encode one frame; never raises: failures become error outcomes."""
+        if frame.data is not None:
+            size = image_size(frame.data)
+            if size is not None and size[0] * size[1] > LARGE_FRAME_PIXELS:
+                with self._large_frames:
+                    return self._process_one(frame, model)
+        return self._process_one(frame, model)
+
+    def _process_one(self, frame: Frame, model: LoadedModel) -> FrameOutcome:
         started = time.perf_counter()
         try:
             limit = self._max_pixels()

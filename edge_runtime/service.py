@@ -110,7 +110,7 @@ class EdgeRuntime:
         self._writer_stop = threading.Event()
         self.capture_writer = SupervisedThread("capture-writer", self._capture_writer_loop, self.faults,
                                                stop=self._writer_stop)
-        self.ring = FrameRing(self.config.ring_size)
+        self.ring = FrameRing(self.config.ring_size, self.config.ring_max_bytes)
         self.feedback = FeedbackHandler(ring=self.ring, captures=self.captures, metrics=self.metrics,
                                         device=lambda: self.config.device_id)
         self._feedback_inbox: queue.Queue[bytes] = queue.Queue(maxsize=1000)
@@ -167,7 +167,7 @@ class EdgeRuntime:
         self.outbox.max_bytes = new.result_buffer_max_bytes
         self.outbox.commit_interval = new.result_commit_seconds
         self.quarantine.max_bytes = new.quarantine_max_bytes
-        self.ring.resize(new.ring_size)
+        self.ring.resize(new.ring_size, new.ring_max_bytes)
         store_keys = ("upload_prefix", "s3_endpoint_url", "s3_region")
         if any(getattr(new, k) != getattr(old, k) for k in store_keys):
             self._store = self._store_factory(new)
