@@ -67,7 +67,7 @@ def session_options(intra_op_threads: int, concurrent_runs: int = 1) -> ort.Sess
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     # A memory pattern is one pre-planned block per run; with runs in parallel every run holds its
-    # own (about 25 MB more at imgsz 640), while plain arena allocation shares freed memory.
+    # own (docs/benchmarks.md), while plain arena allocation shares freed memory.
     options.enable_mem_pattern = concurrent_runs <= 1
     # Spinning threads would steal the core the decode work runs on.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
