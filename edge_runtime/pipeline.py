@@ -23,6 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from edge_runtime.detector import Detector, FrameDetections, Thresholds
 from edge_runtime.imaging import FrameTooLarge, ImageDecodeError, decode_image, encode_jpeg, image_size
 from edge_runtime.models import LoadedModel, ModelSlot
@@ -68,7 +70,8 @@ class FramePipeline:
                  on_source_error: Callable[[str | None], None], max_frames: int | None = None,
                  faults: ThreadFaults | None = None, detector: Detector | None = None,
                  max_pixels: Callable[[], int | None] = lambda: None,
-                 on_internal_error: Callable[[FrameOutcome, Exception], None] | None = None) -> None:
+                 on_internal_error: Callable[[FrameOutcome, Exception], None] | None = None,
+                 encode: Callable[[np.ndarray], bytes] = encode_jpeg) -> None:
         self._slot = slot
         self._thresholds = thresholds
         self._open_source = open_source
@@ -79,6 +82,7 @@ class FramePipeline:
         self._max_pixels = max_pixels
         self.faults = faults or ThreadFaults()
         self._detector = detector or Detector()
+        self._encode = encode
         self._large_frames = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame-worker")
         self._pending: queue.Queue = queue.Queue(maxsize=workers * 2)
@@ -220,9 +224,9 @@ class FramePipeline:
                                 error_kind="inference")
         latency_ms = (time.perf_counter() - started) * 1000
         try:
-            data = frame.data if frame.data is not None else encode_jpeg(pixels)
+            data = frame.data if frame.data is not None else self._encode(pixels)
         except Exception as exc:
-            log.exception("encoding %s failed", frame.image_id)
+            log.exception("frame-workers: encoding failed on %s (%s)", frame.image_id, frame.source_name)
             self.faults.failed("frame-workers", f"frame-workers: encoding {frame.image_id} failed: "
                                                 f"{type(exc).__name__}: {exc}")
             data = None

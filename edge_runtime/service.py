@@ -76,7 +76,7 @@ class EdgeRuntime:
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
                  max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0,
                  source_factory: Callable[[DeviceConfig], FrameSource] | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, frame_encoder: Callable[[Any], bytes] | None = None) -> None:
         tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
@@ -118,7 +118,8 @@ class EdgeRuntime:
             slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
             on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
             max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels, detector=detector,
-            on_internal_error=self._on_internal_error)
+            on_internal_error=self._on_internal_error,
+            **({"encode": frame_encoder} if frame_encoder is not None else {}))
         self._last_health = 0.0
         self._frames_at_last_health = 0
         if hasattr(config_source, "set_validator"):
