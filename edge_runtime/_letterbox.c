@@ -19,7 +19,7 @@
 #include <string.h>
 
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__GLIBC__)
-/* Runtime dispatch: an AVX2 clone of the vertical pass where the CPU has it (about 1.5x), SSE2 otherwise. */
+/* Runtime dispatch: an AVX2 clone of the vertical pass where the CPU has it (faster: docs/benchmarks.md), SSE2 otherwise. */
 #define TAGQA_CLONES __attribute__((target_clones("avx2", "default")))
 #else
 #define TAGQA_CLONES

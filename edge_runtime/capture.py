@@ -52,28 +52,40 @@ class RingEntry:
 
 
 class FrameRing:
-    """The last ``size`` frames by image id (thread-safe, oldest dropped first)."""
+    """The last ``size`` frames by image id, at most ``max_bytes`` of image bytes (thread-safe, oldest dropped
+    first; the newest frame is always kept)."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, max_bytes: int | None = None) -> None:
         self.size = size
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self._entries: OrderedDict[str, RingEntry] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, entry: RingEntry) -> None:
         with self._lock:
+            previous = self._entries.pop(entry.image_id, None)
+            if previous is not None:
+                self.bytes -= len(previous.data)
             self._entries[entry.image_id] = entry
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            self.bytes += len(entry.data)
+            self._trim()
+
+    def _trim(self) -> None:
+        while len(self._entries) > self.size or (
+                self.max_bytes is not None and self.bytes > self.max_bytes and len(self._entries) > 1):
+            _, dropped = self._entries.popitem(last=False)
+            self.bytes -= len(dropped.data)
 
     def get(self, image_id: str) -> RingEntry | None:
         with self._lock:
             return self._entries.get(image_id)
 
-    def resize(self, size: int) -> None:
+    def resize(self, size: int, max_bytes: int | None = None) -> None:
         with self._lock:
             self.size = size
-            while len(self._entries) > size:
-                self._entries.popitem(last=False)
+            self.max_bytes = max_bytes
+            self._trim()
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -9,8 +9,11 @@ same shapes for people.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import re
+import tarfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -25,6 +28,8 @@ FRAME_ERROR_REASONS = ("corrupt", "too-large", "inference", "non-finite", "inter
 HEALTH_SCHEMA = "tagqa.health/1"
 FEEDBACK_SIDECAR_SCHEMA = "tagqa.edge_feedback/1"
 MODEL_CARD_FILE = "model_card.json"
+VERIFICATION_FRAMES_FILE = "verification_frames.tar"
+VERIFICATION_FRAMES_KEY = "verification_frames"
 
 _ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _SHA256_PATTERN = re.compile(r"^[0-9a-f]{64}$")
@@ -129,6 +134,47 @@ class ModelCard:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise ContractError(f"{path}: unreadable model card ({exc})") from None
         return cls.from_dict(data, source=str(path))
+
+
+def pack_verification_frames(frames: Mapping[str, bytes]) -> tuple[bytes, dict[str, Any]]:
+    """A model's verification frames as one uncompressed tar (sorted, fixed metadata: the same frames give
+    the same bytes) and the model card entry describing it (``verification_frames``)."""
+    if not frames:
+        raise ContractError("verification frames: at least one frame is needed")
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as archive:
+        for name in sorted(frames):
+            if Path(name).name != name or not name:
+                raise ContractError(f"verification frames: {name!r} is not a plain file name")
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(frames[name]), 0, 0o644
+            archive.addfile(info, io.BytesIO(frames[name]))
+    data = buffer.getvalue()
+    return data, {"file": VERIFICATION_FRAMES_FILE, "sha256": hashlib.sha256(data).hexdigest(),
+                  "frames": sorted(frames)}
+
+
+def read_verification_frames(model_dir: Path, entry: Any) -> dict[str, bytes]:
+    """The frames a model card's ``verification_frames`` entry names, checked against its sha256."""
+    where = Path(model_dir) / MODEL_CARD_FILE
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("file"), str) or Path(entry["file"]).name != \
+            entry["file"] or not _SHA256_PATTERN.match(str(entry.get("sha256", ""))):
+        raise ContractError(f"{where}: 'verification_frames' must be {{file, sha256, frames}}, got {entry!r}")
+    path = Path(model_dir) / entry["file"]
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ContractError(f"{path}: verification frames unreadable ({exc.strerror or exc})") from None
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise ContractError(f"{path}: sha256 does not match the model card's verification_frames entry")
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as archive:
+            frames = {m.name: archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()}
+    except tarfile.TarError as exc:
+        raise ContractError(f"{path}: not a tar archive ({exc})") from None
+    if not frames:
+        raise ContractError(f"{path}: holds no frames")
+    return frames
 
 
 @dataclass(frozen=True)

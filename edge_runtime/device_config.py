@@ -32,7 +32,7 @@ class DeviceConfig:
     frame_interval_seconds: float = 0.0
     folder_on_read: str = "keep"
     folder_settle_seconds: float = 0.2
-    max_frame_pixels: int = 12_000_000
+    max_frame_pixels: int = 5_100_000  # 5 MP cameras (2592x1944, 2448x2048); docs/benchmarks.md: peak RSS
     bad_frame_policy: str = "quarantine"
     quarantine_max_bytes: int = 64 * 1024 * 1024
     result_commit_seconds: float = 0.05
@@ -44,6 +44,7 @@ class DeviceConfig:
     empty_sample_rate: float = 0.05
     random_sample_rate: float = 0.01
     ring_size: int = 64
+    ring_max_bytes: int = 8 * 1024 * 1024
     upload_prefix: str = ""
     s3_endpoint_url: str = ""
     s3_region: str = ""
@@ -114,7 +115,7 @@ class DeviceConfig:
                 fail(_camel(key), "must not be negative")
         if self.health_interval_seconds <= 0:
             fail("healthIntervalSeconds", "must be positive")
-        for key in ("max_detections", "ring_size", "queue_max_bytes", "result_buffer_max_bytes", "max_frame_pixels",
+        for key in ("max_detections", "ring_size", "ring_max_bytes", "queue_max_bytes", "result_buffer_max_bytes", "max_frame_pixels",
                     "quarantine_max_bytes"):
             if getattr(self, key) < 1:
                 fail(_camel(key), "must be at least 1")

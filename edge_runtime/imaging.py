@@ -56,6 +56,21 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
     return _decode_with_pillow(data, max_pixels)
 
 
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone (nothing decoded), or None when the header is unreadable."""
+    if simplejpeg is not None and data[:3] == b"\xff\xd8\xff":
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return width, height
+        except ValueError:
+            pass
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def _check_size(width: int, height: int, max_pixels: int | None) -> None:
     if max_pixels and width * height > max_pixels:
         raise FrameTooLarge(f"{width}x{height} = {width * height} pixels is over the frame limit of {max_pixels}")

@@ -6,8 +6,8 @@ fixed-point bilinear kernel, so the model sees bit-identical pixels to the ones 
 validated on (tests compare against cv2).
 
 ``letterbox_into`` runs the same arithmetic in a small C kernel (``_letterbox.c``, built
-with the package when a compiler is present) in one pass over the model input, about 3x
-faster than the numpy passes and without the GIL; where it was not built, the numpy
+with the package when a compiler is present) in one pass over the model input, faster than
+the numpy passes (docs/benchmarks.md) and without the GIL; where it was not built, the numpy
 implementation (``letterbox_into_numpy``) computes the same pixels. Tests hold the two equal.
 """
 

@@ -3,13 +3,18 @@
 A model directory holds ``model.onnx`` and ``model_card.json`` (edge_runtime.contracts.ModelCard).
 ``load_verified_model`` accepts it only when the ONNX bytes hash to the card's
 ``onnx_sha256``, ONNX Runtime loads exactly those bytes, the input is 1x3ximgszximgsz,
-the output is a YOLO detection head for the card's classes, and a smoke inference on a
-blank image decodes cleanly.
+the output is a YOLO detection head for the card's classes, and inference is finite and
+well-shaped on a blank frame and on every *verification frame* the card names
+(``verification_frames``: a handful of the model's validation images shipped beside it, as
+the platform's model component does). A model that is finite on grey but NaN on real frames
+is refused. A directory without verification frames is verified on the blank frame only,
+with a warning.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import threading
 import time
@@ -19,9 +24,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.contracts import MODEL_CARD_FILE, ContractError, ModelCard
+from edge_runtime.contracts import (MODEL_CARD_FILE, VERIFICATION_FRAMES_KEY, ContractError, ModelCard,
+                                    read_verification_frames)
+from edge_runtime.imaging import ImageDecodeError, decode_image
 from edge_runtime.letterbox import PAD_VALUE, letterbox
 from edge_runtime.yolo_decode import decode_predictions
+
+
+log = logging.getLogger(__name__)
 
 
 class ModelRejected(Exception):
@@ -57,7 +67,7 @@ def session_options(intra_op_threads: int, concurrent_runs: int = 1) -> ort.Sess
     if intra_op_threads:
         options.intra_op_num_threads = intra_op_threads
     # A memory pattern is one pre-planned block per run; with runs in parallel every run holds its
-    # own (about 25 MB more at imgsz 640), while plain arena allocation shares freed memory.
+    # own (docs/benchmarks.md), while plain arena allocation shares freed memory.
     options.enable_mem_pattern = concurrent_runs <= 1
     # Spinning threads would steal the core the decode work runs on.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -102,6 +112,7 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
     del data
     model = _check_signature(model_dir, card, session)
     _smoke_test(model)
+    _verify_on_frames(model)
     return model
 
 
@@ -127,18 +138,41 @@ def _check_signature(model_dir: Path, card: ModelCard, session: ort.InferenceSes
 
 def _smoke_test(model: LoadedModel) -> None:
     blank = np.full((model.input_height, model.input_width, 3), PAD_VALUE, dtype=np.uint8)
-    tensor, _ = letterbox(blank, model.input_height, model.input_width)
+    _check_inference(model, blank, "a blank frame")
+
+
+def _check_inference(model: LoadedModel, pixels: np.ndarray, what: str) -> None:
+    tensor, _ = letterbox(pixels, model.input_height, model.input_width)
     where = model.directory / model.card.onnx_file
     try:
         output = model.infer(tensor)
     except Exception as exc:  # an ORT kernel error on a well-formed input is a broken model
-        raise ModelRejected(f"{where}: smoke inference failed ({type(exc).__name__}: {exc})") from None
+        raise ModelRejected(f"{where}: inference on {what} failed ({type(exc).__name__}: {exc})") from None
     expected_rows = 4 + len(model.card.class_names)
     if output.ndim != 3 or output.shape[:2] != (1, expected_rows) or output.shape[2] < 1:
-        raise ModelRejected(f"{where}: smoke inference returned shape {output.shape}, expected (1, {expected_rows}, N)")
+        raise ModelRejected(f"{where}: inference on {what} returned shape {output.shape}, "
+                            f"expected (1, {expected_rows}, N)")
     if not np.isfinite(output).all():
-        raise ModelRejected(f"{where}: smoke inference returned NaN or infinite values")
+        raise ModelRejected(f"{where}: inference on {what} returned NaN or infinite values")
     decode_predictions(output, 0.25, 0.7, 300)
+
+
+def _verify_on_frames(model: LoadedModel) -> None:
+    """Run the model on the verification frames its card names (refusing non-finite outputs)."""
+    entry = model.card.extra.get(VERIFICATION_FRAMES_KEY)
+    if entry is None:
+        log.warning("%s ships no verification frames; verified on a blank frame only", model.directory)
+        return
+    try:
+        frames = read_verification_frames(model.directory, entry)
+    except ContractError as exc:
+        raise ModelRejected(str(exc)) from None
+    for name, data in sorted(frames.items()):
+        try:
+            pixels = decode_image(data)
+        except ImageDecodeError as exc:
+            raise ModelRejected(f"{model.directory}: verification frame {name} does not decode ({exc})") from None
+        _check_inference(model, pixels, f"verification frame {name}")
 
 
 class ModelSlot:

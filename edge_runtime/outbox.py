@@ -15,6 +15,10 @@ and re-sends what was not acknowledged, in order. A segment is deleted once ever
 it is acknowledged. The log is bounded by ``max_bytes``: the oldest segment is evicted and
 its unsent results counted (``evicted``).
 
+The sequence number up to which every result is acknowledged is written to ``acked`` (renamed
+into place by the committer, not fsync'ed: a stale value only means more duplicates), so a
+restart re-sends only what was acknowledged since the last commit round, not whole segments.
+
 Crash leftovers are repaired at start-up: empty segments are removed, a cut-off last line
 is truncated (counted in ``corrupt_lines``); a line whose checksum does not match (a torn
 write after a power loss) is skipped and counted. New segments are named after their first
@@ -59,6 +63,7 @@ class _Segment:
     closed: bool = False  # no more appends (older run, or rotated)
     held: int = 0  # entries read by the sender and not yet acknowledged (the segment is not evicted meanwhile)
     read_offset: int = 0  # bytes the sender has read
+    read_lines: int = 0  # lines the sender has read (line i holds sequence number first_seq + i)
 
 
 @dataclass(eq=False)
@@ -93,6 +98,9 @@ class ResultOutbox:
         self._disk_bytes = sum(s.size for s in self._segments)
         self._next_seq = max((s.first_seq + s.count for s in self._segments), default=1)
         self._written_seq = self._synced_seq = self._next_seq - 1
+        self._acked_through = self._read_acked()  # every seq <= this is acknowledged (or evicted)
+        self._acked_later: set[int] = set()  # acknowledged above a gap
+        self._acked_written = self._acked_through
         self._writer: tuple[_Segment, object] | None = None
         self._unsynced: list[object] = []  # rotated segment files awaiting their fsync and close
         self._dir_dirty = False  # a segment was created since the last directory fsync
@@ -104,6 +112,35 @@ class ResultOutbox:
         self._stop = threading.Event()
         self._sender = SupervisedThread("result-sender", self._send_loop, self._faults, stop=self._stop)
         self._committer = SupervisedThread("result-committer", self._commit_loop, self._faults, stop=self._stop)
+
+    # ----------------------------------------------------------------- acknowledgement watermark
+    def _read_acked(self) -> int:
+        try:
+            value = int((self._dir / "acked").read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+        return min(value, self._next_seq - 1)
+
+    def _mark_done(self, low: int, high: int) -> None:
+        """Sequence numbers ``low..high`` will never be sent again (acknowledged, corrupt or evicted)."""
+        if low <= self._acked_through + 1 <= high:
+            self._acked_through = high
+        elif low > self._acked_through + 1:
+            self._acked_later.update(range(low, high + 1))
+            return
+        while self._acked_through + 1 in self._acked_later:
+            self._acked_later.discard(self._acked_through + 1)
+            self._acked_through += 1
+        self._acked_later = {seq for seq in self._acked_later if seq > self._acked_through}
+
+    def _write_acked(self) -> None:
+        with self._cond:
+            value = self._acked_through
+        if value != self._acked_written:
+            tmp = self._dir / "acked.tmp"
+            tmp.write_text(f"{value}\n")
+            os.replace(tmp, self._dir / "acked")
+            self._acked_written = value
 
     # ----------------------------------------------------------------- start-up repair
     def _recover(self) -> list[_Segment]:
@@ -195,6 +232,7 @@ class ResultOutbox:
                 return
             lost = victim.count - victim.done
             self._remove_segment(victim)
+            self._mark_done(victim.first_seq, victim.first_seq + victim.count - 1)
             last = victim.first_seq + victim.count
             for seq in [s for s in self._waiting if s < last]:
                 if seq >= victim.first_seq:
@@ -223,12 +261,15 @@ class ResultOutbox:
         while True:
             with self._cond:
                 while (self._written_seq == self._synced_seq and not self._unsynced and not self._dir_dirty
-                       and not self._stop.is_set()):
+                       and self._acked_through == self._acked_written and not self._stop.is_set()):
                     self._cond.wait(0.5)
                     supervisor.beat()
                 idle = self._written_seq == self._synced_seq and not self._unsynced and not self._dir_dirty
-            if idle:  # stopping with nothing left to sync
-                return
+            if idle:  # nothing to sync: record the acknowledgement progress, or stop
+                self._write_acked()
+                if self._stop.is_set():
+                    return
+                continue
             if not self._stop.is_set():
                 self._stop.wait(self.commit_interval)  # the group: whatever arrives meanwhile shares the fsync
             self.commit()
@@ -261,6 +302,7 @@ class ResultOutbox:
         finally:
             if current is not None:
                 os.close(current)
+        self._write_acked()
         with self._cond:
             self._synced_seq = max(self._synced_seq, target)
             ready = []
@@ -297,10 +339,14 @@ class ResultOutbox:
                     end = len(chunk)
                 segment.read_offset += end
                 for raw in chunk[:end].splitlines():
+                    expected = segment.first_seq + segment.read_lines
+                    segment.read_lines += 1
                     entry = self._parse(raw, segment)
-                    if entry is None:
-                        self.corrupt_lines += 1
+                    if entry is None or entry.seq <= self._acked_through:
+                        if entry is None:
+                            self.corrupt_lines += 1
                         segment.done += 1
+                        self._mark_done(expected, expected)
                     else:
                         segment.held += 1
                         self._readahead.append(entry)
@@ -341,6 +387,7 @@ class ResultOutbox:
             segment = entry.segment
             segment.done += 1
             segment.held -= 1
+            self._mark_done(entry.seq, entry.seq)
             callback = self._waiting.pop(entry.seq, None)
             self._delete_if_done(segment)
         _run_callbacks([callback] if callback else [])

@@ -19,12 +19,14 @@ import math
 import queue
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
+
 from edge_runtime.detector import Detector, FrameDetections, Thresholds
-from edge_runtime.imaging import FrameTooLarge, ImageDecodeError, decode_image, encode_jpeg
+from edge_runtime.imaging import FrameTooLarge, ImageDecodeError, decode_image, encode_jpeg, image_size
 from edge_runtime.models import LoadedModel, ModelSlot
 from edge_runtime.sources import Frame, FrameSource
 from edge_runtime.supervision import SupervisedThread, ThreadFaults
@@ -32,6 +34,9 @@ from edge_runtime.supervision import SupervisedThread, ThreadFaults
 log = logging.getLogger(__name__)
 
 _END = object()
+# Frames above this many pixels are decoded and run one at a time (the other workers go on with small
+# ones), so the memory of two large frames is never held at once.
+LARGE_FRAME_PIXELS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -65,7 +70,8 @@ class FramePipeline:
                  on_source_error: Callable[[str | None], None], max_frames: int | None = None,
                  faults: ThreadFaults | None = None, detector: Detector | None = None,
                  max_pixels: Callable[[], int | None] = lambda: None,
-                 on_internal_error: Callable[[FrameOutcome, Exception], None] | None = None) -> None:
+                 on_internal_error: Callable[[FrameOutcome, Exception], None] | None = None,
+                 encode: Callable[[np.ndarray], bytes] = encode_jpeg) -> None:
         self._slot = slot
         self._thresholds = thresholds
         self._open_source = open_source
@@ -76,6 +82,8 @@ class FramePipeline:
         self._max_pixels = max_pixels
         self.faults = faults or ThreadFaults()
         self._detector = detector or Detector()
+        self._encode = encode
+        self._large_frames = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="frame-worker")
         self._pending: queue.Queue = queue.Queue(maxsize=workers * 2)
         self._stopping = threading.Event()
@@ -189,6 +197,14 @@ class FramePipeline:
     # ----------------------------------------------------------------- workers
     def _process(self, frame: Frame, model: LoadedModel) -> FrameOutcome:
         """Decode, detect and (camera frames) encode one frame; never raises: failures become error outcomes."""
+        if frame.data is not None:
+            size = image_size(frame.data)
+            if size is not None and size[0] * size[1] > LARGE_FRAME_PIXELS:
+                with self._large_frames:
+                    return self._process_one(frame, model)
+        return self._process_one(frame, model)
+
+    def _process_one(self, frame: Frame, model: LoadedModel) -> FrameOutcome:
         started = time.perf_counter()
         try:
             limit = self._max_pixels()
@@ -222,9 +238,9 @@ class FramePipeline:
                                 error_kind="inference")
         latency_ms = (time.perf_counter() - started) * 1000
         try:
-            data = frame.data if frame.data is not None else encode_jpeg(pixels)
+            data = frame.data if frame.data is not None else self._encode(pixels)
         except Exception as exc:
-            log.exception("encoding %s failed", frame.image_id)
+            log.exception("frame-workers: encoding failed on %s (%s)", frame.image_id, frame.source_name)
             self.faults.failed("frame-workers", f"frame-workers: encoding {frame.image_id} failed: "
                                                 f"{type(exc).__name__}: {exc}")
             data = None

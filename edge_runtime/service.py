@@ -77,7 +77,7 @@ class EdgeRuntime:
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
                  max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0,
                  source_factory: Callable[[DeviceConfig], FrameSource] | None = None,
-                 detector: Detector | None = None) -> None:
+                 detector: Detector | None = None, frame_encoder: Callable[[Any], bytes] | None = None) -> None:
         tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
@@ -111,7 +111,7 @@ class EdgeRuntime:
         self._writer_stop = threading.Event()
         self.capture_writer = SupervisedThread("capture-writer", self._capture_writer_loop, self.faults,
                                                stop=self._writer_stop)
-        self.ring = FrameRing(self.config.ring_size)
+        self.ring = FrameRing(self.config.ring_size, self.config.ring_max_bytes)
         self.feedback = FeedbackHandler(ring=self.ring, captures=self.captures, metrics=self.metrics,
                                         device=lambda: self.config.device_id)
         self._feedback_inbox: queue.Queue[bytes] = queue.Queue(maxsize=1000)
@@ -119,7 +119,8 @@ class EdgeRuntime:
             slot=self.slot, thresholds=self._thresholds, workers=self.workers, open_source=self._open_source,
             on_outcome=self._on_outcome, on_source_error=lambda e: self._set_error("source", e),
             max_frames=max_frames, faults=self.faults, max_pixels=lambda: self.config.max_frame_pixels, detector=detector,
-            on_internal_error=self._on_internal_error)
+            on_internal_error=self._on_internal_error,
+            **({"encode": frame_encoder} if frame_encoder is not None else {}))
         self._last_health = 0.0
         self._frames_at_last_health = 0
         # Called with every published record (result or frame error) once it is in the outbox.
@@ -175,7 +176,7 @@ class EdgeRuntime:
         self.outbox.max_bytes = new.result_buffer_max_bytes
         self.outbox.commit_interval = new.result_commit_seconds
         self.quarantine.max_bytes = new.quarantine_max_bytes
-        self.ring.resize(new.ring_size)
+        self.ring.resize(new.ring_size, new.ring_max_bytes)
         store_keys = ("upload_prefix", "s3_endpoint_url", "s3_region")
         if any(getattr(new, k) != getattr(old, k) for k in store_keys):
             self._store = self._store_factory(new)

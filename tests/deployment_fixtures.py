@@ -44,6 +44,8 @@ def register_model(store: ObjectStore, registry: ModelRegistry, model_dir: Path,
     data = {**json.loads((model_dir / MODEL_CARD_FILE).read_text()), "model_id": model_id, "model_version": None,
             **(card or {})}
     store.put_bytes(model_key(model_id, ONNX_FILE), onnx)
+    if (model_dir / "verification_frames.tar").exists():  # the frames the model ships (no dataset in the store)
+        store.put_bytes(model_key(model_id, "verification_frames.tar"), (model_dir / "verification_frames.tar").read_bytes())
     store.put_json(model_key(model_id, MODEL_CARD_FILE), data)
     record = ModelRecord(
         model_id=model_id, dataset_version=data["dataset_version"], created_at="2026-01-01T00:00:00Z", run_id="test",

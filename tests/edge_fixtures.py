@@ -97,7 +97,9 @@ def model_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def copy_model(source: Path, target: Path) -> Path:
     """Copy a model directory (card written last, as a deployment would)."""
     target.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source / "model.onnx", target / "model.onnx")
+    for path in sorted(source.iterdir()):
+        if path.is_file() and path.name != "model_card.json":
+            shutil.copyfile(path, target / path.name)
     shutil.copyfile(source / "model_card.json", target / "model_card.json")
     return target
 
@@ -156,12 +158,18 @@ def _export_one(out: str, imgsz: str, seed: str, version: str, dataset_version: 
     shutil.move(exported, target)
     shutil.rmtree(work)
     data = target.read_bytes()
+    from edge_runtime.contracts import pack_verification_frames
+
+    # A few of the images it was calibrated on ship with it, as the platform ships validation images.
+    frames, frames_entry = pack_verification_frames(
+        {p.name: p.read_bytes() for p in sorted(Path(calibration).glob("*.jpg"))[:3]})
+    (out_dir / frames_entry["file"]).write_bytes(frames)
     card = {
         "schema": "tagqa.model_card/1", "model_id": f"tiny-{dataset_version}-{seed}", "model_version": version,
         "dataset_version": dataset_version, "class_names": ["scratch"], "imgsz": size, "onnx_file": "model.onnx",
         "onnx_sha256": hashlib.sha256(data).hexdigest(),
         "opset": int(max(o.version for o in onnx.load_from_string(data).opset_import if o.domain in ("", "ai.onnx"))),
-        "exported_by": f"ultralytics {ultralytics.__version__}",
+        "exported_by": f"ultralytics {ultralytics.__version__}", "verification_frames": frames_entry,
     }
     (out_dir / "model_card.json").write_text(json.dumps(card, indent=2))
 

@@ -43,18 +43,22 @@ def test_shipped_inference_template_renders_with_digest_and_least_privilege_topi
 
 def test_model_template_renders_once_model_fields_are_filled() -> None:
     onnx, card = hashlib.sha256(b"onnx").hexdigest(), hashlib.sha256(b"card").hexdigest()
+    frames = hashlib.sha256(b"frames").hexdigest()
     text = (read_template(MODEL_TEMPLATE).replace("{MODEL_ID}", "v0001-abc").replace("{MODEL_VERSION}", "7")
             .replace("{DATASET_VERSION}", "v0001-abcd1234"))
     recipe = render_recipe(text, source="model.yaml", name="com.tagqa.ScratchModel", version="7.0.0", author="tagqa",
                            artifacts={"model.onnx": ("file:///s/model.onnx", onnx),
-                                      "model_card.json": ("file:///s/model_card.json", card)})
-    assert artifact_digests(recipe) == {"file:///s/model.onnx": onnx, "file:///s/model_card.json": card}
+                                      "model_card.json": ("file:///s/model_card.json", card),
+                                      "verification_frames.tar": ("file:///s/verification_frames.tar", frames)})
+    assert artifact_digests(recipe) == {"file:///s/model.onnx": onnx, "file:///s/model_card.json": card,
+                                        "file:///s/verification_frames.tar": frames}
     assert recipe["ComponentConfiguration"]["DefaultConfiguration"]["modelVersion"] == "7"
     # The model fields left unfilled are caught as placeholders.
     with pytest.raises(RecipeError, match=r"placeholder.*MODEL_ID"):
         render_recipe(read_template(MODEL_TEMPLATE), source="model.yaml", name="com.tagqa.ScratchModel",
                       version="7.0.0", author="tagqa", artifacts={"model.onnx": ("file:///m", onnx),
-                                                                  "model_card.json": ("file:///c", card)})
+                                                                  "model_card.json": ("file:///c", card),
+                                                                  "verification_frames.tar": ("file:///f", frames)})
 
 
 def _set(path: str, value):

@@ -133,3 +133,18 @@ def test_feedback_that_cannot_be_served_is_counted(tmp_path: Path, payload: byte
                               device=lambda: "line-1")
     assert not handler.handle(payload)
     assert getattr(metrics, counter) == 1 and metrics.feedback_received == 1
+
+
+def test_ring_is_bounded_by_bytes_as_well_as_by_count() -> None:
+    """Large frames: the ring keeps as many as fit its byte budget (the newest one always)."""
+    from datetime import datetime, timezone
+
+    from edge_runtime.capture import FrameRing, RingEntry
+
+    ring = FrameRing(64, max_bytes=3_000_000)
+    now = datetime.now(timezone.utc)
+    for i in range(10):
+        ring.add(RingEntry(f"big-{i}", now, b"x" * 1_000_000, {}))
+    assert len(ring) == 3 and ring.get("big-9") and not ring.get("big-6") and ring.bytes == 3_000_000
+    ring.add(RingEntry("huge", now, b"x" * 5_000_000, {}))
+    assert len(ring) == 1 and ring.get("huge")

@@ -47,7 +47,7 @@ def test_results_arrive_in_order_while_connected(mosquitto, tmp_path: Path) -> N
     publisher.close()
     collector.close()
     assert _ids(collector) == list(range(300))
-    assert outbox.published == 300 and list((tmp_path / "out").iterdir()) == []
+    assert outbox.published == 300 and list((tmp_path / "out").glob("seg-*")) == []
 
 
 def test_broker_outage_buffers_on_disk_and_flushes_in_order(mosquitto, tmp_path: Path) -> None:
@@ -203,3 +203,54 @@ def test_results_survive_sigkill_at_any_moment_of_writing(mosquitto, tmp_path: P
     collector.close()
     first_seen = list(dict.fromkeys(_ids(collector)))
     assert first_seen == sorted(first_seen), "in order"
+
+
+_ACKED_WRITER = """
+import sys, json, time
+from edge_runtime.outbox import ResultOutbox
+from edge_runtime.publishers import MqttPublisher
+publisher = MqttPublisher("127.0.0.1", int(sys.argv[2]), "edge-acked-writer")
+publisher.start()
+publisher.wait_connected(30)
+outbox = ResultOutbox(sys.argv[1], publisher, max_bytes=10**7)
+outbox.start()
+for i in range(300):
+    outbox.put("tagqa/line-1/detections", json.dumps({"image_id": f"img-{i:05d}", "pad": "x" * 200}).encode())
+while outbox.backlog():
+    time.sleep(0.05)
+time.sleep(1.5)  # a few commit rounds: the acknowledgement watermark is on disk
+print("acked", flush=True)
+time.sleep(3600)
+"""
+
+
+def test_a_restart_resends_only_what_was_not_acknowledged(mosquitto, tmp_path: Path) -> None:
+    """Killed with everything acknowledged, a restarted outbox must not publish its open segment again."""
+    import signal
+    import subprocess
+    import sys
+
+    from edge_fixtures import REPO
+
+    out = tmp_path / "out"
+    first = MqttCollector(mosquitto.port, [TOPIC])
+    writer = subprocess.Popen([sys.executable, "-c", _ACKED_WRITER, str(out), str(mosquitto.port)], cwd=REPO,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline().strip() == "acked"
+    finally:
+        writer.send_signal(signal.SIGKILL)
+        writer.wait(30)
+    assert sorted(set(_ids(first))) == list(range(300))
+    first.close()
+    assert list(out.glob("seg-*.jsonl")), "the open segment is still on disk after the kill"
+    collector = MqttCollector(mosquitto.port, [TOPIC])
+    publisher = _publisher(mosquitto, "edge-acked-writer")
+    outbox = ResultOutbox(out, publisher, max_bytes=10**7)
+    outbox.start()
+    outbox.put(TOPIC, _payload(300))
+    _wait(lambda: 300 in _ids(collector), 30)
+    outbox.stop()
+    publisher.close()
+    collector.close()
+    assert _ids(collector) == [300], "nothing acknowledged before the kill was sent again"

@@ -15,6 +15,7 @@ import pytest
 from edge_fixtures import MqttCollector, mosquitto, sample_images, tiny_models  # noqa: F401
 from edge_runtime.config_sources import NoConfigSource
 from edge_runtime.detector import Detector
+from edge_runtime.imaging import encode_jpeg
 from edge_runtime.publishers import MqttPublisher
 from edge_runtime.service import EdgeRuntime
 from edge_runtime.sources import FolderSource
@@ -81,7 +82,18 @@ class FaultyPublisher(MqttPublisher):
         return super().publish(topic, payload, qos=qos)
 
 
-THREADS = ["frame-source", "frame-workers", "frame-sink", "result-sender", "result-committer", "capture-writer",
+class PixelFolderSource(FolderSource):
+    """Frames as decoded pixels (as a camera delivers them), so the worker encodes them for capture."""
+
+    def frames(self, stop):
+        from edge_runtime.imaging import decode_image
+
+        for frame in super().frames(stop):
+            frame.pixels, frame.data = decode_image(frame.data), None
+            yield frame
+
+
+THREADS = ["frame-source", "frame-workers", "frame-encode", "frame-sink", "result-sender", "result-committer", "capture-writer",
            "capture-uploader"]
 
 
@@ -100,9 +112,11 @@ def test_a_crashed_thread_is_logged_restarted_and_reported_until_it_recovers(
                    "healthIntervalSeconds": 0.5},
         publisher_factory=lambda c: publisher_class("127.0.0.1", mosquitto.port, "edge-line-1"),
         store_factory=lambda c: LocalFolderStore(tmp_path / "store"),
-        source_factory=(lambda c: CrashingFolderSource(folder, on_read="delete", settle_seconds=0.0))
-        if thread == "frame-source" else None,
-        detector=FaultyDetector() if thread == "frame-workers" else None)
+        source_factory={"frame-source": lambda c: CrashingFolderSource(folder, on_read="delete", settle_seconds=0.0),
+                        "frame-encode": lambda c: PixelFolderSource(folder, on_read="delete", settle_seconds=0.0),
+                        }.get(thread),
+        detector=FaultyDetector() if thread == "frame-workers" else None,
+        frame_encoder=once(encode_jpeg, "frame-workers") if thread == "frame-encode" else None)
     if thread == "frame-sink":
         runtime.ring.add = once(runtime.ring.add, thread)
     elif thread == "result-committer":
@@ -143,12 +157,13 @@ def test_a_crashed_thread_is_logged_restarted_and_reported_until_it_recovers(
         runner.join(60)
         collector.close()
     assert not runner.is_alive()
-    degraded = [error for status, error in seen if status == "degraded" and error and thread in error]
-    assert degraded, f"health never showed {thread} degraded: {sorted(set(seen), key=str)[:5]}"
-    assert "InjectedFault" in degraded[0] and f"injected into {thread}" in degraded[0]
+    part = "frame-workers" if thread == "frame-encode" else thread  # encoding runs on the workers
+    degraded = [error for status, error in seen if status == "degraded" and error and part in error]
+    assert degraded, f"health never showed {part} degraded: {sorted(set(seen), key=str)[:5]}"
+    assert "InjectedFault" in degraded[0] and f"injected into {part}" in degraded[0]
     assert final["status"] == "ok" and final["error"] is None, final
-    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and thread in r.getMessage()
-              or "injected into" in r.getMessage()]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR and part in r.getMessage()
+              or "injected into" in r.getMessage() or (r.exc_info and "injected into" in str(r.exc_info[1]))]
     assert logged, "the crash was logged"
     if thread != "result-committer":  # the committer's unit of work is a group of results, not one item
         assert any((" on " in m) for m in logged), f"logged with the item it concerned: {logged}"
@@ -159,4 +174,4 @@ def test_a_crashed_thread_is_logged_restarted_and_reported_until_it_recovers(
         assert len(failed) == 1 and failed[0]["reason"] == "inference" and "InjectedFault" in failed[0]["detail"]
     uploaded = {p.name for p in (tmp_path / "store").rglob("*.json")}
     assert len(uploaded) >= FRAMES - 1, "captures were written and uploaded despite the fault"
-    assert runtime.faults.restarts >= (0 if thread == "frame-workers" else 1)
+    assert runtime.faults.restarts >= (0 if thread in ("frame-workers", "frame-encode") else 1)

@@ -1,7 +1,12 @@
 """Building the two Greengrass components of a release into the store, and reading them back.
 
 - Model component ``<prefix>ScratchModel`` version ``N.0.0`` for registry version N:
-  ``model.onnx`` and ``model_card.json`` with ``model_version`` set to ``"N"``.
+  ``model.onnx``, ``model_card.json`` with ``model_version`` set to ``"N"``, and
+  ``verification_frames.tar``: a handful of the model's validation images (the first
+  ``VERIFICATION_FRAME_COUNT`` by image key of its dataset version's val split, else test, else
+  train), on which the edge runtime runs the model before serving it and refuses non-finite
+  outputs. A model whose dataset version is not in the store ships the frames stored beside it
+  (``models/<model_id>/verification_frames.tar``, named by its card), else the build fails.
 - Inference component ``<prefix>EdgeInference``: ``greengrass.zip`` holding ``wheels/``
   (the bundle from wheels.py), recipe from ``deploy/greengrass/recipe.yaml``. Its version is
   ``<tagqa major>.<tagqa minor>.<K>``; an unchanged bundle and template reuse the existing
@@ -27,7 +32,8 @@ from typing import Any
 
 import yaml
 
-from edge_runtime.contracts import ContractError, ModelCard, validate_identifier
+from edge_runtime.contracts import (VERIFICATION_FRAMES_FILE, VERIFICATION_FRAMES_KEY, ContractError, ModelCard,
+                                    pack_verification_frames, validate_identifier)
 from tagqa_assets.contracts.edge import (
     BUILD_FILE,
     INFERENCE_ARCHIVE,
@@ -41,11 +47,13 @@ from tagqa_assets.contracts.edge import (
 )
 from tagqa_assets.contracts.models import APPROVED, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
 from tagqa_assets.deployment.recipes import RecipeError, artifact_digests, read_template, recipe_yaml, render_recipe, validate_recipe
+from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.wheels import WheelBundle
 from tagqa_assets.model_catalog.model_files import read_model_record
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 MODEL_TEMPLATE = Path(__file__).with_name("model_recipe.yaml")
+VERIFICATION_FRAME_COUNT = 4
 _ZIP_TIME = (2020, 1, 1, 0, 0, 0)
 
 
@@ -125,9 +133,11 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
                                   f"{record.files[ONNX_FILE]}")
     if card.model_id != entry.model_id:
         raise ComponentBuildError(f"{where}: its model card belongs to model {card.model_id!r}")
-    card_bytes = json.dumps(dataclasses.replace(card, model_version=str(entry.version)).to_dict(),
-                            indent=2, sort_keys=True).encode()
-    files = {ONNX_FILE: onnx, MODEL_CARD_FILE: card_bytes}
+    frames, frames_entry = _verification_frames(store, entry, card, where)
+    card = dataclasses.replace(card, model_version=str(entry.version),
+                               extra={**card.extra, VERIFICATION_FRAMES_KEY: frames_entry})
+    card_bytes = json.dumps(card.to_dict(), indent=2, sort_keys=True).encode()
+    files = {ONNX_FILE: onnx, MODEL_CARD_FILE: card_bytes, VERIFICATION_FRAMES_FILE: frames}
     text = read_template(template)
     for placeholder, value in (("{MODEL_ID}", entry.model_id), ("{MODEL_VERSION}", str(entry.version)),
                                ("{DATASET_VERSION}", entry.dataset_version)):
@@ -135,6 +145,36 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
     build = {"component": ref.name, "version": ref.version, "model_version": entry.version,
              "model_id": entry.model_id, "dataset_version": entry.dataset_version}
     return _build(store, ref, files, text, str(template), author, build)
+
+
+def _verification_frames(store: ObjectStore, entry: ModelVersion, card: ModelCard, where: str
+                         ) -> tuple[bytes, dict[str, Any]]:
+    """The verification frames the model component ships (tar bytes, model card entry); see the module docstring."""
+    versions = DatasetVersionStore(store)
+    if versions.is_committed(entry.dataset_version):
+        manifest = versions.manifest(entry.dataset_version)
+        for split in ("val", "test", "train"):
+            keys = sorted(manifest.loc[manifest["split"] == split, "image_key"])[:VERIFICATION_FRAME_COUNT]
+            if keys:
+                break
+        try:
+            frames = {f"{i}-{Path(key).name}": store.get_bytes(key) for i, key in enumerate(keys)}
+        except ObjectNotFound as exc:
+            raise ComponentBuildError(f"{where}: a verification frame of dataset {entry.dataset_version} is "
+                                      f"missing: {exc}") from None
+        if frames:
+            return pack_verification_frames(frames)
+    shipped = card.extra.get(VERIFICATION_FRAMES_KEY)
+    if isinstance(shipped, dict) and shipped.get("file") == VERIFICATION_FRAMES_FILE:
+        try:
+            data = store.get_bytes(model_key(entry.model_id, VERIFICATION_FRAMES_FILE))
+        except ObjectNotFound:
+            data = None
+        if data is not None and hashlib.sha256(data).hexdigest() == shipped.get("sha256"):
+            return data, dict(shipped)
+    raise ComponentBuildError(f"{where}: no verification frames: dataset version {entry.dataset_version} has no "
+                              f"images in {store.uri} and the model ships no {VERIFICATION_FRAMES_FILE} "
+                              "matching its card")
 
 
 def _build(store: ObjectStore, ref: ComponentRef, files: dict[str, bytes], template: str, source: str, author: str,
