@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from datetime import datetime, timedelta, timezone
@@ -52,6 +53,18 @@ def test_a_message_cut_anywhere_is_truncated(cut):
     with pytest.raises(RejectedResult) as caught:
         decode_result("tagqa/line-1/detections", payload[:cut], NOW)
     assert caught.value.reason == "truncated"
+
+
+def test_a_device_error_record_is_kept_as_a_frame_error_reject():
+    # The device could not inspect the frame (edge_runtime.contracts.FrameError): accounted for, not a row.
+    payload = json.dumps({"schema": "tagqa.frame_error/1", "device": "line-1", "image_id": "tag-7-0123456789",
+                          "timestamp": "2026-12-03T12:00:00Z", "source_name": "tag-7.jpg", "reason": "corrupt",
+                          "detail": "cannot identify image file", "model_id": "m1", "model_version": "3",
+                          "kept": "quarantine"}).encode()
+    with pytest.raises(RejectedResult) as caught:
+        decode_result("tagqa/line-1/detections", payload, NOW)
+    assert caught.value.reason == "frame_error"
+    assert "line-1/tag-7-0123456789 (tag-7.jpg): corrupt" in caught.value.detail
 
 
 def test_device_in_topic_and_payload_must_agree():

@@ -25,7 +25,14 @@ from typing import Any, Mapping
 
 import pyarrow as pa
 
-from edge_runtime.contracts import RESULT_SCHEMA, ContractError, validate_identifier, validate_result
+from edge_runtime.contracts import (
+    FRAME_ERROR_SCHEMA,
+    RESULT_SCHEMA,
+    ContractError,
+    validate_frame_error,
+    validate_identifier,
+    validate_result,
+)
 
 RESULTS_LAYOUT_VERSION = 1
 FRAMES_PREFIX = "results/frames/"
@@ -43,8 +50,11 @@ DEVICE_MISMATCH = "device_mismatch"
 INVALID_RESULT = "invalid_result"
 CLOCK_WENT_BACK = "clock_went_back"
 CLOCK_AHEAD = "clock_ahead"
+# A device's error record (tagqa.frame_error/1) for a frame it could not inspect: not a result
+# row, but kept (payload and all) in the reject parts so every frame stays accounted for.
+FRAME_ERROR = "frame_error"
 REJECT_REASONS = (NOT_JSON, TRUNCATED, NOT_AN_OBJECT, UNKNOWN_SCHEMA, BAD_DEVICE_ID, DEVICE_MISMATCH,
-                  INVALID_RESULT, CLOCK_WENT_BACK, CLOCK_AHEAD)
+                  INVALID_RESULT, CLOCK_WENT_BACK, CLOCK_AHEAD, FRAME_ERROR)
 
 UTC_US = pa.timestamp("us", tz="UTC")
 DETECTION_TYPE = pa.struct([("class", pa.string()), ("class_id", pa.int32()), ("score", pa.float64()),
@@ -164,6 +174,13 @@ def decode_result(topic: str, payload: bytes, received_at: datetime) -> FrameRow
         raise RejectedResult(reason, f"{exc.msg} at character {exc.pos} of {len(text)}") from None
     if not isinstance(data, dict):
         raise RejectedResult(NOT_AN_OBJECT, f"expected a JSON object, got {type(data).__name__}")
+    if data.get("schema") == FRAME_ERROR_SCHEMA:
+        try:
+            error = validate_frame_error(data)
+        except ContractError as exc:
+            raise RejectedResult(INVALID_RESULT, str(exc)) from None
+        raise RejectedResult(FRAME_ERROR, f"{error['device']}/{error['image_id']} ({error['source_name']}): "
+                                          f"{error['reason']}: {error['detail']}")
     if data.get("schema") != RESULT_SCHEMA:
         raise RejectedResult(UNKNOWN_SCHEMA, f"schema {data.get('schema')!r} is not {RESULT_SCHEMA!r}")
     match = _TOPIC.match(topic)
