@@ -16,7 +16,7 @@ from model_fixtures import build_version
 from tagqa_assets.contracts.edge import component_key
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.components import VERIFICATION_FRAME_COUNT, build_model_component
-from tagqa_assets.registry.backends import LocalModelRegistry
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
 
 MODEL = "com.tagqa.ScratchModel"

@@ -13,8 +13,10 @@ from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.imaging import decode_image
 from edge_runtime.models import load_verified_model
 from model_fixtures import build_version, materialization, materialize_chain, resources
-from tagqa_assets.contracts.models import MODEL_CARD_FILE, ONNX_FILE, model_key
+from tagqa_assets.contracts.models import APPROVED, MODEL_CARD_FILE, model_key
 from tagqa_assets.datasets.versions import DatasetVersionStore
+from tagqa_assets.deployment.components import build_model_component
+from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore
 
 CLASSES = ("scratch", "dent")
@@ -49,13 +51,19 @@ def test_two_class_model_trains_evaluates_per_class_and_the_device_names_both(tm
     mean = np.mean([values["ap50_95"] for values in per_class.values()])
     assert abs(document["metrics"]["test"]["map50_95"] - mean) < 1e-3  # the gate's mAP is the mean over classes
 
-    # The device: the edge runtime loads the verified model (4 + 2 output rows) and names detections from the card.
+    # The device: approved, built into the model component a deployment ships (its card carries the test AP
+    # per class), loaded and verified by the edge runtime (4 + 2 output rows), detections named from the card.
+    registry = LocalModelRegistry(store)
+    registry.set_status(registry.find_model(model_id).version, APPROVED, "two-class test")
+    built = build_model_component(store, registry.find_model(model_id), name="com.tagqa.ScratchModel", author="tagqa")
     device_dir = tmp_path / "device-model"
     device_dir.mkdir()
-    for name in (ONNX_FILE, MODEL_CARD_FILE):
-        store.download_file(model_key(model_id, name), device_dir / name)
+    for name, (key, _) in built.artifacts.items():
+        (device_dir / name).write_bytes(store.get_bytes(key))
     model = load_verified_model(device_dir)
     assert model.card.class_names == CLASSES
+    shipped = model.card.extra["evaluation"]
+    assert shipped["split"] == "test" and shipped["per_class"] == per_class
     detector = Detector()
     seen = set()
     for key in manifest.loc[manifest["split"] == "test", "image_key"]:

@@ -45,7 +45,7 @@ from tagqa_assets.contracts.edge import (
     parse_semver,
     utc_now,
 )
-from tagqa_assets.contracts.models import APPROVED, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
+from tagqa_assets.contracts.models import APPROVED, METRICS_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
 from tagqa_assets.deployment.recipes import RecipeError, artifact_digests, read_template, recipe_yaml, render_recipe, validate_recipe
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.wheels import WheelBundle
@@ -135,7 +135,7 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
         raise ComponentBuildError(f"{where}: its model card belongs to model {card.model_id!r}")
     frames, frames_entry = _verification_frames(store, entry, card, where)
     card = dataclasses.replace(card, model_version=str(entry.version),
-                               extra={**card.extra, VERIFICATION_FRAMES_KEY: frames_entry})
+                               extra={**card.extra, VERIFICATION_FRAMES_KEY: frames_entry, **_card_evaluation(store, entry)})
     card_bytes = json.dumps(card.to_dict(), indent=2, sort_keys=True).encode()
     files = {ONNX_FILE: onnx, MODEL_CARD_FILE: card_bytes, VERIFICATION_FRAMES_FILE: frames}
     text = read_template(template)
@@ -145,6 +145,17 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
     build = {"component": ref.name, "version": ref.version, "model_version": entry.version,
              "model_id": entry.model_id, "dataset_version": entry.dataset_version}
     return _build(store, ref, files, text, str(template), author, build)
+
+
+def _card_evaluation(store: ObjectStore, entry: ModelVersion) -> dict[str, Any]:
+    """``{"evaluation": ...}`` for the shipped model card: the test split's metrics and AP per class from the
+    model's ``metrics.json`` (what the registry approved it on); empty for a model committed without one."""
+    try:
+        document = store.get_json(model_key(entry.model_id, METRICS_FILE))
+    except ObjectNotFound:
+        return {}
+    return {"evaluation": {"split": "test", "metrics": document.get("metrics", {}).get("test", {}),
+                           "per_class": document.get("per_class", {}).get("test", {})}}
 
 
 def _verification_frames(store: ObjectStore, entry: ModelVersion, card: ModelCard, where: str
