@@ -270,6 +270,14 @@ def shell_exports(settings: Settings, names: list[str]) -> str:
     return "\n".join(lines)
 
 
+def _is_default(spec: SettingSpec, text: str) -> bool:
+    """Whether ``text`` means the default (``0.40`` is the default ``0.4``); an unparsable value is not."""
+    try:
+        return _parse(spec, text, "") == spec.default
+    except ValueError:
+        return False
+
+
 def migrate_dotenv(cwd: Path) -> list[str]:
     """Move tagqa's settings out of ``cwd/.env`` into ``cwd/tagqa.env``; returns what it did, line by line.
 
@@ -288,7 +296,7 @@ def migrate_dotenv(cwd: Path) -> list[str]:
         return []
     present = read_settings_file(target) if target.is_file() else {}
     moved = {key: value for key, value in ours.items()
-             if key in _BY_NAME and value != "" and value != _text(_BY_NAME[key].default) and key not in present}
+             if key in _BY_NAME and value != "" and not _is_default(_BY_NAME[key], value) and key not in present}
     if not target.is_file():
         target.write_text(template())
     if moved:

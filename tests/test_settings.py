@@ -121,9 +121,11 @@ def test_template_documents_every_setting_and_sets_none() -> None:
 
 def test_settings_init_moves_an_old_dotenv(tmp_path: Path) -> None:
     (tmp_path / ".env").write_text("# Settings of the tagqa code location\nTAGQA_STORE=.tagqa/store\n"
-                                   "TAGQA_GATE_THRESHOLD=0.2\nYOLO_OFFLINE=1\nMY_OWN=keep\n")
+                                   "TAGQA_GATE_THRESHOLD=0.2\nTAGQA_CHAMPION_MARGIN=0.010\nYOLO_OFFLINE=1\nMY_OWN=keep\n")
     report = migrate_dotenv(tmp_path)
     assert "moved TAGQA_GATE_THRESHOLD" in report[0]
+    # 0.010 is the default 0.01 written another way: dropped like every default, not moved.
+    assert not any("TAGQA_CHAMPION_MARGIN" in line for line in report)
     settings = load_settings({}, tmp_path)
     assert settings.gate_threshold == 0.2 and settings.source("store") == DEFAULT_SOURCE
     assert (tmp_path / ".env").read_text() == "MY_OWN=keep\n" and (tmp_path / ".env.tagqa-backup").is_file()

@@ -7,6 +7,7 @@ out half a model.
 
 from __future__ import annotations
 
+import json
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -49,9 +50,14 @@ def read_model_record(store: ObjectStore, model_id: str) -> ModelRecord:
 
 
 def stage_onnx(store: ObjectStore, model_id: str, directory: Path) -> Path:
-    """Download ``model.onnx`` + ``model_card.json`` of a model into ``directory`` (for ``OnnxModel``)."""
+    """Download ``model.onnx`` + ``model_card.json`` of a model into ``directory`` (for ``OnnxModel``), and the
+    verification frames file its card names, so the edge runtime verifies it as a device would."""
     directory.mkdir(parents=True, exist_ok=True)
     for name in (ONNX_FILE, MODEL_CARD_FILE):
+        store.download_file(model_key(model_id, name), directory / name)
+    frames = json.loads((directory / MODEL_CARD_FILE).read_text()).get("verification_frames")
+    if isinstance(frames, dict) and isinstance(frames.get("file"), str):
+        name = Path(frames["file"]).name
         store.download_file(model_key(model_id, name), directory / name)
     return directory
 
