@@ -110,6 +110,7 @@ def test_a_dead_device_process_fails_fast(local_store, two_releases, mosquitto, 
     assert not (folder / RUNTIME_CONFIG).exists()
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_a_timeout_restores_the_previous_release_and_does_not_blame_the_model(
         local_store, two_releases, mosquitto, tmp_path: Path) -> None:
     registry, a, b = two_releases

@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from edge_fixtures import REPO, Mosquitto, MqttCollector, mosquitto, sample_images, tiny_models  # noqa: F401
 
 DETECTIONS = "tagqa/line-1/detections"
@@ -73,6 +75,7 @@ def test_kill9_after_an_outage_loses_no_result(mosquitto, tiny_models, tmp_path:
     assert all(len(ids) == 1 for ids in _ids_by_name(collector).values())
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_kill9_at_any_moment_every_frame_gets_one_record_under_one_id(tiny_models, tmp_path: Path) -> None:
     """SIGKILL twice mid-stream while the broker is also killed once: every frame has a record, one id each."""
     mosquitto = Mosquitto(tmp_path / "mosquitto", autosave_seconds=1)  # the collector's session survives SIGKILL

@@ -201,6 +201,7 @@ def _raw_response(sock: socket.socket, timeout: float) -> bytes:
     return data
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_bad_input_gets_its_status_while_the_camera_keeps_going(device_factory, mosquitto, tmp_path: Path) -> None:
     images = real_images(4, tmp_path / "images")
     collector = MqttCollector(mosquitto.port, [DETECTIONS])
@@ -341,6 +342,7 @@ def test_the_openapi_description_names_every_route() -> None:
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_the_http_server_thread_is_supervised(mosquitto, tiny_models, tmp_path: Path) -> None:  # noqa: F811
     """A crash in the server's loop (injected into its poll hook) shows as degraded, is restarted, and serves again."""
     import urllib.request

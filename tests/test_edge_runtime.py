@@ -150,6 +150,7 @@ def test_uncertain_and_flagged_frames_reach_the_s3_store(mosquitto, tiny_models,
     assert health["feedback_received"] == 2 and health["capture_queue_depth"] == 0
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_hot_swap_through_the_config_file_drops_no_frame(mosquitto, tiny_models, tmp_path: Path) -> None:
     sample_images(tmp_path / "camera", 5)
     config = tmp_path / "device.json"

@@ -97,6 +97,7 @@ THREADS = ["frame-source", "frame-workers", "frame-encode", "frame-sink", "resul
            "capture-uploader"]
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 @pytest.mark.parametrize("thread", THREADS)
 def test_a_crashed_thread_is_logged_restarted_and_reported_until_it_recovers(
         thread: str, mosquitto, tiny_models, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -141,6 +141,7 @@ def _raw_images(store: Path) -> int:
     return sum(1 for path in (store / "raw").rglob("*.jpg"))
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_the_same_shell_override_reaches_the_store_for_tagqa_and_dagster(tmp_path: Path) -> None:
     (tmp_path / SETTINGS_FILE).write_text(f"TAGQA_STORE={tmp_path / 'file-store'}\n")
     shell_store = tmp_path / "shell-store"

@@ -151,6 +151,7 @@ def _writer_caught_mid_write(root: Path, key: str, stop_signal: int) -> tuple[su
     raise AssertionError(f"could not catch a writer of {key} mid-write")
 
 
+@pytest.mark.slow  # seconds of waiting: in make test, not the quick tier
 def test_killed_writers_temp_file_is_removed_once_stale_never_a_live_writers(tmp_path: Path):
     BOUND = 15.0  # seconds a temporary file must be untouched before a store open removes it
     root = tmp_path / "store"
