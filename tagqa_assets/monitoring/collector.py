@@ -47,6 +47,7 @@ from tagqa_assets.contracts.results import (
     reject_part_key,
     reject_row,
 )
+from tagqa_assets.settings import DEFAULTS
 from tagqa_assets.storage import ObjectStore
 
 log = logging.getLogger(__name__)
@@ -56,13 +57,14 @@ RESULTS_TOPIC = "tagqa/+/detections"
 
 @dataclass(frozen=True)
 class CollectorSettings:
-    """What the collector connects to and how it batches (defaults: docs/monitoring.md)."""
+    """What the collector connects to and how it batches (defaults: docs/monitoring.md; the broker,
+    client id and batching defaults are the settings', ``tagqa_assets/settings.py``)."""
 
-    broker: str = "127.0.0.1:1883"
-    client_id: str = "tagqa-results-collector"
+    broker: str = DEFAULTS.mqtt_broker
+    client_id: str = DEFAULTS.results_client_id
     topic: str = RESULTS_TOPIC
-    batch_rows: int = 2000  # a part per this many messages at the latest ...
-    batch_seconds: float = 5.0  # ... or this long after the first unwritten one
+    batch_rows: int = DEFAULTS.results_batch_rows  # a part per this many messages at the latest ...
+    batch_seconds: float = DEFAULTS.results_batch_seconds  # ... or this long after the first unwritten one
     session_expiry_seconds: int = 7 * 24 * 3600  # how long the broker queues for us while we are down
     dedup_window: int = 500_000  # (device, image id) pairs remembered (~100 MB at most)
     clock_tolerance_seconds: float = 300.0  # per device: how far a timestamp may go back (parallel workers reorder)

@@ -18,17 +18,21 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from tagqa_assets.contracts.models import METRICS_FILE, model_key
+from tagqa_assets.settings import DEFAULTS
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 
 @dataclass(frozen=True)
 class DriftThresholds:
-    """When a device-day counts as drifted, and what a device's verdict and capture band are."""
+    """When a device-day counts as drifted, and what a device's verdict and capture band are.
 
-    psi: float = 0.25
-    defect_rate_delta: float = 0.15
-    capture_share_delta: float = 0.15
-    min_frames: int = 50
+    The thresholds' defaults are the settings' (TAGQA_DRIFT_*, ``tagqa_assets/settings.py``).
+    """
+
+    psi: float = DEFAULTS.drift_psi
+    defect_rate_delta: float = DEFAULTS.drift_defect_rate_delta
+    capture_share_delta: float = DEFAULTS.drift_capture_share_delta
+    min_frames: int = DEFAULTS.drift_min_frames
     decision_threshold: float = 0.5
     capture_band: tuple[float, float] = (0.25, 0.6)
 

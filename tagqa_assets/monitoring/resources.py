@@ -1,13 +1,15 @@
 """Monitoring settings: drift thresholds and the device behaviour the baseline is read with.
 
-Defaults live here once (reasons in docs/monitoring.md, "Drift thresholds"); the code
-location sets them from TAGQA_DRIFT_* variables. Numbers are text fields, like the promotion
+The thresholds' defaults are the settings' (``tagqa_assets/settings.py``; reasons in
+docs/monitoring.md, "Drift thresholds"); the code location wires them in
+``tagqa_assets/resources.py``. Numbers are text fields, like the promotion
 policy's, because ``dg.EnvVar`` hands over text; ``thresholds()`` parses and checks them.
 """
 
 import dagster as dg
 
 from tagqa_assets.monitoring.drift import DriftThresholds
+from tagqa_assets.settings import DEFAULTS
 
 _DEFAULTS = DriftThresholds()
 
@@ -29,7 +31,7 @@ class MonitoringResource(dg.ConfigurableResource):
     decision_threshold: float = _DEFAULTS.decision_threshold  # the devices' decisionThreshold
     capture_band_low: float = _DEFAULTS.capture_band[0]  # the devices' captureBand
     capture_band_high: float = _DEFAULTS.capture_band[1]
-    labeling_sample: int = 25
+    labeling_sample: int = DEFAULTS.drift_labeling_sample
 
     def thresholds(self) -> DriftThresholds:
         """The thresholds as a value object; ``ValueError`` naming the setting that makes no sense."""
