@@ -12,6 +12,25 @@ from tagqa_assets.model_catalog.registry import ModelRegistry
 from tagqa_assets.storage import ObjectStore
 from tagqa_trainer.params import TrainingParams
 
+# The fine-tuning schedule of a warm start (benchmarks/warm_start.py measured it, docs/training.md):
+# AdamW at half the learning rate Ultralytics' "auto" picks for a from-scratch run, no warm-up
+# epochs (their bias warm-up at lr 0.1 would undo the champion's head), mosaic off for the last 3.
+FINE_TUNE_OPTIMIZER = "AdamW"
+FINE_TUNE_LR0 = 0.001
+FINE_TUNE_OVERRIDES = {"warmup_epochs": 0, "close_mosaic": 3}
+
+
+def fine_tune_config(epochs: int) -> dict[str, Any]:
+    """``trained_model``'s config fields for a warm start from the champion with ``epochs`` epochs."""
+    return {"warm_start": "champion", "epochs": epochs, "optimizer": FINE_TUNE_OPTIMIZER, "lr0": FINE_TUNE_LR0,
+            "overrides": {name: str(value) for name, value in FINE_TUNE_OVERRIDES.items()}}
+
+
+def fine_tune_params(base: TrainingParams, epochs: int) -> TrainingParams:
+    """``base`` with the fine-tuning schedule (start weights given separately, as a checkpoint path)."""
+    return TrainingParams.from_dict({**base.to_dict(), "epochs": epochs, "optimizer": FINE_TUNE_OPTIMIZER,
+                                     "lr0": FINE_TUNE_LR0, "overrides": {**base.overrides, **FINE_TUNE_OVERRIDES}})
+
 
 def resolve_start_weights(params: TrainingParams, store: ObjectStore, registry: ModelRegistry, log: Any) -> str:
     """A store key or absolute local path of the ``.pt`` to start from, or ``""`` for the architecture.
