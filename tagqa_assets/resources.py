@@ -57,7 +57,8 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             champion_margin=s("champion_margin"), hard_example_margin=s("hard_example_margin"),
             approve_without_champion=s("approve_without_champion"),
         ),
-        "training_profile": TrainingProfileResource(epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch")),
+        "training_profile": TrainingProfileResource(epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch"),
+                                                    warm_start=s("retrain_warm_start"), warm_epochs=s("retrain_warm_epochs")),
         "model_registry": model_registry,
         # Labeling declares the pre_annotation resource; the registry stage supplies the champion.
         "pre_annotation": ChampionPreAnnotationResource(model_registry=model_registry),

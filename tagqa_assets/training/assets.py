@@ -29,7 +29,7 @@ from tagqa_assets.training.export import export_onnx, model_card
 from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID
 from tagqa_assets.training.plots import epochs_csv, training_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
-from tagqa_assets.training.start_weights import resolve_start_weights
+from tagqa_assets.training.start_weights import start_point
 from tagqa_trainer.params import TrainingParams
 
 TRAINING_CODE_VERSION = "train-v1"
@@ -113,7 +113,8 @@ def trained_model(
         raise dg.Failure(str(exc)) from None
     model_id = new_model_id(version, params.to_dict(), context.run.run_id)
     registry = model_registry.open(object_store)
-    start = resolve_start_weights(params, object_store, registry, context.log)
+    started = start_point(params, object_store, registry, context.log, class_names=record.class_names)
+    start = started.weights
     backend = training_backend.build()
     job = TrainingJob(model_id, version, params, record.class_names, start)
     context.log.info(f"training {model_id} on {version} ({record.counts}) with backend {backend.name}: {params.to_dict()}")
@@ -130,7 +131,8 @@ def trained_model(
     )
     curves = training_curves_png(outcome.epochs, f"{model_id} on {version}")
     object_store.put_file(model_key(model_id, WEIGHTS_FILE), outcome.weights)
-    object_store.put_json(model_key(model_id, TRAINING_CONFIG_FILE), {**params.to_dict(), "start_weights": start})
+    object_store.put_json(model_key(model_id, TRAINING_CONFIG_FILE),
+                          {**params.to_dict(), "start_weights": start, "started_from": started.lineage()})
     object_store.put_bytes(model_key(model_id, CURVES_CSV_FILE), epochs_csv(outcome.epochs))
     object_store.put_bytes(model_key(model_id, CURVES_PNG_FILE), curves)
     if outcome.log_file and outcome.log_file.is_file():
@@ -152,6 +154,8 @@ def trained_model(
             "val_map50": float(best.get("map50", 0.0)),
             "val_map50_95": float(best.get("map50_95", 0.0)),
             "start_weights": start or "(from scratch: " + params.architecture + ")",
+            "started_from": (f"champion v{started.champion_version} ({started.champion_model_id})"
+                             if started.champion_model_id else started.note or ("checkpoint" if start else "scratch")),
             "network_attempts_blocked": summary.network_attempts_blocked,
             "training_curves": image_markdown(curves, "training curves"),
             "epochs": metadata_table([{c: r.get(c, "") for c in EPOCH_TABLE_COLUMNS} for r in outcome.epochs[-30:]]),
@@ -192,7 +196,8 @@ def onnx_model(
     weights = object_store.download_file(model_key(model_id, WEIGHTS_FILE), scratch / "best.pt")
     result = export_onnx(weights, int(params["imgsz"]), scratch / "onnx", opset=config.opset or None,
                          settings_dir=training_backend.work_root() / "ultralytics")
-    card = model_card(model_id, version, record.class_names, int(params["imgsz"]), result)
+    card = model_card(model_id, version, record.class_names, int(params["imgsz"]), result,
+                      started_from=params.get("started_from"))
     object_store.put_file(model_key(model_id, ONNX_FILE), result.onnx_path)
     object_store.put_json(model_key(model_id, MODEL_CARD_FILE), card.to_dict())
     shutil.rmtree(scratch, ignore_errors=True)

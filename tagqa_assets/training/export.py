@@ -61,8 +61,10 @@ def export_onnx(weights: Path, imgsz: int, out_dir: Path, *, settings_dir: Path,
                         record["seconds"], target.stat().st_size)
 
 
-def model_card(model_id: str, dataset_version: str, class_names: tuple[str, ...], imgsz: int, export: ExportResult) -> ModelCard:
-    """The card the edge verifies ``model.onnx`` against (``model_version`` is set at deployment)."""
+def model_card(model_id: str, dataset_version: str, class_names: tuple[str, ...], imgsz: int, export: ExportResult,
+               *, started_from: dict | None = None) -> ModelCard:
+    """The card the edge verifies ``model.onnx`` against (``model_version`` is set at deployment);
+    ``started_from`` (the training config's record of a warm start's champion) is kept in it."""
     return ModelCard(
         model_id=model_id,
         model_version=None,
@@ -72,5 +74,6 @@ def model_card(model_id: str, dataset_version: str, class_names: tuple[str, ...]
         onnx_sha256=export.sha256,
         opset=export.opset,
         onnx_file=ONNX_FILE,
-        extra={"input_shape": list(export.input_shape), "output_shape": list(export.output_shape)},
+        extra={"input_shape": list(export.input_shape), "output_shape": list(export.output_shape),
+               **({"started_from": started_from} if started_from else {})},
     )

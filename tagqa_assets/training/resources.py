@@ -8,6 +8,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingBackend
+from tagqa_assets.training.start_weights import fine_tune_config
 
 TrainingBackendName = Literal["local", "sagemaker"]
 TRAINING_BACKENDS: tuple[str, ...] = get_args(TrainingBackendName)
@@ -86,8 +87,15 @@ class TrainingProfileResource(dg.ConfigurableResource):
     epochs: int = 0
     imgsz: int = 0
     batch: int = 0
+    # TAGQA_RETRAIN_WARM_START / _EPOCHS: "champion" fine-tunes the champion (start_weights.fine_tune_config).
+    warm_start: str = ""
+    warm_epochs: int = 10
 
     def run_config(self) -> dict:
         """``trained_model``'s op config for an automated run (only the fields that are set)."""
         config = {name: value for name, value in (("epochs", self.epochs), ("imgsz", self.imgsz), ("batch", self.batch)) if value}
+        if self.warm_start:
+            if self.warm_start != "champion":
+                raise ValueError(f"TAGQA_RETRAIN_WARM_START={self.warm_start!r}: use champion, or leave it empty for scratch")
+            config.update(fine_tune_config(self.warm_epochs))
         return {"ops": {"trained_model": {"config": config}}} if config else {}
