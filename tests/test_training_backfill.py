@@ -60,6 +60,13 @@ def test_backfill_with_changed_config_keeps_older_models(tmp_path: Path):
     champion_weights = f"models/{before[first_version]}/weights/best.pt"
     assert materialization(first_run, "trained_model")["start_weights"] == champion_weights
     assert store.get_json(f"models/{after[first_version]}/training_config.json")["start_weights"] == champion_weights
+    # Which champion it started from is recorded in the training config, the model card the device gets,
+    # and (through the commit record) the registry entry's lineage; a run from scratch says so.
+    started = {"kind": "champion", "champion_version": 1, "champion_model_id": before[first_version],
+               "weights": champion_weights}
+    assert store.get_json(f"models/{after[first_version]}/training_config.json")["started_from"] == started
+    assert store.get_json(f"models/{after[first_version]}/model_card.json")["started_from"] == started
+    assert materialization(first_run, "trained_model")["started_from"] == f"champion v1 ({before[first_version]})"
     assert all(digests(store)[key] == digest for key, digest in old_files.items()), "a backfill rewrote an older model"
     entries = registry.list_versions()
     assert [(e.model_id, e.dataset_version, e.training_config["epochs"], e.training_config["imgsz"]) for e in entries] == [
@@ -71,5 +78,7 @@ def test_backfill_with_changed_config_keeps_older_models(tmp_path: Path):
     assert evaluation["champion_version"] == 1 and "champion_test_map50_95" in evaluation
     assert [e.status for e in entries] == [APPROVED, PENDING, PENDING, APPROVED]
     assert "does not beat champion v1" in entries[2].status_reason
+    assert entries[2].training_config["started_from"] == started
+    assert entries[3].training_config["started_from"]["kind"] == "scratch"
     assert "beats champion v1" in entries[3].status_reason
     assert registry.champion().version == 4
