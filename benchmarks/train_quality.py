@@ -36,7 +36,7 @@ def build_real_version(store, dataset: Path) -> str:
     from tagqa_assets.datasets.build import build_dataset_version
     from tagqa_assets.ingestion.ingest import ingest_keys
     from tagqa_assets.ingestion.writers import upload_folder
-    from tagqa_assets.labeling.imports.rows import parse_labels_csv
+    from tagqa_assets.labeling.imports.format_tagqa import parse_labels_csv
     from tagqa_assets.labeling.imports.pipeline import import_parsed
     from tagqa_assets.labeling.label_store import LocalLabelStore
 

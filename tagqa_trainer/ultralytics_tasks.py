@@ -1,4 +1,5 @@
-"""Ultralytics work that runs in a child process: ONNX export and PyTorch predictions for the parity check.
+"""Ultralytics work that runs in a child process: ONNX export, PyTorch predictions for the parity check,
+and Ultralytics' own ``val()`` (the reference the platform's evaluation is checked against).
 
 Importing Ultralytics changes the importing process for good (it patches ``PIL.Image.open``
 and ``cv2.imread``, configures logging, reads its settings directory once), so the Dagster
@@ -6,11 +7,14 @@ process never imports it: training, export and PyTorch inference all happen in c
 
     python -m tagqa_trainer.ultralytics_tasks export WEIGHTS IMGSZ OUT_DIR [--opset N]
     python -m tagqa_trainer.ultralytics_tasks predict WEIGHTS IMGSZ PIXELS.npz OUT.npz --conf C --iou I --max-det M
+    python -m tagqa_trainer.ultralytics_tasks val MODEL DATA.yaml IMGSZ OUT.json --split S --conf C --iou I --max-det M
 
-Both take ``--settings-dir`` (Ultralytics' settings folder). ``export`` writes
+All take ``--settings-dir`` (Ultralytics' settings folder). ``export`` writes
 ``OUT_DIR/model.onnx`` and ``OUT_DIR/export.json``; ``predict`` reads decoded RGB images
 from an ``.npz`` (one array per image name) and writes per image ``<name>/boxes``,
-``/scores``, ``/classes`` (original pixels) and ``/raw`` (the model's raw output).
+``/scores``, ``/classes`` (original pixels) and ``/raw`` (the model's raw output); ``val`` runs
+``YOLO(MODEL).val()`` (a ``.pt`` or an exported ``.onnx``) on one split of a YOLO dataset and
+writes its ``map50``, ``map50_95``, ``precision``, ``recall`` and per-class AP as JSON.
 """
 
 from __future__ import annotations
@@ -90,6 +94,24 @@ def predict(weights: Path, imgsz: int, pixels_file: Path, out_file: Path, *, con
     np.savez(out_file, **results)
 
 
+def validate(model_file: Path, data_yaml: Path, imgsz: int, out_file: Path, *, split: str, conf: float, iou: float,
+             max_det: int) -> dict:
+    """Ultralytics' ``val()`` on ``split``, batch 1 on the CPU, without plots; its headline metrics as JSON."""
+    from ultralytics import YOLO
+
+    metrics = YOLO(str(model_file), task="detect").val(
+        data=str(data_yaml), split=split, imgsz=imgsz, batch=1, conf=conf, iou=iou, max_det=max_det, device="cpu",
+        plots=False, save_json=False, verbose=False, workers=0)
+    box = metrics.box
+    result = {
+        "map50": float(box.map50), "map50_95": float(box.map), "precision": float(box.mp), "recall": float(box.mr),
+        "per_class": {str(int(c)): {"ap50": float(box.ap50[i]), "ap50_95": float(box.ap[i])}
+                      for i, c in enumerate(box.ap_class_index)},
+    }
+    out_file.write_text(json.dumps(result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments and run one task (see module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m tagqa_trainer.ultralytics_tasks")
@@ -104,10 +126,17 @@ def main(argv: list[str] | None = None) -> int:
     predicting.add_argument("imgsz", type=int)
     predicting.add_argument("pixels", type=Path)
     predicting.add_argument("out", type=Path)
-    predicting.add_argument("--conf", type=float, required=True)
-    predicting.add_argument("--iou", type=float, required=True)
-    predicting.add_argument("--max-det", type=int, required=True)
-    for task in (exporting, predicting):
+    validating = tasks.add_parser("val")
+    validating.add_argument("model", type=Path)
+    validating.add_argument("data", type=Path)
+    validating.add_argument("imgsz", type=int)
+    validating.add_argument("out", type=Path)
+    validating.add_argument("--split", default="test")
+    for task in (predicting, validating):
+        task.add_argument("--conf", type=float, required=True)
+        task.add_argument("--iou", type=float, required=True)
+        task.add_argument("--max-det", type=int, required=True)
+    for task in (exporting, predicting, validating):
         task.add_argument("--settings-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     guard = NetworkGuard()
@@ -116,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_settings(runs_dir=Path.cwd() / "runs")
     if args.task == "export":
         export(args.weights, args.imgsz, args.out_dir, args.opset or None)
+    elif args.task == "val":
+        validate(args.model, args.data, args.imgsz, args.out, split=args.split, conf=args.conf, iou=args.iou,
+                 max_det=args.max_det)
     else:
         predict(args.weights, args.imgsz, args.pixels, args.out, conf=args.conf, iou=args.iou, max_det=args.max_det)
     if guard.attempts:

@@ -27,8 +27,8 @@ from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.checks import promotion_gate
 from tagqa_assets.registry.gates import PromotionPolicy, compare_with_champion, gate
 from tagqa_assets.storage import LocalObjectStore
-from tagqa_assets.training.detections import ImageDetections, LabeledImage
-from tagqa_assets.training.evaluation import evaluate
+from tagqa_assets.training.detections import ImageDetections, LabeledImage, box_iou
+from tagqa_assets.training.evaluation import average_precision, evaluate, match_predictions
 from tagqa_assets.training.evaluation_asset import model_evaluation
 
 
@@ -73,6 +73,60 @@ def test_metrics_follow_ultralytics_definitions(images, predictions, expected):
     metrics = evaluate(images, predictions)
     for name, value in expected.items():
         assert getattr(metrics, name) == pytest.approx(value, abs=0.011), name
+
+
+# Hand-computed AP (Ultralytics' compute_ap): sentinels (0, 1) ... (last recall, 0) (1, 0), the
+# precision envelope, np.interp at recall 0, 0.01, ..., 1 and the trapezoid rule. np.interp at
+# recall 1 lands on the closing sentinel (0), so even a perfect ranking scores 0.995.
+@pytest.mark.parametrize(
+    "recall, precision, expected",
+    [
+        ([1.0], [1.0], 0.995),  # 0.01 * (99 whole steps at 1 + half a step)
+        # hit, false positive, hit (2 true boxes): envelope 1 up to recall 0.5, then 2/3:
+        # 0.01 * (49.5 + 0.5 * 2/3 + 49 * 2/3 + 0.5 * 2/3) = 0.828333...
+        ([0.5, 0.5, 1.0], [1.0, 0.5, 2 / 3], 0.8283333333333),
+        ([1 / 3], [1.0], 0.335),  # one of three boxes found: 0.01 * 33.5, nothing beyond recall 1/3
+    ],
+)
+def test_average_precision_by_hand(recall, precision, expected):
+    value = average_precision(np.array(recall, float), np.array(precision, float))[0]
+    assert value == pytest.approx(expected, abs=1e-9)
+
+
+# Two crossing scratches T1 and T2 (IoU 0.667 with each other). A (0.9) is T1 exactly; B (0.8)
+# overlaps T1 by 0.852 and T2 by 0.786. A claims T1; B then claims T2, the best box still free.
+T1, T2 = (0.0, 0.0, 100.0, 100.0), (20.0, 0.0, 120.0, 100.0)
+A, B = (*T1, 0.9), (8.0, 0.0, 108.0, 100.0, 0.8)
+
+
+def test_a_lower_scored_box_takes_the_best_true_box_still_free():
+    metrics = evaluate([image(T1, T2)], [predicted(A, B)])
+    # IoU 0.50-0.75 (6 thresholds): both hit, AP 0.995. 0.80-0.95 (4): B (0.786) misses, and
+    # hit + false positive over 2 boxes gives 0.01 * 49.5 = 0.495. Mean: (6 * 0.995 + 4 * 0.495) / 10.
+    assert metrics.map50 == pytest.approx(0.995, abs=1e-9)
+    assert metrics.map50_95 == pytest.approx(0.795, abs=1e-9)
+    # The rule of Ultralytics <= 8.3 (pairs sorted by IoU, unique per prediction, then per true
+    # box) gave T1 to A and B nothing: map50 0.495. That was the gap to Ultralytics' val.
+    assert match_predictions(np.zeros(2, np.int64), np.zeros(2, np.int64), box_iou(
+        np.array([T1, T2], np.float32), np.array([A[:4], B[:4]], np.float32)))[:, 0].tolist() == [True, True]
+
+
+def test_matching_needs_the_class_and_uses_each_true_box_once():
+    truth = LabeledImage("img", b"", np.zeros((300, 450, 3), np.uint8), np.array([TRUTH, TRUTH], np.float32),
+                         np.array([0, 1]))
+    # Three boxes on the same spot: class 1 (hit), class 0 (hit), class 0 again (no box left: false positive).
+    found = ImageDetections(np.array([TRUTH] * 3, np.float32), np.array([0.9, 0.8, 0.7], np.float32), np.array([1, 0, 0]))
+    metrics = evaluate([truth], [found])
+    assert metrics.per_class["1"]["ap50"] == pytest.approx(0.995)
+    assert metrics.per_class["0"]["ap50"] == pytest.approx(0.995)  # the false positive ranks below the hit
+    assert metrics.map50 == pytest.approx(0.995)
+
+
+def test_predictions_out_of_score_order_are_ranked_first():
+    # The same detections listed lowest score first: the metric must not depend on the order given.
+    in_order = evaluate([image(T1, T2)], [predicted(A, B)])
+    reversed_ = evaluate([image(T1, T2)], [predicted(B, A)])
+    assert (reversed_.map50, reversed_.map50_95) == (in_order.map50, in_order.map50_95)
 
 
 def test_evaluation_refuses_mismatched_inputs():
@@ -161,39 +215,61 @@ def test_registration_reapplies_the_gate_when_run_alone(chain: Chain):
 CROSS_CHECK = """
 import json, sys
 import numpy as np
+import torch
+from ultralytics.models.yolo.detect import DetectionValidator
 from ultralytics.utils.metrics import ap_per_class
-from tagqa_assets.training.detections import ImageDetections, LabeledImage, box_iou
+from ultralytics.utils.nms import non_max_suppression
+from edge_runtime.detector import Thresholds
+from tagqa_assets.training.detections import ImageDetections, LabeledImage, box_iou, multi_label_nms
 from tagqa_assets.training.evaluation import evaluate, match_predictions
 rng = np.random.default_rng(int(sys.argv[1]))
-images, preds = [], []
-for _ in range(40):
-    n = int(rng.integers(0, 4))
-    xy = rng.uniform(0, 300, (n, 2))
+validator = DetectionValidator()
+images, preds, theirs_tp, same_matches = [], [], [], 0
+for _ in range(60):
+    n = int(rng.integers(0, 5))
+    xy = rng.uniform(0, 200, (n, 2))
     truth = np.concatenate([xy, xy + rng.uniform(20, 100, (n, 2))], 1).astype(np.float32)
     images.append(LabeledImage("x", b"", np.zeros((1, 1, 3), np.uint8), truth, rng.integers(0, 2, n)))
-    boxes = [truth[rng.integers(0, n)] + rng.normal(0, 8, 4) if n and rng.random() < 0.6 else
-             np.concatenate([p := rng.uniform(0, 300, 2), p + rng.uniform(20, 100, 2)]) for _ in range(int(rng.integers(0, 6)))]
+    boxes = [truth[rng.integers(0, n)] + rng.normal(0, 10, 4) if n and rng.random() < 0.7 else
+             np.concatenate([p := rng.uniform(0, 300, 2), p + rng.uniform(20, 100, 2)]) for _ in range(int(rng.integers(0, 9)))]
     boxes = np.array(boxes, np.float32).reshape(-1, 4)
-    preds.append(ImageDetections(boxes, rng.uniform(0, 1, len(boxes)).astype(np.float32), rng.integers(0, 2, len(boxes))))
+    scores = np.sort(rng.uniform(0, 1, len(boxes)).astype(np.float32))[::-1].copy()
+    preds.append(ImageDetections(boxes, scores, rng.integers(0, 2, len(boxes))))
+    iou = box_iou(images[-1].boxes, boxes)
+    ours = match_predictions(preds[-1].classes, images[-1].classes, iou)
+    theirs = validator.match_predictions(torch.from_numpy(preds[-1].classes), torch.from_numpy(images[-1].classes),
+                                         torch.from_numpy(iou.astype(np.float32))).numpy()
+    same_matches += int((ours == theirs).all())
+    theirs_tp.append(theirs)
 ours = evaluate(images, preds)
-tp = np.concatenate([match_predictions(p.classes, i.classes, box_iou(i.boxes, p.boxes)) for i, p in zip(images, preds)])
-result = ap_per_class(tp, np.concatenate([p.scores for p in preds]), np.concatenate([p.classes for p in preds]),
-                      np.concatenate([i.classes for i in images]))
+result = ap_per_class(np.concatenate(theirs_tp), np.concatenate([p.scores for p in preds]),
+                      np.concatenate([p.classes for p in preds]), np.concatenate([i.classes for i in images]))
+# Multi-label NMS on a raw 3-class output with overlapping candidates.
+raw = np.concatenate([rng.uniform(100, 200, (2, 500)), rng.uniform(10, 80, (2, 500)),
+                      rng.uniform(0, 0.3, (3, 500)) ** 2], 0).astype(np.float32)
+mine = multi_label_nms(raw, Thresholds(conf=0.001, iou=0.7, max_detections=300))
+kept = non_max_suppression(torch.from_numpy(raw[None]), 0.001, 0.7, multi_label=True, max_det=300)[0].numpy()
+same_nms = len(kept) == len(mine[1]) and np.allclose(kept[:, :4], mine[0], atol=1e-3) and np.allclose(kept[:, 4], mine[1]) \
+    and (kept[:, 5] == mine[2]).all()
 print(json.dumps({"ours": [ours.map50, ours.map50_95, ours.precision, ours.recall],
-                  "ultralytics": [result[5][:, 0].mean(), result[5].mean(), result[2].mean(), result[3].mean()]}))
+                  "ultralytics": [result[5][:, 0].mean(), result[5].mean(), result[2].mean(), result[3].mean()],
+                  "images_matched_alike": same_matches, "images": len(images), "nms_alike": bool(same_nms),
+                  "nms_boxes": len(mine[1]), "nms_classes": sorted(set(mine[2].tolist()))}))
 """
 
 
 @pytest.mark.slow  # imports Ultralytics for the reference metrics
 @pytest.mark.parametrize("seed", [0, 1])
-def test_metrics_equal_ultralytics_ap_per_class(seed: int, tmp_path):
+def test_matching_metrics_and_multi_label_nms_equal_ultralytics(seed: int, tmp_path):
     # Run in a child: importing Ultralytics would patch PIL.Image.open for the whole test session.
     env = {**os.environ, "YOLO_CONFIG_DIR": str(tmp_path / "yolo"), "YOLO_OFFLINE": "1"}
     done = subprocess.run([sys.executable, "-c", CROSS_CHECK, str(seed)], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     numbers = json.loads(done.stdout.strip().splitlines()[-1])
+    assert numbers["images_matched_alike"] == numbers["images"]  # box for box, threshold for threshold
     assert numbers["ours"] == pytest.approx(numbers["ultralytics"], abs=1e-9)
     assert numbers["ours"][0] > 0
+    assert numbers["nms_alike"] and numbers["nms_boxes"] > 10 and len(numbers["nms_classes"]) > 1
 
 
 def test_a_champion_newer_than_the_evaluation_means_manual_approval(chain: Chain, tmp_path):

@@ -13,11 +13,15 @@ import numpy as np
 
 from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.imaging import decode_image
+from edge_runtime.letterbox import letterbox
 from edge_runtime.models import load_verified_model
+from edge_runtime.yolo_decode import MAX_NMS_CANDIDATES, boxes_to_original, nms, xywh_to_xyxy
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 # Ultralytics' validation thresholds: mAP needs (almost) every candidate box.
 EVAL_THRESHOLDS = Thresholds(conf=0.001, iou=0.7, max_detections=300)
+# Ultralytics' max_wh: the class offset that keeps class-aware NMS from mixing classes.
+_CLASS_OFFSET = np.float32(7680)
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,13 @@ class ImageDetections:
     boxes: np.ndarray  # n x 4 xyxy float32
     scores: np.ndarray
     classes: np.ndarray
+
+    def by_score(self) -> "ImageDetections":
+        """The same detections in descending score order (ties keep their order); ``self`` when already so."""
+        if len(self.scores) < 2 or bool(np.all(self.scores[:-1] >= self.scores[1:])):
+            return self
+        order = np.argsort(-self.scores, kind="stable")
+        return ImageDetections(self.boxes[order], self.scores[order], self.classes[order])
 
     def above(self, conf: float) -> "ImageDetections":
         """Only the detections scoring at least ``conf``."""
@@ -108,8 +119,44 @@ class OnnxModel:
         )
 
     def predict_all(self, images: list[LabeledImage], thresholds: Thresholds = EVAL_THRESHOLDS) -> list[ImageDetections]:
-        """``predict`` for each image, in order."""
-        return [self.predict(image.pixels, thresholds) for image in images]
+        """Detections for metrics, per image in order: Ultralytics' validation protocol.
+
+        With one class this is ``predict``. With several, a box is kept once for every class
+        scoring above ``thresholds.conf`` (multi-label NMS, as ``val()`` does), not only for
+        its best class as a device reports it: a box whose second class is the right one
+        still counts at the tail of that class's PR curve.
+        """
+        if len(self.loaded.card.class_names) <= 1:
+            return [self.predict(image.pixels, thresholds) for image in images]
+        return [self.predict_multi_label(image.pixels, thresholds) for image in images]
+
+    def predict_multi_label(self, pixels: np.ndarray, thresholds: Thresholds = EVAL_THRESHOLDS) -> ImageDetections:
+        """One image through the runtime's letterbox and model, then Ultralytics' multi-label NMS."""
+        tensor, geometry = letterbox(pixels, self.loaded.input_height, self.loaded.input_width)
+        output = self.loaded.infer(tensor)
+        boxes, scores, classes = multi_label_nms(output[0] if output.ndim == 3 else output, thresholds)
+        return ImageDetections(boxes_to_original(boxes, geometry), scores, classes)
+
+
+def multi_label_nms(output: np.ndarray, thresholds: Thresholds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ultralytics' ``non_max_suppression(multi_label=True)`` on one ``(4 + nc, anchors)`` output.
+
+    Every (anchor, class) pair scoring above ``conf`` is a candidate (anchor-major order, as
+    ``torch.where`` lists them), at most ``MAX_NMS_CANDIDATES`` by score; class-offset NMS;
+    the first ``max_detections``. Boxes in model-input pixels, by descending score.
+    """
+    class_scores = output[4:]
+    anchors = np.flatnonzero(np.max(class_scores, axis=0) > np.float32(thresholds.conf))
+    pairs_anchor, pairs_class = np.nonzero(class_scores[:, anchors].T > np.float32(thresholds.conf))
+    anchors = anchors[pairs_anchor]
+    boxes = xywh_to_xyxy(output[:4, anchors].T)
+    scores = class_scores[pairs_class, anchors]
+    if len(scores) > MAX_NMS_CANDIDATES:
+        top = np.argsort(-scores, kind="stable")[:MAX_NMS_CANDIDATES]
+        boxes, scores, pairs_class = boxes[top], scores[top], pairs_class[top]
+    kept = nms(boxes + pairs_class[:, None].astype(np.float32) * _CLASS_OFFSET, scores, thresholds.iou)
+    kept = kept[: thresholds.max_detections]
+    return boxes[kept].astype(np.float32), scores[kept].astype(np.float32), pairs_class[kept].astype(np.int64)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:

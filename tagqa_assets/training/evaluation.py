@@ -1,10 +1,19 @@
 """Detection metrics (mAP50, mAP50-95, precision, recall) with the definitions Ultralytics' ``val()`` uses.
 
-Predictions are matched to true boxes per IoU threshold 0.50:0.05:0.95 (same class,
-highest IoU first, one match per box). AP is the area under the precision envelope
-sampled at 101 recall points; precision and recall are read at the confidence that
-maximises the (smoothed) mean F1. Numbers are therefore comparable with ``model.val()``,
-without importing Ultralytics into this process (see ultralytics_tasks.py for why).
+- Matching, per image and per IoU threshold 0.50:0.05:0.95: predictions in descending score
+  order each claim the unclaimed true box of their class with the highest IoU (COCO's greedy
+  rule; Ultralytics 8.4's ``match_predictions``).
+- AP per class: the precision envelope over the score-ranked predictions of all images,
+  sampled at 101 recall points (``np.interp``) and integrated with the trapezoid rule
+  (Ultralytics' ``compute_ap``); mAP is the mean over the classes that have true boxes.
+- Precision and recall are read at the confidence that maximises the (smoothed) mean F1.
+- The detections come from ``detections.OnnxModel.predict_all`` with ``EVAL_THRESHOLDS``
+  (conf 0.001, NMS IoU 0.7, at most 300 boxes; multi-label NMS for several classes), like
+  ``val()``'s. Images without a label file count as images without objects.
+
+The numbers therefore agree with ``model.val()`` on the same ONNX file and split (checked in
+tests/test_evaluation.py against Ultralytics itself), without importing Ultralytics into this
+process (see tagqa_trainer/ultralytics_tasks.py for why). docs/training.md says what is left.
 """
 
 from __future__ import annotations
@@ -16,7 +25,8 @@ import numpy as np
 
 from tagqa_assets.training.detections import ImageDetections, LabeledImage, box_iou
 
-IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
+# float32 like Ultralytics' torch.linspace, so a box on a threshold falls on the same side.
+IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -58,21 +68,25 @@ class SplitMetrics:
 def match_predictions(pred_classes: np.ndarray, true_classes: np.ndarray, iou: np.ndarray) -> np.ndarray:
     """Boolean ``(predictions, 10)``: whether each prediction is a true positive at each IoU threshold.
 
-    ``iou`` is ``(true boxes, predictions)``. Mirrors Ultralytics' ``match_predictions``.
+    ``iou`` is ``(true boxes, predictions)`` and the predictions must be in descending score
+    order. Greedy by confidence, per threshold: each prediction in turn claims the
+    still-unclaimed true box of its class with the highest IoU, and is a hit when that IoU
+    reaches the threshold. This is COCO's rule and Ultralytics' ``match_predictions``
+    (8.4, default ``use_scipy=False``). The older rule (pairs sorted by IoU, made unique per
+    prediction, then per true box) let a lower-scored box lose to a better-scored one on
+    its best true box without trying its second best, and counted it as a false positive.
     """
     correct = np.zeros((len(pred_classes), len(IOU_THRESHOLDS)), dtype=bool)
     if len(pred_classes) == 0 or len(true_classes) == 0:
         return correct
     iou = iou * (true_classes[:, None] == pred_classes[None, :])
-    for index, threshold in enumerate(IOU_THRESHOLDS):
-        matches = np.array(np.nonzero(iou >= threshold)).T  # (true, pred) pairs
-        if not matches.shape[0]:
-            continue
-        if matches.shape[0] > 1:
-            matches = matches[iou[matches[:, 0], matches[:, 1]].argsort()[::-1]]
-            matches = matches[np.unique(matches[:, 1], return_index=True)[1]]
-            matches = matches[np.unique(matches[:, 0], return_index=True)[1]]
-        correct[matches[:, 1].astype(int), index] = True
+    claimed = np.zeros((len(true_classes), len(IOU_THRESHOLDS)), dtype=bool)
+    columns = np.arange(len(IOU_THRESHOLDS))
+    for prediction in np.flatnonzero((iou >= IOU_THRESHOLDS[0]).any(0)):
+        available = np.where(claimed, 0.0, iou[:, prediction, None])  # (true boxes, thresholds)
+        best = available.argmax(0)
+        correct[prediction] = available[best, columns] >= IOU_THRESHOLDS
+        claimed[best, columns] |= correct[prediction]
     return correct
 
 
@@ -99,6 +113,7 @@ def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> 
     """Metrics of ``predictions`` (one per image, same order) against the images' true boxes."""
     if len(images) != len(predictions):
         raise ValueError(f"{len(images)} images but {len(predictions)} prediction sets")
+    predictions = [p.by_score() for p in predictions]
     tp = np.concatenate([match_predictions(p.classes, i.classes, box_iou(i.boxes, p.boxes)) for i, p in zip(images, predictions)]
                         or [np.zeros((0, 10), bool)])
     conf = np.concatenate([p.scores for p in predictions] or [np.zeros(0)])
@@ -106,7 +121,7 @@ def evaluate(images: list[LabeledImage], predictions: list[ImageDetections]) -> 
     targets = np.concatenate([i.classes for i in images] or [np.zeros(0)])
     if len(targets) == 0 or len(tp) == 0:
         return SplitMetrics(0.0, 0.0, 0.0, 0.0, len(images), int(len(targets)), 0.0)
-    order = np.argsort(-conf, kind="stable")
+    order = np.argsort(-conf)  # Ultralytics' call, so tied scores rank alike on both sides
     tp, conf, pred_cls = tp[order], conf[order], pred_cls[order]
     grid = np.linspace(0, 1, 1000)
     classes = np.unique(targets)
