@@ -263,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--plot", type=Path, help="write the plot here (default: STATE/loop_learning.png)")
     parser.add_argument("--quick", action="store_true", help=f"a tiny end-to-end check: {QUICK}")
     parser.add_argument("--state", type=Path, help="work folder (default: a temporary one)")
+    parser.add_argument("--reevaluate", action="store_true",
+                        help="evaluate the models a finished run kept in --state again (the evaluation code now checked "
+                             "out) and redo its table, plot and RESULT; nothing is trained")
     args = parser.parse_args(argv)
     if args.quick:
         for key, value in QUICK.items():
@@ -273,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     state = (args.state or Path(tempfile.mkdtemp(prefix="tagqa-loop-learning-"))).resolve()
     state.mkdir(parents=True, exist_ok=True)
     ultralytics_environment(state)
-    outcome = run(args, state)
+    outcome = reevaluated(state, args.plot) if args.reevaluate else run(args, state)
     print(f"RESULT labels_to_95pct_ceiling_policy={_n(outcome['reach']['policy'])} "
           f"labels_to_95pct_ceiling_random={_n(outcome['reach']['random'])} "
           f"ceiling_map50_95={outcome['ceiling']:.4f} minutes={outcome['minutes']:.1f}")
@@ -374,6 +377,33 @@ def run(args: argparse.Namespace, state: Path) -> dict:
              f"real tags, imgsz {args.imgsz}, budget {args.budget}/round, seed {args.seed_size}, "
              f"{'warm' if warm else 'scratch'} retraining, {args.seeds} seed(s)")
     return summary
+
+
+def reevaluated(state: Path, plot_to: Path | None) -> dict:
+    """The summary of the run kept in ``state`` with every model evaluated again (timings as measured)."""
+    from tag_rounds import reevaluate
+
+    summary = json.loads((state / "loop_learning.json").read_text())
+    metrics = reevaluate(state)
+    points = []
+    for data in summary["points"]:
+        point = Point(**data)
+        name = f"seed-s{point.seed}" if point.round == 0 else f"{point.arm}-s{point.seed}-r{point.round}"
+        point.map50, point.map50_95 = metrics[name]["map50"], metrics[name]["map50_95"]
+        points.append(point)
+    ceilings = {int(seed): metrics[f"ceiling-s{seed}"]["map50_95"] for seed in summary["ceilings"]}
+    rows, reach = summarize(points, ceilings)
+    for row in rows:
+        print("| " + " | ".join(str(value) for value in row.values()) + " |")
+    config = summary["config"]
+    if ceilings:
+        plot(points, ceilings, plot_to or state / "loop_learning.png",
+             f"real tags, imgsz {config['imgsz']}, budget {config['budget']}/round, seed {config['seed_size']}, "
+             f"{summary['retraining']} retraining, {len(ceilings)} seed(s)")
+    updated = {**summary, "points": [asdict(p) for p in points], "ceilings": ceilings, "rows": rows, "reach": reach,
+               "ceiling": statistics.mean(ceilings.values()) if ceilings else float("nan"), "reevaluated": True}
+    (state / "loop_learning.reevaluated.json").write_text(json.dumps(updated, indent=1))
+    return updated
 
 
 def _write(state: Path, args: argparse.Namespace, points: list[Point], ceilings: dict[int, float], warm: bool,

@@ -151,8 +151,6 @@ def train_and_evaluate(experiment: Experiment, version: str, params, name: str, 
     from edge_runtime.contracts import MODEL_CARD_FILE
     from tagqa_assets.datasets.versions import DatasetVersionStore
     from tagqa_assets.training.backends import LocalTrainingBackend, TrainingJob
-    from tagqa_assets.training.detections import OnnxModel, load_split
-    from tagqa_assets.training.evaluation import evaluate
     from tagqa_assets.training.export import export_onnx, model_card
 
     record = DatasetVersionStore(experiment.store).read(version)
@@ -176,6 +174,33 @@ def train_and_evaluate(experiment: Experiment, version: str, params, name: str, 
     shutil.copyfile(export.onnx_path, model_dir / "model.onnx")
     (model_dir / MODEL_CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2))
     dataset_dir = DatasetVersionStore(experiment.store).stage_yolo(version, experiment.root / "staged" / version).parent
-    test = load_split(dataset_dir, "test")
-    metrics = evaluate(test, OnnxModel(model_dir).predict_all(test)).headline()
+    metrics = evaluate_model(model_dir, dataset_dir)
     return Trained(model_dir, weights, version, wall, cpu, int(outcome.summary["epochs_completed"]), metrics)
+
+
+def evaluate_model(model_dir: Path, dataset_dir: Path) -> dict[str, float]:
+    """The platform's evaluation of an exported model on the test split of a staged YOLO dataset."""
+    from tagqa_assets.training.detections import OnnxModel, load_split
+    from tagqa_assets.training.evaluation import evaluate
+
+    test = load_split(dataset_dir, "test")
+    return evaluate(test, OnnxModel(model_dir).predict_all(test)).headline()
+
+
+def reevaluate(state: Path) -> dict[str, dict[str, float]]:
+    """Every model kept under ``state`` (``*/models/<name>/model``) evaluated again with the evaluation
+    code now checked out, on the fixed test split (the same 26 images in every staged version)."""
+    staged = sorted(state.glob("*/staged/*/data.yaml"))
+    if not staged:
+        raise FileNotFoundError(f"{state}: no staged dataset version to read the test split from")
+    dataset_dir = staged[0].parent
+    return {path.parent.name: evaluate_model(path, dataset_dir) for path in sorted(state.glob("*/models/*/model"))}
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 3 or sys.argv[1] != "reevaluate":
+        sys.exit("usage: python benchmarks/tag_rounds.py reevaluate STATE_DIR")
+    sys.path.insert(0, str(REPO))
+    print(json.dumps(reevaluate(Path(sys.argv[2]).resolve()), indent=1))
