@@ -137,6 +137,24 @@ def test_both_registry_backends_record_both_variants(backend: str, tmp_path: Pat
         assert len(props) <= 50, "SageMaker keeps at most 50 metadata entries"
 
 
+def test_models_list_says_what_each_version_ships(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture):
+    from tagqa_assets.cli import main
+
+    store = LocalObjectStore(tmp_path / "store")
+    monkeypatch.setenv("TAGQA_STORE", str(store.root))
+    monkeypatch.chdir(tmp_path)
+    found = variants(0.6299, 0.6278)
+    for number, precision in enumerate((FP32, INT8), start=1):
+        LocalModelRegistry(store).register(ModelVersion(
+            0, f"v000{number}-aaaaaaaa-1111111{number}", f"v000{number}-aaaaaaaa", APPROVED, "", {}, {}, "", "unknown",
+            {}, precision=precision, variants=found))
+    assert main(["models", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    column = lines[0].split().index("precision")
+    assert [line.split()[column] for line in lines[1:]] == [FP32, INT8]
+
+
 def test_a_version_cannot_ship_a_variant_it_does_not_record():
     with pytest.raises(ValueError, match="ships int8 but records no such variant"):
         ModelVersion(1, "m", "d", APPROVED, "", {}, {}, "", "", {}, precision=INT8)

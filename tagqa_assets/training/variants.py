@@ -19,7 +19,7 @@ from tagqa_assets.contracts.models import FP32, INT8, INT8_MODEL_CARD_FILE, INT8
 from tagqa_assets.model_catalog.model_files import is_committed, stage_onnx
 from tagqa_assets.storage import ObjectStore
 from tagqa_assets.training.detections import LabeledImage, OnnxModel
-from tagqa_assets.training.evaluation import SplitMetrics, evaluate
+from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate
 from tagqa_assets.training.quantization import (QuantizationFailed, calibration_images, calibration_set,
                                                 quantize_model_dir)
 
@@ -37,6 +37,7 @@ class VariantEvaluation:
     card_extra: dict[str, Any] = field(default_factory=dict)  # precision, quantization, calibration (int8)
     built: bool = False  # built by this evaluation (else found in the store)
     error: str = ""
+    best_scores: list[float] = field(default_factory=list)  # each test image's best score (drift baseline)
 
     def document(self, class_names: tuple[str, ...]) -> dict[str, Any]:
         """The evaluation document's ``variants.<precision>`` entry."""
@@ -46,6 +47,7 @@ class VariantEvaluation:
             "metrics": {split: m.headline() for split, m in self.metrics.items()},
             "per_class": {split: m.per_class_named(class_names) for split, m in self.metrics.items()},
             "size_bytes": self.size_bytes, "onnx_sha256": self.onnx_sha256,
+            **({"best_scores": {"test": self.best_scores}} if self.best_scores else {}),
             **{key: self.card_extra[key] for key in ("quantization", "calibration") if key in self.card_extra},
         }
 
@@ -87,6 +89,7 @@ def evaluate_int8(store: ObjectStore, model_id: str, dataset_version: str, datas
     except ModelRejected as exc:
         return VariantEvaluation(INT8, error=f"the edge runtime refuses it: {exc}", built=built)
     card = model.loaded.card
-    metrics = {split: evaluate(images, model.predict_all(images)) for split, images in splits.items()}
+    predictions = {split: model.predict_all(images) for split, images in splits.items()}
+    metrics = {split: evaluate(images, predictions[split]) for split, images in splits.items()}
     return VariantEvaluation(INT8, metrics, (staged / card.onnx_file).stat().st_size, card.onnx_sha256,
-                             dict(card.extra), built)
+                             dict(card.extra), built, best_scores=best_scores(predictions.get("test", [])))
