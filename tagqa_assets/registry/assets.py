@@ -7,6 +7,7 @@ import dagster as dg
 from tagqa_assets.contracts.models import (
     APPROVED,
     COMMIT_FILE,
+    FP32,
     INT8,
     INT8_ONNX_FILE,
     METRICS_FILE,
@@ -32,10 +33,10 @@ REGISTRY_CODE_VERSION = "register-v1"
 def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str, variants: dict | None = None) -> dict[str, str]:
     """Addresses of a registered model's files (``onnx_int8`` when it has an int8 variant)."""
     return {
-        **({"onnx_int8": store.uri_for(model_key(model_id, INT8_ONNX_FILE))} if INT8 in (variants or {}) else {}),
         "model_dir": model_dir_uri(store, model_id),
         "weights": store.uri_for(model_key(model_id, WEIGHTS_FILE)),
         "onnx": store.uri_for(model_key(model_id, ONNX_FILE)),
+        **({"onnx_int8": store.uri_for(model_key(model_id, INT8_ONNX_FILE))} if INT8 in (variants or {}) else {}),
         "model_card": store.uri_for(model_key(model_id, MODEL_CARD_FILE)),
         "metrics": store.uri_for(model_key(model_id, METRICS_FILE)),
         "commit": store.uri_for(model_key(model_id, COMMIT_FILE)),
@@ -132,11 +133,12 @@ def registered_model(
 def precision_metadata(entry: ModelVersion) -> dict[str, object]:
     """What the UI shows about precision: the shipped variant, why, and each variant's test mAP and size."""
     rows = [{"precision": name, "ships": name == entry.precision,
-             "test_map50": variant["metrics"].get("test", {}).get("map50", float("nan")),
-             "test_map50_95": variant["metrics"].get("test", {}).get("map50_95", float("nan")),
+             "test_map50": variant["metrics"].get("test", {}).get("map50"),
+             "test_map50_95": variant["metrics"].get("test", {}).get("map50_95"),
              "size_mb": round(variant.get("size_bytes", 0) / 1e6, 2)}
             for name, variant in sorted(entry.variants.items())]
     tests = {row["precision"]: row["test_map50_95"] for row in rows}
-    loss = {"int8_map50_95_loss": round(tests["fp32"] - tests["int8"], 4)} if {"fp32", "int8"} <= set(tests) else {}
+    loss = ({"int8_map50_95_loss": round(tests[FP32] - tests[INT8], 4)}
+            if None not in (tests.get(FP32), tests.get(INT8)) else {})
     return {"precision": entry.precision, "precision_reason": entry.precision_reason, **loss,
             "precision_variants": metadata_table(rows)}
