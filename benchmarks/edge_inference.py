@@ -22,9 +22,10 @@ letterbox, i.e. a device where the native letterbox kernel was not built.
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
     python benchmarks/edge_inference.py int8 --model models/x --dataset datasets/v/yolo
 
-``int8`` quantizes a trained model with ``onnxruntime.quantization`` (static, QDQ, int8
-per-channel weights, uint8 activations, convolutions only so the detection head stays
-float; MinMax calibration on 64 training images), evaluates both models on the dataset
+``int8`` quantizes a trained model as the platform does (``tagqa_assets/training/quantization.py``:
+``onnxruntime.quantization`` static, QDQ, int8 per-channel weights, uint8 activations,
+convolutions only so the detection head stays float; MinMax calibration on 64 training
+images spread over the split), evaluates both models on the dataset
 version's val and test splits with the platform's evaluation (which predicts through this
 runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
@@ -151,42 +152,6 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
 
 
 # ----------------------------------------------------------------------------- int8 study
-def quantize_model_dir(source: Path, out: Path, calibration: list[Path]) -> Path:
-    """Static int8 (QDQ) copy of a model directory, with its own model card."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    sys.path.insert(0, str(REPO))
-    from edge_runtime.imaging import decode_image
-    from edge_runtime.letterbox import letterbox
-
-    card = json.loads((source / "model_card.json").read_text())
-    size = card["imgsz"]
-    out.mkdir(parents=True, exist_ok=True)
-    prepared = out / "prepared.onnx"
-    quant_pre_process(str(source / card["onnx_file"]), str(prepared))
-
-    class Frames(CalibrationDataReader):
-        def __init__(self) -> None:
-            self._feeds = iter({"images": letterbox(decode_image(p.read_bytes()), size, size)[0]} for p in calibration)
-
-        def get_next(self) -> dict | None:
-            return next(self._feeds, None)
-
-    quantize_static(str(prepared), str(out / "model.onnx"), Frames(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["Conv"], calibrate_method=CalibrationMethod.MinMax)
-    prepared.unlink()
-    import hashlib
-
-    data = (out / "model.onnx").read_bytes()
-    card.update(model_id=f"{card['model_id']}-int8", onnx_file="model.onnx",
-                onnx_sha256=hashlib.sha256(data).hexdigest(), quantization="int8 static QDQ, Conv only, MinMax")
-    (out / "model_card.json").write_text(json.dumps(card, indent=2))
-    return out
-
-
 def int8_study(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="edge_inference.py int8")
     parser.add_argument("--model", type=Path, required=True, help="trained model dir (model.onnx + card)")
@@ -198,11 +163,12 @@ def int8_study(argv: list[str]) -> int:
     sys.path.insert(0, str(REPO))
     from tagqa_assets.training.detections import OnnxModel, load_split
     from tagqa_assets.training.evaluation import evaluate
+    from tagqa_assets.training.quantization import DEFAULT_CALIBRATION_IMAGES, calibration_images, quantize_model_dir
 
     print(f"machine: {machine_description()}")
     with tempfile.TemporaryDirectory(prefix="edge-int8-") as tmp_name:
         tmp = Path(tmp_name)
-        calibration = sorted((args.dataset / "images" / "train").glob("*"))[:64]
+        calibration = calibration_images(args.dataset / "images" / "train", DEFAULT_CALIBRATION_IMAGES)
         started = time.perf_counter()
         quantized = quantize_model_dir(args.model, args.out or tmp / "int8", calibration)
         print(f"quantized in {time.perf_counter() - started:.1f} s "

@@ -121,6 +121,9 @@ def main() -> int:
     for split in ("test", "val"):
         print(f"ONNX {split}: " + ", ".join(f"{n} {evaluation.get(f'{split}_{n}')}" for n in ("map50", "map50_95", "precision", "recall")))
     print(f"registered: version {registered.get('model_version')} {registered.get('status')}; state in {state}")
+    print(f"int8 variant: test mAP50 {evaluation.get('int8_test_map50')}, mAP50-95 {evaluation.get('int8_test_map50_95')} "
+          f"(fp32 {evaluation.get('fp32_test_map50')}, {evaluation.get('fp32_test_map50_95')}); "
+          f"{evaluation.get('fp32_size_mb')} MB -> {evaluation.get('int8_size_mb')} MB; {registered.get('precision_reason')}")
     success = training_run.success and rest is not None and rest.success
     print(f"trained_model step: {train_wall:.1f} min wall; whole chain {total:.1f} min; {'succeeded' if success else 'FAILED'}")
     minutes = train_wall

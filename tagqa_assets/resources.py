@@ -56,6 +56,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             gate_metric=s("gate_metric"), gate_split=s("gate_split"), gate_threshold=s("gate_threshold"),
             champion_margin=s("champion_margin"), hard_example_margin=s("hard_example_margin"),
             approve_without_champion=s("approve_without_champion"),
+            max_int8_map_loss=s("max_int8_map_loss"),
         ),
         "training_profile": TrainingProfileResource(epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch"),
                                                     warm_start=s("retrain_warm_start"), warm_epochs=s("retrain_warm_epochs")),

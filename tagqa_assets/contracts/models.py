@@ -7,6 +7,8 @@ One training run makes one model directory ``models/<model_id>/``:
 - ``training_curves.csv`` / ``training_curves.png``: per-epoch losses and val metrics;
 - ``training.json``: the training summary (``TrainingSummary``); ``training.log``: its output;
 - ``model.onnx`` + ``model_card.json``: the export the edge runs (card: ``edge_runtime.contracts.ModelCard``);
+- ``int8/model.onnx`` + ``int8/model_card.json``: its int8 variant (``model_evaluation``; the card
+  names the precision and the calibration set);
 - ``parity.json``: the ONNX/PyTorch parity report;
 - ``evaluations/<run_id>.json``: every evaluation (new key each time, never overwritten);
 - ``metrics.json``: the evaluation the model was committed with;
@@ -41,6 +43,13 @@ PARITY_FILE = "parity.json"
 EVALUATIONS_DIR = "evaluations"
 METRICS_FILE = "metrics.json"
 COMMIT_FILE = "model.json"
+
+# Precisions a model ships in: the export itself, or its int8 variant (training/quantization.py).
+FP32 = "fp32"
+INT8 = "int8"
+PRECISIONS = (FP32, INT8)
+INT8_ONNX_FILE = "int8/" + ONNX_FILE
+INT8_MODEL_CARD_FILE = "int8/" + MODEL_CARD_FILE
 
 # Registry statuses: the names SageMaker Model Registry uses for ModelApprovalStatus.
 PENDING = "PendingManualApproval"
@@ -170,10 +179,19 @@ class ModelVersion:
     status_reason: str = ""
     updated_at: str = ""
     external_id: str = ""  # SageMaker model package ARN
+    # The variant the model component ships (FP32 or INT8), why (max_int8_map_loss), and each
+    # variant's {"metrics": {split: {...}}, "size_bytes": n} as evaluated through the edge pipeline.
+    precision: str = FP32
+    precision_reason: str = ""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in REGISTRY_STATUSES:
             raise ValueError(f"model version {self.version}: status {self.status!r} is not one of {REGISTRY_STATUSES}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"model version {self.version}: precision {self.precision!r} is not one of {PRECISIONS}")
+        if self.precision != FP32 and self.precision not in self.variants:
+            raise ValueError(f"model version {self.version}: ships {self.precision} but records no such variant")
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
@@ -197,6 +215,9 @@ class ModelVersion:
                 status_reason=data.get("status_reason", ""),
                 updated_at=data.get("updated_at", ""),
                 external_id=data.get("external_id", ""),
+                precision=data.get("precision", FP32),
+                precision_reason=data.get("precision_reason", ""),
+                variants={name: dict(values) for name, values in (data.get("variants") or {}).items()},
             )
         except KeyError as exc:
             raise ValueError(f"registry entry {data.get('version', '?')!r} lacks field {exc}") from exc

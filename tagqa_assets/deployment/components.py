@@ -1,7 +1,10 @@
 """Building the two Greengrass components of a release into the store, and reading them back.
 
 - Model component ``<prefix>ScratchModel`` version ``N.0.0`` for registry version N:
-  ``model.onnx``, ``model_card.json`` with ``model_version`` set to ``"N"``, and
+  ``model.onnx``, ``model_card.json`` with ``model_version`` set to ``"N"``: the variant the
+  registry entry ships (``precision``: the fp32 export or its int8 variant, decided at
+  registration by ``max_int8_map_loss``; the card says which, why, and for int8 the
+  calibration set), and
   ``verification_frames.tar``: a handful of the model's validation images (the first
   ``VERIFICATION_FRAME_COUNT`` by image key of its dataset version's val split, else test, else
   train), on which the edge runtime runs the model before serving it and refuses non-finite
@@ -45,11 +48,11 @@ from tagqa_assets.contracts.edge import (
     parse_semver,
     utc_now,
 )
-from tagqa_assets.contracts.models import APPROVED, METRICS_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
+from tagqa_assets.contracts.models import APPROVED, FP32, METRICS_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
 from tagqa_assets.deployment.recipes import RecipeError, artifact_digests, read_template, recipe_yaml, render_recipe, validate_recipe
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.wheels import WheelBundle
-from tagqa_assets.model_catalog.model_files import read_model_record
+from tagqa_assets.model_catalog.model_files import read_model_record, variant_files
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
 MODEL_TEMPLATE = Path(__file__).with_name("model_recipe.yaml")
@@ -116,26 +119,30 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
     if entry.status != APPROVED:
         raise ComponentBuildError(f"model version {entry.version} is {entry.status}; only Approved versions are deployed")
     ref = ComponentRef(name, model_component_version(entry.version))
-    where = f"model {entry.model_id} (registry version {entry.version})"
+    where = f"model {entry.model_id} (registry version {entry.version}, {entry.precision})"
     record = read_model_record(store, entry.model_id)
+    onnx_file, card_file = variant_files(entry.precision)
     try:
-        onnx = store.get_bytes(model_key(entry.model_id, ONNX_FILE))
-        card = ModelCard.from_dict(store.get_json(model_key(entry.model_id, MODEL_CARD_FILE)),
-                                   source=store.uri_for(model_key(entry.model_id, MODEL_CARD_FILE)))
+        onnx = store.get_bytes(model_key(entry.model_id, onnx_file))
+        card = ModelCard.from_dict(store.get_json(model_key(entry.model_id, card_file)),
+                                   source=store.uri_for(model_key(entry.model_id, card_file)))
     except (ObjectNotFound, ContractError) as exc:
         raise ComponentBuildError(f"{where}: {exc}") from None
     digest = hashlib.sha256(onnx).hexdigest()
     if digest != card.onnx_sha256:
-        raise ComponentBuildError(f"{where}: {ONNX_FILE} has sha256 {digest} but its model card says "
+        raise ComponentBuildError(f"{where}: {onnx_file} has sha256 {digest} but its model card says "
                                   f"{card.onnx_sha256}; the artifact is corrupt or not the exported model")
-    if record.files.get(ONNX_FILE, digest) != digest:
-        raise ComponentBuildError(f"{where}: {ONNX_FILE} has sha256 {digest} but its commit record says "
-                                  f"{record.files[ONNX_FILE]}")
+    if record.files.get(onnx_file, digest) != digest:
+        raise ComponentBuildError(f"{where}: {onnx_file} has sha256 {digest} but its commit record says "
+                                  f"{record.files[onnx_file]}")
     if card.model_id != entry.model_id:
         raise ComponentBuildError(f"{where}: its model card belongs to model {card.model_id!r}")
     frames, frames_entry = _verification_frames(store, entry, card, where)
-    card = dataclasses.replace(card, model_version=str(entry.version),
-                               extra={**card.extra, VERIFICATION_FRAMES_KEY: frames_entry, **_card_evaluation(store, entry)})
+    # Entries registered before precision variants existed keep the card they always had (the component
+    # version is immutable); later ones say which variant this is and why.
+    precision = {"precision": entry.precision, "precision_reason": entry.precision_reason} if entry.variants else {}
+    card = dataclasses.replace(card, model_version=str(entry.version), onnx_file=ONNX_FILE, extra={
+        **card.extra, VERIFICATION_FRAMES_KEY: frames_entry, **precision, **_card_evaluation(store, entry)})
     card_bytes = json.dumps(card.to_dict(), indent=2, sort_keys=True).encode()
     files = {ONNX_FILE: onnx, MODEL_CARD_FILE: card_bytes, VERIFICATION_FRAMES_FILE: frames}
     text = read_template(template)
@@ -143,19 +150,23 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
                                ("{DATASET_VERSION}", entry.dataset_version)):
         text = text.replace(placeholder, validate_identifier(value, placeholder))
     build = {"component": ref.name, "version": ref.version, "model_version": entry.version,
-             "model_id": entry.model_id, "dataset_version": entry.dataset_version}
+             "model_id": entry.model_id, "dataset_version": entry.dataset_version, "precision": entry.precision}
     return _build(store, ref, files, text, str(template), author, build)
 
 
 def _card_evaluation(store: ObjectStore, entry: ModelVersion) -> dict[str, Any]:
-    """``{"evaluation": ...}`` for the shipped model card: the test split's metrics and AP per class from the
-    model's ``metrics.json`` (what the registry approved it on); empty for a model committed without one."""
+    """``{"evaluation": ...}`` for the shipped model card: the test split's metrics and AP per class of the
+    shipped variant from the model's ``metrics.json`` (what the registry approved it on); empty for a model
+    committed without one."""
     try:
         document = store.get_json(model_key(entry.model_id, METRICS_FILE))
     except ObjectNotFound:
         return {}
-    return {"evaluation": {"split": "test", "metrics": document.get("metrics", {}).get("test", {}),
-                           "per_class": document.get("per_class", {}).get("test", {})}}
+    if entry.precision != FP32:  # the variant's own numbers (metrics.json keeps them under variants)
+        document = document.get("variants", {}).get(entry.precision) or entry.variants[entry.precision]
+    evaluation = {"split": "test", "metrics": document.get("metrics", {}).get("test", {}),
+                  "per_class": document.get("per_class", {}).get("test", {})}
+    return {"evaluation": {**evaluation, "precision": entry.precision} if entry.variants else evaluation}
 
 
 def _verification_frames(store: ObjectStore, entry: ModelVersion, card: ModelCard, where: str

@@ -15,6 +15,10 @@ from pathlib import Path
 from tagqa_assets.contracts.keys import model_prefix
 from tagqa_assets.contracts.models import (
     COMMIT_FILE,
+    INT8,
+    INT8_MODEL_CARD_FILE,
+    INT8_ONNX_FILE,
+    FP32,
     METRICS_FILE,
     MODEL_CARD_FILE,
     ONNX_FILE,
@@ -49,12 +53,20 @@ def read_model_record(store: ObjectStore, model_id: str) -> ModelRecord:
         raise ValueError(f"model {model_id!r} is not committed (no {store.uri_for(key)}); it is incomplete or failed") from None
 
 
-def stage_onnx(store: ObjectStore, model_id: str, directory: Path) -> Path:
-    """Download ``model.onnx`` + ``model_card.json`` of a model into ``directory`` (for ``OnnxModel``), and the
-    verification frames file its card names, so the edge runtime verifies it as a device would."""
+def variant_files(precision: str) -> tuple[str, str]:
+    """``(onnx, model card)`` file names of a model's ``precision`` variant in its directory."""
+    if precision not in (FP32, INT8):
+        raise ValueError(f"no model variant for precision {precision!r}")
+    return (ONNX_FILE, MODEL_CARD_FILE) if precision == FP32 else (INT8_ONNX_FILE, INT8_MODEL_CARD_FILE)
+
+
+def stage_onnx(store: ObjectStore, model_id: str, directory: Path, *, precision: str = FP32) -> Path:
+    """Download ``model.onnx`` + ``model_card.json`` of a model's ``precision`` variant into ``directory`` (for
+    ``OnnxModel``), and the verification frames file its card names, so the edge runtime verifies it as a
+    device would."""
     directory.mkdir(parents=True, exist_ok=True)
-    for name in (ONNX_FILE, MODEL_CARD_FILE):
-        store.download_file(model_key(model_id, name), directory / name)
+    for key, name in zip(variant_files(precision), (ONNX_FILE, MODEL_CARD_FILE)):
+        store.download_file(model_key(model_id, key), directory / name)
     frames = json.loads((directory / MODEL_CARD_FILE).read_text()).get("verification_frames")
     if isinstance(frames, dict) and isinstance(frames.get("file"), str):
         name = Path(frames["file"]).name

@@ -2,7 +2,9 @@
 
 A version's fields travel as ``CustomerMetadataProperties`` (string keys and values, at most
 50 entries, values at most 256 characters): ``tagqa.model_id``, ``tagqa.metric.test.map50``,
-``tagqa.config.epochs``, ``tagqa.artifact.onnx`` and so on. SageMaker numbers the packages
+``tagqa.config.epochs``, ``tagqa.artifact.onnx`` and so on; each precision variant is one compact
+JSON value (``tagqa.variant.int8``: its metrics per split and size), the shipped one
+``tagqa.precision``. SageMaker numbers the packages
 (``ModelPackageVersion``) and keeps ``ModelApprovalStatus``; approval goes through
 ``update_model_package``, which is also what SageMaker Studio does.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tagqa_assets.contracts.models import ModelVersion
+from tagqa_assets.contracts.models import FP32, ModelVersion
 from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersion, check_status, utc_now
 
 PREFIX = "tagqa."
@@ -29,6 +31,8 @@ def to_properties(entry: ModelVersion) -> dict[str, str]:
         "config_sha256": entry.config_sha256,
         "code_version": entry.code_version,
         "status_reason": entry.status_reason[:MAX_VALUE],
+        "precision": entry.precision,
+        "precision_reason": entry.precision_reason[:MAX_VALUE],
     }
     for split, values in entry.metrics.items():
         for name, value in values.items():
@@ -37,6 +41,8 @@ def to_properties(entry: ModelVersion) -> dict[str, str]:
         props[f"config.{name}"] = json.dumps(value, sort_keys=True)
     for name, uri in entry.artifacts.items():
         props[f"artifact.{name}"] = uri
+    for name, variant in entry.variants.items():
+        props[f"variant.{name}"] = json.dumps(variant, sort_keys=True, separators=(",", ":"))
     too_long = [key for key, value in props.items() if len(value) > MAX_VALUE]
     if too_long:
         raise ValueError(f"model {entry.model_id}: metadata {too_long} exceed SageMaker's {MAX_VALUE}-character limit")
@@ -50,6 +56,7 @@ def from_description(description: dict[str, Any]) -> ModelVersion:
     metrics: dict[str, dict[str, float]] = {}
     config: dict[str, Any] = {}
     artifacts: dict[str, str] = {}
+    variants: dict[str, dict[str, Any]] = {}
     for key, value in props.items():
         kind, _, rest = key.partition(".")
         if kind == "metric":
@@ -59,6 +66,8 @@ def from_description(description: dict[str, Any]) -> ModelVersion:
             config[rest] = json.loads(value)
         elif kind == "artifact":
             artifacts[rest] = value
+        elif kind == "variant":
+            variants[rest] = json.loads(value)
     return ModelVersion(
         version=int(description["ModelPackageVersion"]),
         model_id=props.get("model_id", ""),
@@ -73,6 +82,9 @@ def from_description(description: dict[str, Any]) -> ModelVersion:
         status_reason=props.get("status_reason", description.get("ApprovalDescription") or ""),
         updated_at=props.get("updated_at", ""),
         external_id=description["ModelPackageArn"],
+        precision=props.get("precision", FP32),
+        precision_reason=props.get("precision_reason", ""),
+        variants=variants,
     )
 
 

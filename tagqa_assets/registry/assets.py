@@ -7,6 +7,9 @@ import dagster as dg
 from tagqa_assets.contracts.models import (
     APPROVED,
     COMMIT_FILE,
+    FP32,
+    INT8,
+    INT8_ONNX_FILE,
     METRICS_FILE,
     MODEL_CARD_FILE,
     ONNX_FILE,
@@ -19,7 +22,7 @@ from tagqa_assets.model_catalog.model_files import model_dir_uri, read_model_rec
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.previews import metadata_table
-from tagqa_assets.registry.gates import compare_on_hard_examples, compare_with_champion, gate
+from tagqa_assets.registry.gates import choose_precision, compare_on_hard_examples, compare_with_champion, gate
 from tagqa_assets.registry.policy import PromotionPolicyResource
 from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.training.lineage import MODEL_ID
@@ -27,12 +30,13 @@ from tagqa_assets.training.lineage import MODEL_ID
 REGISTRY_CODE_VERSION = "register-v1"
 
 
-def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str) -> dict[str, str]:
-    """Addresses of a registered model's files."""
+def artifact_uris(store: ObjectStore, model_id: str, evaluation_key: str, variants: dict | None = None) -> dict[str, str]:
+    """Addresses of a registered model's files (``onnx_int8`` when it has an int8 variant)."""
     return {
         "model_dir": model_dir_uri(store, model_id),
         "weights": store.uri_for(model_key(model_id, WEIGHTS_FILE)),
         "onnx": store.uri_for(model_key(model_id, ONNX_FILE)),
+        **({"onnx_int8": store.uri_for(model_key(model_id, INT8_ONNX_FILE))} if INT8 in (variants or {}) else {}),
         "model_card": store.uri_for(model_key(model_id, MODEL_CARD_FILE)),
         "metrics": store.uri_for(model_key(model_id, METRICS_FILE)),
         "commit": store.uri_for(model_key(model_id, COMMIT_FILE)),
@@ -92,11 +96,15 @@ def registered_model(
             comparison = replace(comparison, approve=False, champion_version=champion.version, reason=(
                 f"champion v{champion.version} was not evaluated on this test split (it changed after the "
                 "evaluation): re-run model_evaluation, or approve by hand"))
+        variants = {name: {"metrics": v["metrics"], "size_bytes": v["size_bytes"]}
+                    for name, v in (evaluation.get("variants") or {}).items() if "error" not in v}
+        choice = choose_precision(evaluation.get("variants") or {}, policy)
         entry = registry.register(ModelVersion(
             version=0, model_id=model_id, dataset_version=version, status=APPROVED if comparison.approve else PENDING,
             created_at="", metrics=evaluation["metrics"], training_config=record.training_config,
             config_sha256=record.config_sha256, code_version=record.git_sha,
-            artifacts=artifact_uris(object_store, model_id, evaluation_key), status_reason=comparison.reason,
+            artifacts=artifact_uris(object_store, model_id, evaluation_key, variants), status_reason=comparison.reason,
+            precision=choice.precision, precision_reason=choice.reason, variants=variants,
         ))
         context.log.info(f"registered {model_id} as version {entry.version}: {entry.status} ({entry.status_reason})")
     return dg.MaterializeResult(
@@ -117,5 +125,20 @@ def registered_model(
                                                   for name, values in evaluation["per_class"]["test"].items()])}
                if evaluation.get("per_class", {}).get("test") else {}),
             "artifacts": dg.MetadataValue.json(entry.artifacts),
+            **precision_metadata(entry),
         }
     )
+
+
+def precision_metadata(entry: ModelVersion) -> dict[str, object]:
+    """What the UI shows about precision: the shipped variant, why, and each variant's test mAP and size."""
+    rows = [{"precision": name, "ships": name == entry.precision,
+             "test_map50": variant["metrics"].get("test", {}).get("map50"),
+             "test_map50_95": variant["metrics"].get("test", {}).get("map50_95"),
+             "size_mb": round(variant.get("size_bytes", 0) / 1e6, 2)}
+            for name, variant in sorted(entry.variants.items())]
+    tests = {row["precision"]: row["test_map50_95"] for row in rows}
+    loss = ({"int8_map50_95_loss": round(tests[FP32] - tests[INT8], 4)}
+            if None not in (tests.get(FP32), tests.get(INT8)) else {})
+    return {"precision": entry.precision, "precision_reason": entry.precision_reason, **loss,
+            "precision_variants": metadata_table(rows)}

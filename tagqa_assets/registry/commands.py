@@ -7,7 +7,8 @@ import json
 
 from tagqa_assets.contracts.models import APPROVED, REJECTED
 
-COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "created_at", "reason")
+COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "precision", "created_at",
+           "reason")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,6 +43,7 @@ def _list(args: argparse.Namespace) -> int:
             "dataset_version": entry.dataset_version,
             "test_map50": f"{entry.metrics.get('test', {}).get('map50', float('nan')):.3f}",
             "test_map50_95": f"{entry.metrics.get('test', {}).get('map50_95', float('nan')):.3f}",
+            "precision": entry.precision,
             "created_at": entry.created_at[:19],
             "reason": entry.status_reason[:60],
         }

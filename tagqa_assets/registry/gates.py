@@ -10,7 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tagqa_assets.contracts.models import METRIC_NAMES
+from typing import Any
+
+from tagqa_assets.contracts.models import FP32, INT8, METRIC_NAMES
 
 GATE_SPLITS = ("test", "val")
 
@@ -27,6 +29,9 @@ class PromotionPolicy:
     # How much worse than the champion a challenger may do on the hard examples (edge
     # feedback that came back labeled) and still be approved without a person.
     hard_example_margin: float = 0.05
+    # The int8 variant ships when its mAP50-95 on the test split is at most this much below
+    # the fp32 model's (and it still passes the gate); otherwise the component ships fp32.
+    max_int8_map_loss: float = 0.01
 
     def __post_init__(self) -> None:
         if self.gate_metric not in METRIC_NAMES:
@@ -103,3 +108,39 @@ def compare_on_hard_examples(challenger: dict[str, float] | None, champion: dict
                       f"(within margin {policy.hard_example_margin:.4f})")
     return False, (f"hard examples: challenger map50 {ours:.4f} regresses below champion v{champion_version} "
                    f"{theirs:.4f} - margin {policy.hard_example_margin:.4f}")
+
+
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """Which variant the model component ships, and why."""
+
+    precision: str
+    reason: str
+    int8_map_loss: float | None  # fp32 minus int8 mAP50-95 on test (positive: int8 is worse); None without int8
+
+
+def choose_precision(variants: dict[str, dict[str, Any]], policy: PromotionPolicy) -> PrecisionChoice:
+    """int8 when its test mAP50-95 loss against fp32 is within ``max_int8_map_loss`` and it passes the gate;
+    a negative limit means fp32 always.
+
+    ``variants`` is the evaluation document's ``variants`` (precision -> ``{"metrics": {split:
+    {...}}}`` or ``{"error": reason}``). The loss is rounded to 4 decimals like the metrics, so
+    a loss of exactly the limit ships int8.
+    """
+    int8, fp32 = variants.get(INT8), variants.get(FP32)
+    if not int8 or "error" in int8 or not fp32:
+        why = (int8 or {}).get("error", "the evaluation has no int8 variant")
+        return PrecisionChoice(FP32, f"ships fp32: no int8 variant ({why})"[:250], None)
+    ours, theirs = float(int8["metrics"]["test"]["map50_95"]), float(fp32["metrics"]["test"]["map50_95"])
+    loss = round(theirs - ours, 4)
+    limit = policy.max_int8_map_loss
+    sizes = f"{fp32.get('size_bytes', 0) / 1e6:.1f} MB -> {int8.get('size_bytes', 0) / 1e6:.1f} MB"
+    compared = f"int8 mAP50-95 on test {ours:.4f} vs fp32 {theirs:.4f} (loss {loss:+.4f}, limit {limit:.4f}; {sizes})"
+    if limit < 0:
+        return PrecisionChoice(FP32, f"ships fp32: max_int8_map_loss is negative (int8 off); {compared}", loss)
+    if loss > limit:
+        return PrecisionChoice(FP32, f"ships fp32: {compared} loses more than max_int8_map_loss", loss)
+    gated = gate(int8["metrics"], policy)
+    if not gated.passed:
+        return PrecisionChoice(FP32, f"ships fp32: {compared} is within the limit but int8 {gated.describe()}", loss)
+    return PrecisionChoice(INT8, f"ships int8: {compared} is within max_int8_map_loss", loss)

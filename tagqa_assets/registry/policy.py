@@ -10,7 +10,8 @@ class PromotionPolicyResource(dg.ConfigurableResource):
 
     Numbers are text so each can come from an environment variable (``dg.EnvVar`` has no
     float form): TAGQA_GATE_METRIC, TAGQA_GATE_SPLIT, TAGQA_GATE_THRESHOLD,
-    TAGQA_CHAMPION_MARGIN, TAGQA_HARD_EXAMPLE_MARGIN, TAGQA_APPROVE_WITHOUT_CHAMPION.
+    TAGQA_CHAMPION_MARGIN, TAGQA_HARD_EXAMPLE_MARGIN, TAGQA_APPROVE_WITHOUT_CHAMPION,
+    TAGQA_MAX_INT8_MAP_LOSS.
     """
 
     gate_metric: str = "map50_95"
@@ -19,6 +20,7 @@ class PromotionPolicyResource(dg.ConfigurableResource):
     champion_margin: str = "0.01"
     hard_example_margin: str = "0.05"
     approve_without_champion: str = "false"
+    max_int8_map_loss: str = "0.01"
 
     def policy(self) -> PromotionPolicy:
         """The validated policy; raises ``ValueError`` naming a setting that is not a number / boolean."""
@@ -29,6 +31,7 @@ class PromotionPolicyResource(dg.ConfigurableResource):
             _number("champion_margin", self.champion_margin, 0.01),
             _flag("approve_without_champion", self.approve_without_champion),
             _number("hard_example_margin", self.hard_example_margin, 0.05),
+            max_int8_map_loss=_number("max_int8_map_loss", self.max_int8_map_loss, 0.01),
         )
 
 

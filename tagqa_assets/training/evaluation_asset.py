@@ -28,7 +28,9 @@ from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_sp
 from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate
 from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID, staged_dataset
 from tagqa_assets.training.plots import pr_curves_png
+from tagqa_assets.training.quantization import DEFAULT_CALIBRATION_IMAGES
 from tagqa_assets.training.resources import TrainingBackendResource
+from tagqa_assets.training.variants import VariantEvaluation, evaluate_int8, evaluated_fp32
 
 EVALUATION_CODE_VERSION = "eval-v1"
 EVALUATION_KEY = "evaluation_key"
@@ -39,6 +41,8 @@ class EvaluationConfig(dg.Config):
 
     preview_conf: float = 0.25  # predicted boxes drawn (red) at or above this score
     preview_images: int = 12
+    # Training images the int8 variant is calibrated on (built once per model); 0: no int8 variant.
+    int8_calibration_images: int = DEFAULT_CALIBRATION_IMAGES
 
 
 def _file_hashes(store: ObjectStore, model_id: str) -> dict[str, str]:
@@ -110,9 +114,13 @@ def model_evaluation(
     try:
         with staged_dataset(object_store, version, scratch) as dataset_dir:
             test, val = load_split(dataset_dir, "test"), load_split(dataset_dir, "val")
-            model = OnnxModel(stage_onnx(object_store, model_id, scratch / "challenger"))
+            fp32_dir = stage_onnx(object_store, model_id, scratch / "challenger")
+            model = OnnxModel(fp32_dir)
             test_predictions = model.predict_all(test)
             metrics = {"test": evaluate(test, test_predictions), "val": evaluate(val, model.predict_all(val))}
+            variants = [evaluated_fp32(fp32_dir, metrics), evaluate_int8(
+                object_store, model_id, version, dataset_dir, fp32_dir, scratch, {"test": test, "val": val},
+                calibration_count=config.int8_calibration_images)]
             champion_model = None
             if champion is not None:
                 champion_model = model if champion.model_id == model_id else OnnxModel(
@@ -121,6 +129,11 @@ def model_evaluation(
             hard = _hard_example_metrics(object_store, scratch, model, champion_model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+    for variant in variants:
+        if variant.error:
+            context.log.warning(f"{model_id}: no {variant.precision} variant: {variant.error}")
+        elif variant.built:
+            context.log.info(f"{model_id}: built its {variant.precision} variant ({variant.size_bytes / 1e6:.1f} MB)")
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     class_names = tuple(object_store.get_json(model_key(model_id, MODEL_CARD_FILE))["class_names"])
     per_class = {split: m.per_class_named(class_names) for split, m in metrics.items()}
@@ -132,6 +145,8 @@ def model_evaluation(
         "details": {split: m.to_dict() for split, m in metrics.items()},
         "class_names": list(class_names),
         "per_class": per_class,
+        # Each precision variant (fp32: the export; int8: its quantized copy) on the same splits.
+        "variants": {variant.precision: variant.document(class_names) for variant in variants},
         # The drift baseline of line_results (monitoring stage): each test image's best score.
         "best_scores": {"test": best_scores(test_predictions)},
         "champion": None if champion is None else {
@@ -170,9 +185,27 @@ def model_evaluation(
             "test_split_comparison": metadata_table(rows),
             "test_per_class": metadata_table([{"class": name, **values} for name, values in per_class["test"].items()]),
             **{f"test_ap50_95_{name}": values["ap50_95"] for name, values in per_class["test"].items()},
+            **_variant_metadata(variants),
             "hard_examples_images": 0 if hard is None else hard["images"],
             "hard_examples_comparison": metadata_table(hard_rows),
             "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),
             "test_predictions": grid_markdown(tiles, "test images: truth green, predictions red"),
         }
     )
+
+
+def _variant_metadata(variants: list[VariantEvaluation]) -> dict[str, object]:
+    """Both precision variants side by side for the UI: test mAP50 / mAP50-95 and file size per variant."""
+    rows, values = [], {}
+    for variant in variants:
+        if variant.error:
+            values[f"{variant.precision}_variant"] = dg.MetadataValue.text(f"none: {variant.error}")
+            continue
+        test = variant.metrics["test"]
+        size_mb = round(variant.size_bytes / 1e6, 2)
+        rows.append({"precision": variant.precision, "test_map50": round(test.map50, 4),
+                     "test_map50_95": round(test.map50_95, 4), "size_mb": size_mb})
+        values.update({f"{variant.precision}_test_map50": round(test.map50, 4),
+                       f"{variant.precision}_test_map50_95": round(test.map50_95, 4),
+                       f"{variant.precision}_size_mb": size_mb})
+    return {**values, "precision_variants": metadata_table(rows)}
