@@ -77,6 +77,9 @@ FRAME_SCHEMA = pa.schema([
     ("source_name", pa.string()),
     ("captured", pa.string()),
     ("extra", pa.string()),
+    # Added with execution providers (issue 18): parts written before it have no such column and read as null
+    # (tagqa_assets.monitoring.daily.scan_frame_parts).
+    ("provider", pa.string()),
 ])
 REJECT_SCHEMA = pa.schema([
     ("received_at", UTC_US),
@@ -87,7 +90,7 @@ REJECT_SCHEMA = pa.schema([
 ])
 _KNOWN_KEYS = frozenset({"schema", "device", "image_id", "timestamp", "model_id", "model_version", "dataset_version",
                          "detections", "best_score", "latency_ms", "verdict", "image_width", "image_height",
-                         "source_name", "captured"})
+                         "source_name", "captured", "provider"})
 _TOPIC = re.compile(r"^tagqa/([^/]+)/detections$")
 
 
@@ -226,6 +229,7 @@ def _row(data: Mapping[str, Any], device: str, received_at: datetime) -> dict[st
         "source_name": _optional_text(data.get("source_name")),
         "captured": _optional_text(data.get("captured")),
         "extra": json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else None,
+        "provider": _optional_text(data.get("provider")),  # absent from devices older than issue 18
     }
 
 
