@@ -244,3 +244,38 @@ def test_the_results_store_keeps_the_provider_and_reads_parts_from_before_it(tmp
     (merged,) = frame_part_keys(store, now.date())
     table = pq.read_table(io.BytesIO(store.get_bytes(merged)))
     assert table.schema == FRAME_SCHEMA and sorted(table["provider"].to_pylist(), key=str) == [None, OPENVINO]
+
+
+def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) -> None:
+    from tagqa_assets.deployment.recipes import RecipeError, validate_recipe
+    from tagqa_assets.deployment.resources import INFERENCE_TEMPLATE, DeploymentResource
+    from tagqa_assets.storage import LocalObjectStore
+
+    chosen = DeploymentResource(edge_providers=f"{OPENVINO}, {CPU}", device_configuration='{"confThreshold": 0.3}')
+    assert chosen.configuration_overrides() == {"confThreshold": 0.3, "providers": [OPENVINO, CPU]}
+    target = chosen.open_target(LocalObjectStore(tmp_path / "store"))
+    assert target.device_configuration["providers"] == [OPENVINO, CPU], "what the local devices' config gets"
+    with_options = DeploymentResource(edge_providers=json.dumps([OPENVINO_FP32, CPU]))
+    assert with_options.configuration_overrides()["providers"] == [OPENVINO_FP32, CPU]
+    for settings, message in [
+        ({"edge_providers": "OpenVinoExecutionProvider"},
+         r"TAGQA_EDGE_PROVIDERS\[0\] names unknown execution provider 'OpenVinoExecutionProvider' \(did you mean"),
+        ({"edge_providers": "[oops"}, r"TAGQA_EDGE_PROVIDERS is not a valid JSON list"),
+        ({"edge_providers": CPU, "device_configuration": json.dumps({"providers": [CPU]})},
+         r"TAGQA_EDGE_PROVIDERS and TAGQA_DEVICE_CONFIGURATION's 'providers' both"),
+        ({"device_configuration": json.dumps({"providers": ["TensorRTExecutionProvider"]})},
+         r"TAGQA_DEVICE_CONFIGURATION: 'providers'\[0\] names unknown execution provider"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            DeploymentResource(**settings).configuration_overrides()
+    import yaml
+
+    recipe = yaml.safe_load(INFERENCE_TEMPLATE.read_text().replace("{COMPONENT_NAME}", "com.tagqa.EdgeInference")
+                            .replace("{COMPONENT_VERSION}", "1.0.0").replace("{COMPONENT_AUTHOR}", "tagqa"))
+    defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
+    assert DeviceConfig.from_mapping(defaults, source="recipe").providers == (ProviderSpec(CPU),)
+    defaults["providers"] = ["CPUExecutionProvider", "OpenVINOExecutionProviderr"]
+    for artifact in recipe["Manifests"][0]["Artifacts"]:
+        artifact.update(URI="s3://bucket/greengrass.zip", Digest="A" * 43 + "=", Algorithm="SHA-256")
+    with pytest.raises(RecipeError, match=r"'providers'\[1\] names unknown execution provider"):
+        validate_recipe(recipe, source="recipe.yaml")

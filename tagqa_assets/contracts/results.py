@@ -171,8 +171,11 @@ def decode_result(topic: str, payload: bytes, received_at: datetime) -> FrameRow
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        # An error at the very end of the text is a message cut short, not a malformed one.
-        cut_short = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        # An error at the very end of the text is a message cut short, not a malformed one; so is one cut
+        # inside a literal ('"provider":nul').
+        tail = text[exc.pos:].rstrip()
+        cut_short = (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+                     or any(literal.startswith(tail) for literal in ("null", "true", "false")))
         reason = TRUNCATED if cut_short else NOT_JSON
         raise RejectedResult(reason, f"{exc.msg} at character {exc.pos} of {len(text)}") from None
     if not isinstance(data, dict):
