@@ -53,12 +53,19 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "ultralytics", "ours", "ours_numpy")
+CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy")
+PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVINO execution provider)
 
 
 # ------------------------------------------------------------------ measurements (in subprocesses)
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _process_cpu() -> float:
+    """CPU seconds (user + system) this process has used, all its threads together."""
+    times = os.times()
+    return times.user + times.system
 
 
 def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int = 0) -> dict:
@@ -85,14 +92,47 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
     callers = max(parallel, 1)
     loop(10)
     threads = [threading.Thread(target=loop, args=(runs // callers,)) for _ in range(callers)]
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _process_cpu()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
     done = callers * (runs // callers)
-    return {"ips": done / elapsed, "frames": done, "rss_mb": _peak_rss_mb(), "checksum": float(np.sum(tensor))}
+    return {"ips": done / elapsed, "frames": done, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / done,
+            "checksum": float(np.sum(tensor))}
+
+
+def measure_openvino(model_dir: Path, images: list[Path], runs: int) -> dict:
+    """The same ONNX file in bare OpenVINO on the CPU, as an OpenVINO user runs it: ``compile_model`` with
+    one stream and one infer request per core (``AsyncInferQueue``), on one preprocessed tensor."""
+    import numpy as np
+    import openvino as ov
+
+    sys.path.insert(0, str(REPO))
+    from edge_runtime.imaging import decode_image
+    from edge_runtime.letterbox import letterbox
+
+    card = json.loads((model_dir / "model_card.json").read_text())
+    cores = os.cpu_count() or 1
+    core = ov.Core()
+    compiled = core.compile_model(str(model_dir / card["onnx_file"]), "CPU",
+                                  {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(cores),
+                                   "INFERENCE_NUM_THREADS": str(cores)})
+    tensor, _ = letterbox(decode_image(images[0].read_bytes()), card["imgsz"], card["imgsz"])
+    requests = ov.AsyncInferQueue(compiled, cores)
+    for _ in range(10):
+        requests.start_async({0: tensor})
+    requests.wait_all()
+    started, cpu = time.perf_counter(), _process_cpu()
+    for _ in range(runs):
+        requests.start_async({0: tensor})  # blocks while every request is busy
+    requests.wait_all()
+    elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
+    return {"ips": runs / elapsed, "frames": runs, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / runs,
+            "checksum": float(np.sum(tensor)),
+            "requests": cores, "precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+            "openvino": ov.__version__}
 
 
 def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dict:
@@ -103,16 +143,42 @@ def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dic
     accepted = [p for p in images if p.suffix.lower() == ".jpg"]  # it refuses .jpg_0 ... by extension
     for path in accepted[:10]:
         model.predict(str(path), imgsz=card["imgsz"], verbose=False)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), _process_cpu()
     for _ in range(passes):
         for path in accepted:
             model.predict(str(path), imgsz=card["imgsz"], verbose=False)
-    elapsed = time.perf_counter() - started
-    return {"ips": passes * len(accepted) / elapsed, "frames": passes * len(accepted), "rss_mb": _peak_rss_mb()}
+    elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
+    frames = passes * len(accepted)
+    return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / frames}
+
+
+def _thread_times() -> dict[int, tuple[float, float]]:
+    """(seconds on a CPU, seconds runnable but waiting for a CPU) of every live thread, by native thread id.
+
+    From the scheduler's statistics (/proc/<pid>/task/<tid>/schedstat, nanoseconds): what a thread
+    spent neither running nor waiting for a CPU it spent asleep (for the GIL, a lock, a queue).
+    """
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            running, waiting = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[:2]
+        except (OSError, ValueError):
+            continue  # the thread ended meanwhile
+        out[int(tid)] = (int(running) / 1e9, int(waiting) / 1e9)
+    return out
+
+
+def _thread_group(name: str) -> str:
+    """The runtime's threads in a few groups, for the CPU-per-frame breakdown."""
+    for prefix, group in (("frame-worker", "workers"), ("frame-sink", "sink"), ("frame-source", "source"),
+                          ("result-", "outbox"), ("capture-", "captures")):
+        if name.startswith(prefix):
+            return group
+    return "other"  # main/control thread, the MQTT client's event loop (a C thread), ...
 
 
 def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int,
-                 numpy_letterbox: bool = False) -> dict:
+                 numpy_letterbox: bool = False, providers: str | None = None) -> dict:
     sys.path.insert(0, str(REPO))
     from edge_runtime import letterbox
     from edge_runtime.config_sources import NoConfigSource
@@ -134,21 +200,51 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             return future
 
     warmup, frames = 30, passes * len(images)
+    cpu_marks: list[tuple[float, float, dict, dict[int, str]]] = []  # at the warm-up's end and at the last frame
+    records = 0
+
+    def mark_cpu(record: dict) -> None:  # a record listener: runs on the sink thread, once per frame
+        nonlocal records
+        records += 1
+        if records in (warmup, warmup + frames):
+            cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_times(),
+                              {t.native_id: t.name for t in threading.enumerate()}))
+
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
+        if providers:  # needs a runtime that knows the 'providers' key (issue 18, section 1)
+            overrides["providers"] = providers
         host, _, port = broker.rpartition(":")
         runtime = EdgeRuntime(config_source=NoConfigSource(), overrides=overrides, max_frames=warmup + frames,
                               publisher_factory=lambda c: TimedPublisher(host, int(port), "edge-bench"), seed=0)
+        runtime.record_listeners.append(mark_cpu)
         runtime.run()  # returns once max_frames results are published and the runtime shut down
         snapshot = runtime.metrics.snapshot()
+        provider = getattr(runtime.slot.current, "provider", "CPUExecutionProvider")
     if len(acked) < warmup + frames:
         raise RuntimeError(f"only {len(acked)} of {warmup + frames} results were acknowledged")
     elapsed = acked[warmup + frames - 1] - acked[warmup - 1]
-    return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "workers": runtime.workers,
-            "native_letterbox": letterbox._letterbox is not None,
-            "corrupt": snapshot["frames_corrupt"], "latency_ms_p50": snapshot["latency_ms_p50"],
-            "latency_ms_p95": snapshot["latency_ms_p95"]}
+    cpu_ms: dict[str, float] = {}
+    worker_asleep_ms = process_cpu_ms = None
+    if len(cpu_marks) == 2:
+        (start, cpu_start, before, _), (end, cpu_end, after, names) = cpu_marks
+        process_cpu_ms = (cpu_end - cpu_start) * 1000 / frames
+        asleep = 0.0
+        for tid, (running, waiting) in after.items():
+            group = _thread_group(names.get(tid, ""))
+            ran, waited = running - before.get(tid, (0.0, 0.0))[0], waiting - before.get(tid, (0.0, 0.0))[1]
+            cpu_ms[group] = cpu_ms.get(group, 0.0) + ran * 1000 / frames
+            if group == "workers":  # a busy worker sleeps only for the GIL (or for want of frames)
+                asleep += (end - start) - ran - waited
+        worker_asleep_ms = round(asleep * 1000 / frames, 2)
+    return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": process_cpu_ms,
+            "workers": runtime.workers,
+            "native_letterbox": letterbox._letterbox is not None, "provider": provider,
+            "corrupt": snapshot["frames_corrupt"], "captured": snapshot.get("captured"),
+            "latency_ms_p50": snapshot["latency_ms_p50"], "latency_ms_p95": snapshot["latency_ms_p95"],
+            "cpu_ms_per_frame": {k: round(v, 2) for k, v in sorted(cpu_ms.items())},
+            "worker_asleep_ms_per_frame": worker_asleep_ms}
 
 
 # ----------------------------------------------------------------------------- int8 study
@@ -274,7 +370,7 @@ class Broker:
 def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Namespace, broker: str,
                   state: Path) -> dict:
     command = [sys.executable, __file__, "_measure", kind, str(model_dir), str(image_dir), broker,
-               str(args.passes), str(args.workers)]
+               str(args.passes), str(args.workers), getattr(args, "providers", None) or ""]
     done = subprocess.run(command, capture_output=True, text=True, env=_ultralytics_env(state), timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"{kind} failed:\n{done.stderr[-3000:]}")
@@ -283,11 +379,45 @@ def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Na
 
 def _describe(m: dict) -> str:
     """One contender's measurement as printed per round."""
-    line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB"
-    if "workers" in m:  # the runtime (ours, ours_numpy)
+    line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB  CPU {m.get('cpu_ms') or 0:5.1f} ms/img"
+    if "workers" in m:  # the runtime (ours, ours_numpy, ours_providers)
         line += (f"  p50 {m['latency_ms_p50']} ms p95 {m['latency_ms_p95']} ms, {m['workers']} workers, "
-                 f"{'native' if m['native_letterbox'] else 'numpy'} letterbox")
+                 f"{'native' if m['native_letterbox'] else 'numpy'} letterbox, {m['provider']}, "
+                 f"{m['captured']} captured; CPU ms/frame "
+                 + " ".join(f"{k} {v}" for k, v in m["cpu_ms_per_frame"].items())
+                 + f"; workers asleep {m['worker_asleep_ms_per_frame']} ms/frame")
+    if "requests" in m:  # bare OpenVINO
+        line += f"  {m['requests']} requests, inference precision {m['precision']}, openvino {m['openvino']}"
     return line
+
+
+def load_average() -> str:
+    """The 1-minute load average (the machine is shared: printed beside every figure)."""
+    try:
+        return f"{os.getloadavg()[0]:.1f}"
+    except OSError:
+        return "n/a"
+
+
+def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[str, float], cpu: dict[str, float],
+                load: str) -> str:
+    """The RESULT line of one model (image size and precision) from each contender's best round.
+
+    ``cpu_vs_limit_parallel`` (CPU per image of inference alone over ours', medians) is the ratio that
+    load from other processes disturbs least: on a saturated machine throughput follows CPU per image.
+    """
+    def ratio(a: str, b: str) -> str:
+        return f"{best[a] / best[b]:.2f}" if a in best and b in best else "n/a"
+
+    fields = [f"imgsz={imgsz}", f"precision={precision}"]
+    fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "ultralytics", "limit",
+                                                  PROVIDERS_CONTENDER) if k in best]
+    fields += [f"vs_limit_parallel={ratio('ours', 'limit_parallel')}", f"vs_ultralytics={ratio('ours', 'ultralytics')}",
+               f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}"]
+    if cpu.get("ours") and cpu.get("limit_parallel"):
+        fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
+    fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
+    return "RESULT " + " ".join(fields) + f" load={load}"
 
 
 def machine_description() -> str:
@@ -310,15 +440,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="metal-tags dataset folder")
     parser.add_argument("--model", type=Path, action="append", help="model dir(s); default: export yolov8n per size")
     parser.add_argument("--imgsz", type=int, nargs="+", default=[480, 640])
+    parser.add_argument("--precision", nargs="+", choices=["fp32", "int8"], default=["fp32", "int8"],
+                        help="int8: also run every model quantized (as the int8 study does)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--passes", type=int, default=1, help="passes over the images per measurement")
     parser.add_argument("--workers", type=int, default=0, help="runtime frame workers (0: its default)")
+    parser.add_argument("--contenders", nargs="+", choices=CONTENDERS, default=list(CONTENDERS))
+    parser.add_argument("--providers", help="also run ours with this execution provider list (the runtime's "
+                        "'providers' setting, e.g. OpenVINOExecutionProvider,CPUExecutionProvider): the "
+                        f"'{PROVIDERS_CONTENDER}' contender, compared with bare OpenVINO as vs_openvino")
     args = parser.parse_args(argv)
     images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
     if not images:
         sys.exit(f"no images under {args.data / 'images'} (the real metal-tags dataset is needed)")
+    contenders = list(args.contenders) + ([PROVIDERS_CONTENDER] if args.providers else [])
     print(f"machine: {machine_description()}")
     print(f"images: {len(images)} from {args.data}")
+    if not args.providers:
+        print("no --providers: vs_openvino (ours with the OpenVINO provider against bare OpenVINO) is not measured")
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp_name:
         tmp = Path(tmp_name)
         image_dir = tmp / "images"
@@ -326,32 +465,43 @@ def main(argv: list[str] | None = None) -> int:
         for path in images:  # one flat folder for the runtime's loop source
             (image_dir / f"{path.parent.name}-{path.name}").symlink_to(path)
         models = args.model or [export_model(tmp / f"model-{s}", s, images[:32], tmp) for s in args.imgsz]
+        runs: list[tuple[str, Path]] = []
+        for model_dir in models:
+            if "quantization" in json.loads((model_dir / "model_card.json").read_text()):
+                runs.append(("int8", model_dir))  # given an int8 model dir (e.g. the int8 study's --out)
+                continue
+            if "fp32" in args.precision:
+                runs.append(("fp32", model_dir))
+            if "int8" in args.precision:  # as the int8 study quantizes (calibrated on 64 of the images)
+                runs.append(("int8", quantize_model_dir(model_dir, tmp / f"{model_dir.name}-int8", images[32:96])))
         broker = Broker(tmp)
         results = []
         try:
-            for model_dir in models:
+            for precision, model_dir in runs:
                 imgsz = json.loads((model_dir / "model_card.json").read_text())["imgsz"]
-                rounds: dict[str, list[dict]] = {k: [] for k in CONTENDERS}
+                rounds: dict[str, list[dict]] = {k: [] for k in contenders}
+                loads = [load_average()]
                 for r in range(args.rounds):
-                    for kind in CONTENDERS:
+                    for kind in contenders:
                         m = run_contender(kind, model_dir, image_dir, args, f"127.0.0.1:{broker.port}", tmp)
                         rounds[kind].append(m)
-                        print(f"imgsz={imgsz} round={r + 1} {kind:<14} {_describe(m)}", flush=True)
+                        print(f"imgsz={imgsz} {precision} round={r + 1} {kind:<14} {_describe(m)}  "
+                              f"load {load_average()}", flush=True)
+                loads.append(load_average())
                 median = {k: statistics.median(m["ips"] for m in v) for k, v in rounds.items()}
                 best = {k: max(m["ips"] for m in v) for k, v in rounds.items()}
                 rss = {k: max(m["rss_mb"] for m in v) for k, v in rounds.items()}
+                cpu = {k: statistics.median(m["cpu_ms"] for m in v) for k, v in rounds.items()
+                       if all(m.get("cpu_ms") for m in v)}
+                print(f"imgsz={imgsz} {precision} CPU ms/img (medians): "
+                      + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
                 for label, figures in (("medians", median), ("best", best)):
-                    print(f"imgsz={imgsz} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
-                          + f" img/s; ours/limit {figures['ours'] / figures['limit']:.2f}, ours/ultralytics "
-                          f"{figures['ours'] / figures['ultralytics']:.2f}, ours/limit_parallel "
-                          f"{figures['ours'] / figures['limit_parallel']:.2f}, ours/ours_numpy "
-                          f"{figures['ours'] / figures['ours_numpy']:.2f}")
+                    ratios = [f"ours/{k} {figures['ours'] / figures[k]:.2f}" for k in figures
+                              if k != "ours" and "ours" in figures]
+                    print(f"imgsz={imgsz} {precision} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
+                          + " img/s; " + ", ".join(ratios))
                 # Best of the interleaved rounds: on a shared machine it is each contender's least disturbed run.
-                results.append(
-                    f"RESULT imgsz={imgsz} ours_ips={best['ours']:.1f} ultralytics_ips={best['ultralytics']:.1f} "
-                    f"limit_ips={best['limit']:.1f} vs_ultralytics={best['ours'] / best['ultralytics']:.2f} "
-                    f"vs_limit={best['ours'] / best['limit']:.2f} ours_rss_mb={rss['ours']:.0f} "
-                    f"ultralytics_rss_mb={rss['ultralytics']:.0f}")
+                results.append(result_line(imgsz, precision, best, rss, cpu, "-".join(loads)))
         finally:
             broker.stop()
     for line in results:
@@ -361,16 +511,19 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_measure":
-        kind, model, image_dir, broker, passes, workers = sys.argv[2:8]
+        kind, model, image_dir, broker, passes, workers, providers = sys.argv[2:9]
         paths = sorted(Path(image_dir).iterdir())
         if kind in ("limit", "limit_parallel"):
             out = measure_limit(Path(model), paths, runs=int(passes) * len(paths),
                                 parallel=2 if kind == "limit_parallel" else 0)
+        elif kind == "openvino":
+            out = measure_openvino(Path(model), paths, runs=int(passes) * len(paths))
         elif kind == "ultralytics":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:
             out = measure_ours(Path(model), paths, int(passes), broker, int(workers),
-                               numpy_letterbox=kind == "ours_numpy")
+                               numpy_letterbox=kind == "ours_numpy",
+                               providers=providers if kind == PROVIDERS_CONTENDER else None)
         print(json.dumps(out))
     elif len(sys.argv) > 1 and sys.argv[1] == "int8":
         sys.exit(int8_study(sys.argv[2:]))

@@ -58,6 +58,10 @@ def decode_image(data: bytes, *, max_pixels: int | None = None) -> np.ndarray:
 
 def image_size(data: bytes) -> tuple[int, int] | None:
     """(width, height) from the header alone (nothing decoded), or None when the header is unreadable."""
+    if data[:3] == b"\xff\xd8\xff":
+        size = _jpeg_frame_size(data)
+        if size is not None:
+            return size
     if simplejpeg is not None and data[:3] == b"\xff\xd8\xff":
         try:
             height, width, _, _ = simplejpeg.decode_jpeg_header(data)
@@ -110,6 +114,35 @@ def _jpeg_has_exif(data: bytes) -> bool:
             return True
         pos += 2 + length
     return True
+
+
+# Start-of-frame markers (baseline, extended, progressive, lossless, ...); C4, C8 and CC are other segments.
+_SOF_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame segment, walking its markers in Python.
+
+    A few microseconds with the GIL held: the frame workers call this once per frame, and a C
+    header parser that releases the GIL for a microsecond makes the worker queue for the GIL
+    again behind the other threads (docs/benchmarks.md). None when the markers cannot be walked.
+    """
+    pos, end = 2, len(data)
+    while pos + 9 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:
+            pos += 1
+            continue
+        if marker in _SOF_MARKERS:
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return (width, height) if width and height else None
+        if marker == 0xDA:
+            return None
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return None
 
 
 _SIGNATURES = (

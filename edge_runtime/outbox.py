@@ -191,8 +191,17 @@ class ResultOutbox:
                 view = view[handle.write(view):]
             self._next_seq = seq + 1
             self._written_seq = seq
+            # A connected sender that has read everything gets the entry from here instead of reading its
+            # line back (bounded by the window; while disconnected the log alone holds results, evictable).
+            handed = (self._cursor is segment and segment.read_offset == segment.size
+                      and len(self._readahead) < self._window and self._publisher.is_connected())
             segment.count += 1
             segment.size += len(line)
+            if handed:
+                segment.read_offset = segment.size
+                segment.read_lines += 1
+                segment.held += 1
+                self._readahead.append(_Entry(seq, topic, payload, segment))
             self._disk_bytes += len(line)
             if on_safe is not None:
                 self._waiting[seq] = on_safe
