@@ -103,6 +103,8 @@ class Settings:
     edge_wheel_platform: str = _setting("TAGQA_EDGE_WHEEL_PLATFORM", "", "Wheel platform of the devices, e.g. manylinux_2_28_aarch64; empty = this machine.", group="Edge deployment (docs/deployment.md)")
     edge_python_version: str = _setting("TAGQA_EDGE_PYTHON_VERSION", "", "Python version of the devices, e.g. 3.11; empty = this interpreter.", group="Edge deployment (docs/deployment.md)")
     edge_providers: str = _setting("TAGQA_EDGE_PROVIDERS", "", 'Execution providers the devices try in order (docs/edge_runtime.md): comma-separated names, e.g. OpenVINOExecutionProvider,CPUExecutionProvider, or a JSON list with options; empty = the recipe\'s (CPU).', group="Edge deployment (docs/deployment.md)")
+    demo_camera: bool = _setting("TAGQA_DEMO_CAMERA", True, "make run feeds the local device a loop of synthetic tag frames (tagqa edge demo-camera) so results flow once a model is deployed; false = none.", group="Edge deployment (docs/deployment.md)")
+    demo_camera_fps: float = _setting("TAGQA_DEMO_CAMERA_FPS", 1.0, "Frames per second of the demo camera.", group="Edge deployment (docs/deployment.md)")
     edge_http: str = _setting("TAGQA_EDGE_HTTP", "127.0.0.1:8081", "Where `tagqa edge up` serves the device's HTTP API and operator page (docs/edge_runtime.md); off = none.", group="Edge deployment (docs/deployment.md)")
 
     results_client_id: str = _setting("TAGQA_RESULTS_CLIENT_ID", "tagqa-results-collector", "MQTT client id of the results collector, fixed so its persistent session survives restarts.", group="Line results and drift (docs/monitoring.md)")

@@ -38,66 +38,20 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class DagsterDev:
-    """``dagster dev -h 127.0.0.1 -p <free port> -w workspace.yaml`` with DAGSTER_HOME = ``workdir/dagster-home``.
+class DagsterApi:
+    """The GraphQL API of a running Dagster webserver at ``url`` (``dagster dev`` or ``make run``'s)."""
 
-    ``env`` is the whole environment of the server (TAGQA_* settings included); DAGSTER_HOME
-    is set here, to a fresh home holding a copy of deploy/dagster/local/dagster.yaml (what
-    ``make run`` installs).
-    """
+    def __init__(self, url: str) -> None:
+        self.url = url
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir = Path(workdir)
-        self.home = self.workdir / "dagster-home"
-        self.home.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(INSTANCE_CONFIG, self.home / "dagster.yaml")
-        self.env = {**env, "DAGSTER_HOME": str(self.home)}
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log = self.workdir / "dagster-dev.log"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout: float = 180.0) -> float:
-        """Start the server and wait until ``/server_info`` answers and the code location is loaded;
-        returns the seconds that took. Raises (with the log's tail) if the server dies or times out,
-        after stopping what it started."""
-        try:
-            return self._start(timeout)
-        except BaseException:
-            self.stop()
-            raise
-
-    def _start(self, timeout: float) -> float:
-        started = self._started = time.monotonic()
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
-            cwd=self.workdir, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        deadline = started + timeout
-        while not self._answers("/server_info"):
-            self._check_alive(deadline, "/server_info")
-            time.sleep(0.5)
-        while not self._location_loaded():
-            self._check_alive(deadline, "the tagqa code location")
-            time.sleep(0.5)
-        return time.monotonic() - started
-
-    def _check_alive(self, deadline: float, what: str) -> None:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"dagster dev on port {self.port} did not serve {what} within {deadline - self._started:.0f} s "
-                               f"(started, not stopped by the test):\n{self.log_tail()}")
-
-    def _answers(self, path: str) -> bool:
+    def answers(self, path: str) -> bool:
         try:
             with urllib.request.urlopen(self.url + path, timeout=5) as response:
                 return response.status == 200
         except (urllib.error.URLError, ConnectionError, TimeoutError):
             return False
 
-    def _location_loaded(self) -> bool:
+    def location_loaded(self) -> bool:
         data = self.graphql("{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus "
                             "locationOrLoadError { __typename ... on PythonError { message } } } } } }")
         entries = data["workspaceOrError"]["locationEntries"]
@@ -127,6 +81,59 @@ class DagsterDev:
         if data["__typename"] != "Runs":
             raise RuntimeError(f"runsOrError: {data}")
         return data["results"]
+
+
+class DagsterDev(DagsterApi):
+    """``dagster dev -h 127.0.0.1 -p <free port> -w workspace.yaml`` with DAGSTER_HOME = ``workdir/dagster-home``.
+
+    ``env`` is the whole environment of the server (TAGQA_* settings included); DAGSTER_HOME
+    is set here, to a fresh home holding a copy of deploy/dagster/local/dagster.yaml (what
+    ``make run`` installs).
+    """
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = Path(workdir)
+        self.home = self.workdir / "dagster-home"
+        self.home.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(INSTANCE_CONFIG, self.home / "dagster.yaml")
+        self.env = {**env, "DAGSTER_HOME": str(self.home)}
+        self.port = _free_port()
+        super().__init__(f"http://127.0.0.1:{self.port}")
+        self.log = self.workdir / "dagster-dev.log"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 180.0) -> float:
+        """Start the server and wait until ``/server_info`` answers and the code location is loaded;
+        returns the seconds that took. Raises (with the log's tail) if the server dies or times out,
+        after stopping what it started."""
+        try:
+            return self._start(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, timeout: float) -> float:
+        started = self._started = time.monotonic()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
+            cwd=self.workdir, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = started + timeout
+        while not self.answers("/server_info"):
+            self._check_alive(deadline, "/server_info")
+            time.sleep(0.5)
+        while not self.location_loaded():
+            self._check_alive(deadline, "the tagqa code location")
+            time.sleep(0.5)
+        return time.monotonic() - started
+
+    def _check_alive(self, deadline: float, what: str) -> None:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"dagster dev on port {self.port} did not serve {what} within {deadline - self._started:.0f} s "
+                               f"(started, not stopped by the test):\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"

@@ -63,6 +63,11 @@ echo "started local edge device line-1: drop images into $STATE/devices/line-1/i
 "$BIN/tagqa" results collect > "$STATE/logs/results-collector.log" 2>&1 < /dev/null &
 pids+=($!)
 echo "started the results collector: tagqa/+/detections -> results/ in the store (log: $STATE/logs/results-collector.log)"
+# The demo camera (TAGQA_DEMO_CAMERA, default on): a loop of synthetic frames into line-1's incoming folder;
+# it pauses while 10 of its frames wait unread, i.e. until the first model is deployed.
+"$BIN/tagqa" edge demo-camera --if-enabled > "$STATE/logs/demo-camera.log" 2>&1 < /dev/null &
+pids+=($!)
+echo "started the demo camera: synthetic frames into the device's incoming folder once it reads them (TAGQA_DEMO_CAMERA=false turns it off; log: $STATE/logs/demo-camera.log)"
 
 "$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w "$WORKSPACE" < /dev/null &
 dagster_pid=$!

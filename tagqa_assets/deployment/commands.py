@@ -1,16 +1,22 @@
-"""``tagqa deploy history | rollback`` and ``tagqa edge up``."""
+"""``tagqa deploy history | rollback``, ``tagqa edge up`` and ``tagqa edge demo-camera``."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import signal
+import threading
 import uuid
 
+from tagqa_assets.deployment.demo_camera import DemoCamera, demo_frames
 from tagqa_assets.deployment.deployer import DeploymentFailed, roll_back
-from tagqa_assets.deployment.device_process import exec_runtime, register_device, runtime_argv, wait_for_first_deployment
+from tagqa_assets.deployment.device_process import (exec_runtime, incoming_folder, register_device, runtime_argv,
+                                                     wait_for_first_deployment)
 from tagqa_assets.deployment.history import DeploymentHistory, history_rows
 from tagqa_assets.deployment.resources import TARGET_KINDS, DeploymentResource
 from tagqa_assets.deployment.targets import DeploymentError, TargetNotFound
+from tagqa_assets.settings import defect_classes
 
 HISTORY_COLUMNS = ("started_at", "kind", "model_version", "components", "status", "devices", "deployment_id", "error")
 
@@ -43,6 +49,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          "(127.0.0.1:8081); off or '' for none")
     up.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     up.set_defaults(handler=_edge_up)
+    camera = edge_commands.add_parser("demo-camera", help="feed a local device: a loop of synthetic tag frames into "
+                                                          "its incoming folder (make run starts it)")
+    camera.add_argument("--device-id", help="default: the first of TAGQA_DEVICE_ID")
+    camera.add_argument("--devices-root", help="default: TAGQA_DEVICES_ROOT")
+    camera.add_argument("--fps", type=float, help="frames per second; default TAGQA_DEMO_CAMERA_FPS")
+    camera.add_argument("--frames", type=int, default=48, help="distinct frames in the loop (default 48)")
+    camera.add_argument("--max-pending", type=int, default=10,
+                        help="pause while this many of its frames wait unread in the folder (default 10)")
+    camera.add_argument("--if-enabled", action="store_true",
+                        help="do nothing when TAGQA_DEMO_CAMERA is off (what make run passes)")
+    camera.set_defaults(handler=_demo_camera)
 
 
 def _settings(args: argparse.Namespace) -> DeploymentResource:
@@ -100,7 +117,7 @@ def _edge_up(args: argparse.Namespace) -> int:
     device = args.device_id or settings.device_ids.split(",")[0].strip()
     broker = args.broker or settings.mqtt_broker
     folder = register_device(args.devices_root or settings.devices_root, device, broker=broker)
-    argv = runtime_argv(folder, device, broker=broker, source=args.source or str(folder / "incoming"),
+    argv = runtime_argv(folder, device, broker=broker, source=args.source or str(incoming_folder(folder.parent, device)),
                         store=args.resources.store.root, s3_endpoint_url=args.resources.store.s3_endpoint_url,
                         health_interval=args.health_interval, log_level=args.log_level,
                         http=_edge_http(args.http if args.http is not None else args.settings.edge_http))
@@ -109,4 +126,22 @@ def _edge_up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         return 0
     exec_runtime(argv)
+    return 0
+
+
+def _demo_camera(args: argparse.Namespace) -> int:
+    if args.if_enabled and not args.settings.demo_camera:
+        print("demo camera off (TAGQA_DEMO_CAMERA=false): drop images into the device's incoming folder yourself")
+        return 0
+    settings: DeploymentResource = args.resources.deployment
+    device = args.device_id or settings.device_ids.split(",")[0].strip()
+    folder = incoming_folder(args.devices_root or settings.devices_root, device)
+    fps = args.fps if args.fps is not None else args.settings.demo_camera_fps
+    camera = DemoCamera(folder, demo_frames(args.frames, defect_classes(args.settings)), fps=fps,
+                        max_pending=args.max_pending)
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, lambda *_: stop.set())
+    logging.getLogger("tagqa_assets.deployment.demo_camera").setLevel(logging.INFO)
+    camera.run(stop)
     return 0

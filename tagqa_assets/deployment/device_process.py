@@ -21,12 +21,25 @@ from tagqa_assets.deployment.local_target import DEVICE_FILE, PID_FILE, RUNTIME_
 from tagqa_assets.storage import write_atomically
 
 log = logging.getLogger(__name__)
+INCOMING = "incoming"
+
+
+def device_folder(root: Path | str, device: str) -> Path:
+    """The folder of local device ``device`` under ``root`` (absolute; not created)."""
+    return Path(root).resolve() / validate_identifier(device, "device id")
+
+
+def incoming_folder(root: Path | str, device: str) -> Path:
+    """The folder the local device's camera source reads (``<device>/incoming``, what ``runtime_argv`` names), created."""
+    folder = device_folder(root, device) / INCOMING
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def register_device(root: Path, device: str, *, broker: str) -> Path:
     """Create or refresh the device folder ``root/<device>`` and record this process as the device."""
-    folder = Path(root).resolve() / validate_identifier(device, "device id")
-    (folder / "incoming").mkdir(parents=True, exist_ok=True)
+    folder = device_folder(root, device)
+    incoming_folder(root, device)
     known = folder / DEVICE_FILE
     created = json.loads(known.read_text())["created_at"] if known.is_file() else utc_now()
     write_atomically(known, json.dumps({"device_id": device, "broker": broker, "created_at": created,
