@@ -170,6 +170,9 @@ class ModelVersion:
     status_reason: str = ""
     updated_at: str = ""
     external_id: str = ""  # SageMaker model package ARN
+    # What the labels since its parent bought (training/lineage.py ``since_parent``): parent,
+    # parent_version, via, labels_spent / labels_added / labels_relabeled, test_gain, hard_gain.
+    since_parent: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in REGISTRY_STATUSES:
@@ -197,6 +200,7 @@ class ModelVersion:
                 status_reason=data.get("status_reason", ""),
                 updated_at=data.get("updated_at", ""),
                 external_id=data.get("external_id", ""),
+                since_parent=dict(data.get("since_parent") or {}),
             )
         except KeyError as exc:
             raise ValueError(f"registry entry {data.get('version', '?')!r} lacks field {exc}") from exc

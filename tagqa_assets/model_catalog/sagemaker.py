@@ -2,7 +2,9 @@
 
 A version's fields travel as ``CustomerMetadataProperties`` (string keys and values, at most
 50 entries, values at most 256 characters): ``tagqa.model_id``, ``tagqa.metric.test.map50``,
-``tagqa.config.epochs``, ``tagqa.artifact.onnx`` and so on. SageMaker numbers the packages
+``tagqa.config.epochs``, ``tagqa.artifact.onnx`` and so on; what the labels since the parent
+bought is two compact JSON values, ``tagqa.since_parent`` (parent and labels) and
+``tagqa.since_parent_gain`` (the gains), each within the length limit. SageMaker numbers the packages
 (``ModelPackageVersion``) and keeps ``ModelApprovalStatus``; approval goes through
 ``update_model_package``, which is also what SageMaker Studio does.
 """
@@ -17,6 +19,7 @@ from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersi
 
 PREFIX = "tagqa."
 MAX_VALUE = 256
+GAIN_KEYS = ("test_gain", "hard_gain")  # ModelVersion.since_parent's gains, kept in their own property
 
 
 def to_properties(entry: ModelVersion) -> dict[str, str]:
@@ -37,6 +40,11 @@ def to_properties(entry: ModelVersion) -> dict[str, str]:
         props[f"config.{name}"] = json.dumps(value, sort_keys=True)
     for name, uri in entry.artifacts.items():
         props[f"artifact.{name}"] = uri
+    if entry.since_parent:
+        gains = {key: value for key, value in entry.since_parent.items() if key in GAIN_KEYS}
+        rest = {key: value for key, value in entry.since_parent.items() if key not in GAIN_KEYS}
+        props["since_parent"] = json.dumps(rest, separators=(",", ":"))
+        props["since_parent_gain"] = json.dumps(gains, separators=(",", ":"))
     too_long = [key for key, value in props.items() if len(value) > MAX_VALUE]
     if too_long:
         raise ValueError(f"model {entry.model_id}: metadata {too_long} exceed SageMaker's {MAX_VALUE}-character limit")
@@ -73,6 +81,7 @@ def from_description(description: dict[str, Any]) -> ModelVersion:
         status_reason=props.get("status_reason", description.get("ApprovalDescription") or ""),
         updated_at=props.get("updated_at", ""),
         external_id=description["ModelPackageArn"],
+        since_parent={**json.loads(props.get("since_parent", "{}")), **json.loads(props.get("since_parent_gain", "{}"))},
     )
 
 

@@ -22,7 +22,7 @@ from tagqa_assets.previews import metadata_table
 from tagqa_assets.registry.gates import compare_on_hard_examples, compare_with_champion, gate
 from tagqa_assets.registry.policy import PromotionPolicyResource
 from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.training.lineage import MODEL_ID
+from tagqa_assets.training.lineage import MODEL_ID, since_parent_values
 
 REGISTRY_CODE_VERSION = "register-v1"
 
@@ -97,6 +97,7 @@ def registered_model(
             created_at="", metrics=evaluation["metrics"], training_config=record.training_config,
             config_sha256=record.config_sha256, code_version=record.git_sha,
             artifacts=artifact_uris(object_store, model_id, evaluation_key), status_reason=comparison.reason,
+            since_parent=dict(evaluation.get("since_parent") or {}),
         ))
         context.log.info(f"registered {model_id} as version {entry.version}: {entry.status} ({entry.status_reason})")
     return dg.MaterializeResult(
@@ -109,6 +110,7 @@ def registered_model(
             "registry": registry.name,
             "gate": result.describe(),
             "code_version": entry.code_version,
+            **labeling_metadata(entry, registry.list_versions()),
             **({"next_step": f"waits for a person: tagqa models approve {entry.version} (or tagqa models reject "
                              f"{entry.version}); model_approval_sensor deploys it once Approved"}
                if entry.status == PENDING else {}),
@@ -119,3 +121,24 @@ def registered_model(
             "artifacts": dg.MetadataValue.json(entry.artifacts),
         }
     )
+
+
+
+def labeling_metadata(entry: ModelVersion, versions: list[ModelVersion]) -> dict[str, object]:
+    """What each round of labeling bought: this version's labels spent and gains, and a table
+    over every registered version that recorded them."""
+    if not entry.since_parent:
+        return {"parent_model": dg.MetadataValue.text("not recorded (evaluated before labels and gains were tracked)")}
+    rows = []
+    for version in versions:
+        since = version.since_parent
+        if since:
+            hard = since.get("hard_gain") or {}
+            rows.append({
+                "version": version.version, "dataset_version": version.dataset_version, "status": version.status,
+                "parent": f"v{since['parent_version']}" if since.get("parent_version") else (since.get("parent") or "none"),
+                "labels_spent": since["labels_spent"], "test_map50_95_gain": since["test_gain"]["map50_95"],
+                "test_map50_gain": since["test_gain"]["map50"], "hard_map50_95_gain": hard.get("map50_95"),
+                "hard_map50_gain": hard.get("map50"),
+            })
+    return {**since_parent_values(entry.since_parent), "labeling_rounds": metadata_table(rows)}
