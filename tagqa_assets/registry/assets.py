@@ -123,7 +123,6 @@ def registered_model(
     )
 
 
-
 def labeling_metadata(entry: ModelVersion, versions: list[ModelVersion]) -> dict[str, object]:
     """What each round of labeling bought: this version's labels spent and gains, and a table
     over every registered version that recorded them."""

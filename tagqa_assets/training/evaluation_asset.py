@@ -38,7 +38,7 @@ from tagqa_assets.training.lineage import (
 from tagqa_assets.training.plots import pr_curves_png
 from tagqa_assets.training.resources import TrainingBackendResource
 
-EVALUATION_CODE_VERSION = "eval-v1"
+EVALUATION_CODE_VERSION = "eval-v2"  # v2: matching as Ultralytics 8.4 / COCO (greedy by confidence)
 EVALUATION_KEY = "evaluation_key"
 
 
