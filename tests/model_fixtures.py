@@ -84,6 +84,21 @@ def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str
     return version
 
 
+def build_real_version(store: ObjectStore, dataset: Path) -> str:
+    """The real metal tags the production way (upload, ingestion, ``labels.csv`` import, approved
+    snapshot) committed as the next dataset version with the default split; returns its name."""
+    from tagqa_assets.ingestion.writers import upload_folder
+    from tagqa_assets.labeling.imports.sources import import_path
+
+    ingest_keys(store, upload_folder(store, dataset / "images", source="import").keys, run_id="real-tags")
+    labels = LocalLabelStore(store)
+    import_path(store, labels, dataset / "labels.csv")
+    snapshot = labels.snapshot()
+    version = dataset_version_name(len(DatasetVersionStore(store).list_versions()) + 1, snapshot.snapshot_id)
+    build_dataset_version(store, snapshot, version)
+    return version
+
+
 def resources(store_root: Path, work: Path, **policy: object) -> dict[str, object]:
     """Resources for the model assets: a local store and registry, scratch under ``work``."""
     return {

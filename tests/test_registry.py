@@ -68,6 +68,35 @@ def test_approval_and_rejection_move_the_champion(registry: ModelRegistry):
     assert registry.get(2).metrics["test"]["map50"] == 0.9 and registry.get(2).model_id == "v0002-bbbbbbbb-22222222"
 
 
+def test_what_the_labels_bought_travels_with_the_version(registry: ModelRegistry):
+    # Long but realistic values: SageMaker keeps each metadata value within 256 characters.
+    since = {"parent": "v01234-0123abcd-89abcdef", "parent_version": 12345, "via": "warm start",
+             "labels_spent": 123456, "labels_added": 123000, "labels_relabeled": 456, "labels_since": "v01233-0123abcd",
+             "test_gain": {"map50": -0.1234, "map50_95": -0.1234}, "hard_gain": {"map50": -0.1234, "map50_95": 0.1234}}
+    registry.register(ModelVersion.from_dict({**candidate("v0001-aaaaaaaa-11111111").to_dict(), "since_parent": since}))
+    registry.register(candidate("v0002-bbbbbbbb-22222222"))  # registered before labels and gains were tracked
+    assert registry.get(1).since_parent == since
+    assert registry.get(2).since_parent == {}
+    registry.set_status(1, APPROVED, "ok")
+    assert registry.get(1).since_parent == since  # approval keeps it
+
+
+def test_cli_lists_labels_spent_and_gain(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture):
+    store = LocalObjectStore(tmp_path / "store")
+    monkeypatch.setenv("TAGQA_STORE", str(store.root))
+    monkeypatch.setenv("TAGQA_REGISTRY_BACKEND", "local")
+    monkeypatch.chdir(tmp_path)
+    registry = LocalModelRegistry(store)
+    registry.register(candidate("v0001-aaaaaaaa-11111111"))
+    registry.register(ModelVersion.from_dict({**candidate("v0002-bbbbbbbb-22222222").to_dict(), "since_parent": {
+        "parent": "v0001-aaaaaaaa-11111111", "parent_version": 1, "via": "champion", "labels_spent": 30,
+        "test_gain": {"map50": 0.02, "map50_95": 0.031}, "hard_gain": None}}))
+    assert main(["models", "list"]) == 0
+    header, first, second = capsys.readouterr().out.splitlines()
+    assert header.split()[6:8] == ["labels", "gain_map50_95"]
+    assert first.split()[6:8] == ["-", "-"] and second.split()[6:8] == ["30", "+0.031"]
+
+
 def test_unknown_versions_and_statuses_are_refused(registry: ModelRegistry):
     registry.register(candidate("v0001-aaaaaaaa-11111111"))
     with pytest.raises(UnknownModelVersion, match="no model version 9"):

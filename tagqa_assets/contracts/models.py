@@ -184,6 +184,9 @@ class ModelVersion:
     precision: str = FP32
     precision_reason: str = ""
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What the labels since its parent bought (training/lineage.py ``since_parent``): parent,
+    # parent_version, via, labels_spent / labels_added / labels_relabeled, test_gain, hard_gain.
+    since_parent: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.status not in REGISTRY_STATUSES:
@@ -218,6 +221,7 @@ class ModelVersion:
                 precision=data.get("precision", FP32),
                 precision_reason=data.get("precision_reason", ""),
                 variants={name: dict(values) for name, values in (data.get("variants") or {}).items()},
+                since_parent=dict(data.get("since_parent") or {}),
             )
         except KeyError as exc:
             raise ValueError(f"registry entry {data.get('version', '?')!r} lacks field {exc}") from exc

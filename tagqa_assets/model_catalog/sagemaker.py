@@ -4,7 +4,9 @@ A version's fields travel as ``CustomerMetadataProperties`` (string keys and val
 50 entries, values at most 256 characters): ``tagqa.model_id``, ``tagqa.metric.test.map50``,
 ``tagqa.config.epochs``, ``tagqa.artifact.onnx`` and so on; each precision variant is one compact
 JSON value (``tagqa.variant.int8``: its metrics per split and size), the shipped one
-``tagqa.precision``. SageMaker numbers the packages
+``tagqa.precision``; what the labels since the parent
+bought is two compact JSON values, ``tagqa.since_parent`` (parent and labels) and
+``tagqa.since_parent_gain`` (the gains), each within the length limit. SageMaker numbers the packages
 (``ModelPackageVersion``) and keeps ``ModelApprovalStatus``; approval goes through
 ``update_model_package``, which is also what SageMaker Studio does.
 """
@@ -19,6 +21,7 @@ from tagqa_assets.model_catalog.registry import ModelRegistry, UnknownModelVersi
 
 PREFIX = "tagqa."
 MAX_VALUE = 256
+GAIN_KEYS = ("test_gain", "hard_gain")  # ModelVersion.since_parent's gains, kept in their own property
 
 
 def to_properties(entry: ModelVersion) -> dict[str, str]:
@@ -43,6 +46,11 @@ def to_properties(entry: ModelVersion) -> dict[str, str]:
         props[f"artifact.{name}"] = uri
     for name, variant in entry.variants.items():
         props[f"variant.{name}"] = json.dumps(variant, sort_keys=True, separators=(",", ":"))
+    if entry.since_parent:
+        gains = {key: value for key, value in entry.since_parent.items() if key in GAIN_KEYS}
+        rest = {key: value for key, value in entry.since_parent.items() if key not in GAIN_KEYS}
+        props["since_parent"] = json.dumps(rest, separators=(",", ":"))
+        props["since_parent_gain"] = json.dumps(gains, separators=(",", ":"))
     too_long = [key for key, value in props.items() if len(value) > MAX_VALUE]
     if too_long:
         raise ValueError(f"model {entry.model_id}: metadata {too_long} exceed SageMaker's {MAX_VALUE}-character limit")
@@ -85,6 +93,7 @@ def from_description(description: dict[str, Any]) -> ModelVersion:
         precision=props.get("precision", FP32),
         precision_reason=props.get("precision_reason", ""),
         variants=variants,
+        since_parent={**json.loads(props.get("since_parent", "{}")), **json.loads(props.get("since_parent_gain", "{}"))},
     )
 
 

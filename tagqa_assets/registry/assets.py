@@ -25,7 +25,7 @@ from tagqa_assets.previews import metadata_table
 from tagqa_assets.registry.gates import choose_precision, compare_on_hard_examples, compare_with_champion, gate
 from tagqa_assets.registry.policy import PromotionPolicyResource
 from tagqa_assets.storage import ObjectStore, StoreResource
-from tagqa_assets.training.lineage import MODEL_ID
+from tagqa_assets.training.lineage import MODEL_ID, since_parent_values
 
 REGISTRY_CODE_VERSION = "register-v1"
 
@@ -105,6 +105,7 @@ def registered_model(
             config_sha256=record.config_sha256, code_version=record.git_sha,
             artifacts=artifact_uris(object_store, model_id, evaluation_key, variants), status_reason=comparison.reason,
             precision=choice.precision, precision_reason=choice.reason, variants=variants,
+            since_parent=dict(evaluation.get("since_parent") or {}),
         ))
         context.log.info(f"registered {model_id} as version {entry.version}: {entry.status} ({entry.status_reason})")
     return dg.MaterializeResult(
@@ -117,6 +118,7 @@ def registered_model(
             "registry": registry.name,
             "gate": result.describe(),
             "code_version": entry.code_version,
+            **labeling_metadata(entry, registry.list_versions()),
             **({"next_step": f"waits for a person: tagqa models approve {entry.version} (or tagqa models reject "
                              f"{entry.version}); model_approval_sensor deploys it once Approved"}
                if entry.status == PENDING else {}),
@@ -142,3 +144,21 @@ def precision_metadata(entry: ModelVersion) -> dict[str, object]:
             if None not in (tests.get(FP32), tests.get(INT8)) else {})
     return {"precision": entry.precision, "precision_reason": entry.precision_reason, **loss,
             "precision_variants": metadata_table(rows)}
+def labeling_metadata(entry: ModelVersion, versions: list[ModelVersion]) -> dict[str, object]:
+    """What each round of labeling bought: this version's labels spent and gains, and a table
+    over every registered version that recorded them."""
+    if not entry.since_parent:
+        return {"parent_model": dg.MetadataValue.text("not recorded (evaluated before labels and gains were tracked)")}
+    rows = []
+    for version in versions:
+        since = version.since_parent
+        if since:
+            hard = since.get("hard_gain") or {}
+            rows.append({
+                "version": version.version, "dataset_version": version.dataset_version, "status": version.status,
+                "parent": f"v{since['parent_version']}" if since.get("parent_version") else (since.get("parent") or "none"),
+                "labels_spent": since["labels_spent"], "test_map50_95_gain": since["test_gain"]["map50_95"],
+                "test_map50_gain": since["test_gain"]["map50"], "hard_map50_95_gain": hard.get("map50_95"),
+                "hard_map50_gain": hard.get("map50"),
+            })
+    return {**since_parent_values(entry.since_parent), "labeling_rounds": metadata_table(rows)}

@@ -7,8 +7,8 @@ import json
 
 from tagqa_assets.contracts.models import APPROVED, REJECTED
 
-COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "precision", "created_at",
-           "reason")
+COLUMNS = ("version", "status", "model_id", "dataset_version", "test_map50", "test_map50_95", "precision", "labels",
+           "gain_map50_95", "created_at", "reason")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,6 +44,9 @@ def _list(args: argparse.Namespace) -> int:
             "test_map50": f"{entry.metrics.get('test', {}).get('map50', float('nan')):.3f}",
             "test_map50_95": f"{entry.metrics.get('test', {}).get('map50_95', float('nan')):.3f}",
             "precision": entry.precision,
+            # Labels spent since the parent and the test mAP50-95 they bought ("-": not recorded).
+            "labels": str(entry.since_parent.get("labels_spent", "-")),
+            "gain_map50_95": f"{entry.since_parent['test_gain']['map50_95']:+.3f}" if entry.since_parent else "-",
             "created_at": entry.created_at[:19],
             "reason": entry.status_reason[:60],
         }

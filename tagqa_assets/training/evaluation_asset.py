@@ -26,13 +26,21 @@ from tagqa_assets.storage import ObjectStore, StoreResource
 from tagqa_assets.training.assets import EXPORT_CODE_VERSION, TRAINING_CODE_VERSION
 from tagqa_assets.training.detections import EVAL_THRESHOLDS, OnnxModel, load_split
 from tagqa_assets.training.evaluation import SplitMetrics, best_scores, evaluate
-from tagqa_assets.training.lineage import HANDOFF_IO_MANAGER, MODEL_ID, staged_dataset
+from tagqa_assets.training.lineage import (
+    HANDOFF_IO_MANAGER,
+    MODEL_ID,
+    labels_since,
+    model_parent,
+    since_parent,
+    since_parent_values,
+    staged_dataset,
+)
 from tagqa_assets.training.plots import pr_curves_png
 from tagqa_assets.training.quantization import DEFAULT_CALIBRATION_IMAGES
 from tagqa_assets.training.resources import TrainingBackendResource
 from tagqa_assets.training.variants import VariantEvaluation, evaluate_int8, evaluated_fp32
 
-EVALUATION_CODE_VERSION = "eval-v1"
+EVALUATION_CODE_VERSION = "eval-v2"  # v2: matching as Ultralytics 8.4 / COCO (greedy by confidence)
 EVALUATION_KEY = "evaluation_key"
 
 
@@ -71,18 +79,22 @@ def _commit(store: ObjectStore, model_id: str, version: str, run_id: str, docume
     commit_model(store, record, document)
 
 
-def _hard_example_metrics(store: ObjectStore, scratch, challenger: OnnxModel, champion: OnnxModel | None) -> dict | None:
-    """Challenger (and champion) on the current hard-example set; ``None`` when the set is empty."""
+def _hard_example_metrics(store: ObjectStore, scratch, challenger: OnnxModel, champion: OnnxModel | None,
+                          parent: OnnxModel | None = None) -> dict | None:
+    """Challenger, champion and parent on the current hard-example set; ``None`` when the set is empty."""
     hard = load_current(store)
     if hard is None or hard.images == 0:
         return None
     images = load_split(stage_hard_examples(store, hard, scratch / "hard"), HARD_SPLIT)
-    return {
-        "set_id": hard.set_id,
-        "images": len(images),
-        "challenger": evaluate(images, challenger.predict_all(images)).headline(),
-        "champion": None if champion is None else evaluate(images, champion.predict_all(images)).headline(),
-    }
+    measured: dict[int, dict] = {}
+
+    def headline(model: OnnxModel | None) -> dict | None:
+        if model is not None and id(model) not in measured:
+            measured[id(model)] = evaluate(images, model.predict_all(images)).headline()
+        return None if model is None else measured[id(model)]
+
+    return {"set_id": hard.set_id, "images": len(images), "challenger": headline(challenger),
+            "champion": headline(champion), "parent": headline(parent)}
 
 
 @dg.asset(
@@ -109,8 +121,11 @@ def model_evaluation(
     version = context.partition_key
     model_id = onnx_model
     scratch = training_backend.work_root() / "evaluate" / f"{model_id}-{context.run.run_id[:8]}"
-    champion = model_registry.open(object_store).champion()
+    registry = model_registry.open(object_store)
+    champion = registry.champion()
+    parent = model_parent(object_store, registry, model_id, object_store.get_json(model_key(model_id, TRAINING_CONFIG_FILE)))
     champion_test: SplitMetrics | None = None
+    parent_test: SplitMetrics | None = None
     try:
         with staged_dataset(object_store, version, scratch) as dataset_dir:
             test, val = load_split(dataset_dir, "test"), load_split(dataset_dir, "val")
@@ -126,7 +141,14 @@ def model_evaluation(
                 champion_model = model if champion.model_id == model_id else OnnxModel(
                     stage_onnx(object_store, champion.model_id, scratch / "champion"))
                 champion_test = evaluate(test, champion_model.predict_all(test))
-            hard = _hard_example_metrics(object_store, scratch, model, champion_model)
+            parent_model = None
+            if parent is not None:
+                if champion is not None and parent.model_id == champion.model_id:
+                    parent_model, parent_test = champion_model, champion_test
+                else:
+                    parent_model = OnnxModel(stage_onnx(object_store, parent.model_id, scratch / "parent"))
+                    parent_test = evaluate(test, parent_model.predict_all(test))
+            hard = _hard_example_metrics(object_store, scratch, model, champion_model, parent_model)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     for variant in variants:
@@ -152,6 +174,11 @@ def model_evaluation(
         "champion": None if champion is None else {
             "version": champion.version, "model_id": champion.model_id, "metrics": {"test": champion_test.headline()}},
         "hard_examples": None if hard is None else {**hard, "champion_version": champion.version if champion else None},
+        # What the labels since the parent bought (registered_model copies it into the registry).
+        "since_parent": since_parent(
+            parent, labels_since(object_store, version, parent.dataset_version if parent else None),
+            metrics["test"].headline(), None if parent_test is None else parent_test.headline(),
+            None if hard is None else hard["challenger"], None if hard is None else hard["parent"]),
     }
     evaluation_key = model_key(model_id, f"{EVALUATIONS_DIR}/{context.run.run_id}.json")
     object_store.put_json(evaluation_key, document)
@@ -186,6 +213,7 @@ def model_evaluation(
             "test_per_class": metadata_table([{"class": name, **values} for name, values in per_class["test"].items()]),
             **{f"test_ap50_95_{name}": values["ap50_95"] for name, values in per_class["test"].items()},
             **_variant_metadata(variants),
+            **since_parent_values(document["since_parent"]),
             "hard_examples_images": 0 if hard is None else hard["images"],
             "hard_examples_comparison": metadata_table(hard_rows),
             "pr_curve": image_markdown(pr_curves_png(curves, f"test split of {version} (IoU 0.5)"), "PR curve"),
