@@ -58,8 +58,11 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             approve_without_champion=s("approve_without_champion"),
             max_int8_map_loss=s("max_int8_map_loss"),
         ),
-        "training_profile": TrainingProfileResource(epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch"),
-                                                    warm_start=s("retrain_warm_start"), warm_epochs=s("retrain_warm_epochs")),
+        "training_profile": TrainingProfileResource(
+            epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch"),
+            warm_start=s("retrain_warm_start"), warm_epochs=s("retrain_warm_epochs"),
+            demo_epochs=s("demo_train_epochs"), demo_imgsz=s("demo_train_imgsz"), demo_batch=s("demo_train_batch"),
+        ),
         "model_registry": model_registry,
         # Labeling declares the pre_annotation resource; the registry stage supplies the champion.
         "pre_annotation": ChampionPreAnnotationResource(model_registry=model_registry),

@@ -88,6 +88,9 @@ class Settings:
     train_batch: int = _setting("TAGQA_TRAIN_BATCH", 0, "Batch size of automated training runs; 0 = 16.", group="Training and registry (docs/training.md)")
     retrain_warm_start: str = _setting("TAGQA_RETRAIN_WARM_START", "", "Automatic retraining of a new dataset version starts from: champion (fine-tune its weights, TAGQA_RETRAIN_WARM_EPOCHS epochs) | empty (from scratch). Backfills and UI runs train from scratch; another taxonomy or architecture than the champion's falls back to scratch (docs/benchmarks.md: warm start).", group="Training and registry (docs/training.md)")
     retrain_warm_epochs: int = _setting("TAGQA_RETRAIN_WARM_EPOCHS", 10, "Epochs of a warm-started retraining (the fine-tuning schedule of tagqa_assets/training/start_weights.py).", group="Training and registry (docs/training.md)")
+    demo_train_epochs: int = _setting("TAGQA_DEMO_TRAIN_EPOCHS", 20, "Epochs of automated runs on a demo dataset version (every label from `tagqa demo`; docs/training.md).", group="Training and registry (docs/training.md)")
+    demo_train_imgsz: int = _setting("TAGQA_DEMO_TRAIN_IMGSZ", 256, "Image size of automated runs on a demo dataset version.", group="Training and registry (docs/training.md)")
+    demo_train_batch: int = _setting("TAGQA_DEMO_TRAIN_BATCH", 8, "Batch size of automated runs on a demo dataset version (one optimizer step per batch).", group="Training and registry (docs/training.md)")
     retrain_every_days: int = _setting("TAGQA_RETRAIN_EVERY_DAYS", 7, "retraining_schedule cuts a version when labels changed and the newest is this many days old.", group="Training and registry (docs/training.md)")
 
     deploy_target: str = _setting("TAGQA_DEPLOY_TARGET", "local", "Where approved models go: local (device folders) | greengrass (IoT Greengrass v2).", group="Edge deployment (docs/deployment.md)")
