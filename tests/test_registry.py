@@ -93,8 +93,8 @@ def test_cli_lists_labels_spent_and_gain(tmp_path: Path, monkeypatch: pytest.Mon
         "test_gain": {"map50": 0.02, "map50_95": 0.031}, "hard_gain": None}}))
     assert main(["models", "list"]) == 0
     header, first, second = capsys.readouterr().out.splitlines()
-    assert header.split()[6:8] == ["labels", "gain_map50_95"]
-    assert first.split()[6:8] == ["-", "-"] and second.split()[6:8] == ["30", "+0.031"]
+    assert header.split()[7:9] == ["labels", "gain_map50_95"]
+    assert first.split()[7:9] == ["-", "-"] and second.split()[7:9] == ["30", "+0.031"]
 
 
 def test_unknown_versions_and_statuses_are_refused(registry: ModelRegistry):
