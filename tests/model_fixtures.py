@@ -23,6 +23,8 @@ from tagqa_assets.datasets.split import split_for
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.synthetic import generate_tags
+from tagqa_assets.ingestion.writers import upload_folder
+from tagqa_assets.labeling.imports.sources import import_path
 from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.partitions import dataset_versions
@@ -88,9 +90,6 @@ def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str
 def build_real_version(store: ObjectStore, dataset: Path) -> str:
     """The real metal tags the production way (upload, ingestion, ``labels.csv`` import, approved
     snapshot) committed as the next dataset version with the default split; returns its name."""
-    from tagqa_assets.ingestion.writers import upload_folder
-    from tagqa_assets.labeling.imports.sources import import_path
-
     ingest_keys(store, upload_folder(store, dataset / "images", source="import").keys, run_id="real-tags")
     labels = LocalLabelStore(store)
     import_path(store, labels, dataset / "labels.csv")

@@ -10,10 +10,12 @@ import dagster as dg
 import pytest
 
 from model_fixtures import build_version, materialization, materialize_chain, resources
+from tagqa_assets.contracts.datasets import dataset_version_name
 from tagqa_assets.contracts.keys import raw_key
 from tagqa_assets.contracts.labels import LabelRecord
 from tagqa_assets.contracts.models import APPROVED, COMMIT_FILE, PENDING, ModelRecord, ModelVersion, model_key
 from tagqa_assets.datasets.assets import hard_examples
+from tagqa_assets.datasets.build import build_dataset_version
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.ingestion.ingest import ingest_keys
 from tagqa_assets.ingestion.synthetic import generate_tags
@@ -21,7 +23,7 @@ from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.model_catalog.registry import LocalModelRegistry
 from tagqa_assets.storage import LocalObjectStore, StoreResource
-from tagqa_assets.training.lineage import CHAMPION, WARM_START, labels_since, model_parent, since_parent
+from tagqa_assets.training.lineage import CHAMPION, WARM_START, ModelParent, labels_since, model_parent, since_parent
 
 
 def commit(store: LocalObjectStore, model_id: str, dataset_version: str) -> None:
@@ -72,8 +74,6 @@ def test_labels_since_count_added_and_relabeled_images(tmp_path: Path):
     labels.append([LabelRecord(source_ref=old["image_key"], image_sha256=old["sha256"], image_width=int(old["width"]),
                                image_height=int(old["height"]), annotations=(), event_time=old["event_time"] + 10,
                                labeling_job="relabel")])
-    from tagqa_assets.contracts.datasets import dataset_version_name
-    from tagqa_assets.datasets.build import build_dataset_version
     snapshot = labels.snapshot()
     third = dataset_version_name(3, snapshot.snapshot_id)
     build_dataset_version(store, snapshot, third, ratios={"train": 0.6, "val": 0.2, "test": 0.2})
@@ -89,7 +89,6 @@ def test_labels_since_count_added_and_relabeled_images(tmp_path: Path):
 
 
 def test_gains_are_differences_on_the_same_images():
-    from tagqa_assets.training.lineage import ModelParent
     parent = ModelParent("v0001-aaaaaaaa-11111111", 1, "v0001-aaaaaaaa", CHAMPION)
     labels = {"labels_spent": 30, "labels_added": 30, "labels_relabeled": 0, "labels_since": "v0001-aaaaaaaa"}
     since = since_parent(parent, labels, {"map50": 0.80, "map50_95": 0.50}, {"map50": 0.75, "map50_95": 0.52},
