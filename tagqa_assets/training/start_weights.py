@@ -14,11 +14,12 @@ from tagqa_assets.model_catalog.registry import ModelRegistry
 from tagqa_assets.storage import ObjectStore
 from tagqa_trainer.params import TrainingParams
 
-# The fine-tuning schedule of a warm start (benchmarks/warm_start.py measured it, docs/training.md):
-# AdamW at half the learning rate Ultralytics' "auto" picks for a from-scratch run, no warm-up
-# epochs (their bias warm-up at lr 0.1 would undo the champion's head), mosaic off for the last 3.
+# The fine-tuning schedule of a warm start (benchmarks/warm_start.py measured it, docs/benchmarks.md):
+# AdamW at a tenth of the learning rate Ultralytics' "auto" picks for a from-scratch run (at 0.001
+# the fine-tuned model fell below its champion), no warm-up epochs (their bias warm-up at lr 0.1
+# would undo the champion's head), mosaic off for the last 3.
 FINE_TUNE_OPTIMIZER = "AdamW"
-FINE_TUNE_LR0 = 0.001
+FINE_TUNE_LR0 = 0.0002
 FINE_TUNE_OVERRIDES = {"warmup_epochs": 0, "close_mosaic": 3}
 
 
