@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import boto3
+import dagster as dg
 import pytest
 
 from deployment_fixtures import register_model
@@ -25,11 +26,13 @@ from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.model_catalog.registry import LocalModelRegistry, ModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
 from tagqa_assets.model_catalog.sagemaker import SageMakerModelRegistry, to_properties
+from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.gates import PromotionPolicy, choose_precision
 from tagqa_assets.resources import resolve_resources
 from tagqa_assets.settings import load_settings
 from tagqa_assets.storage import LocalObjectStore, ObjectStore
+from tagqa_assets.training.evaluation_asset import model_evaluation
 from tagqa_assets.training.quantization import QuantizationFailed, calibration_images, calibration_set, quantize_model_dir
 
 MODEL = "com.tagqa.ScratchModel"
@@ -293,3 +296,25 @@ def test_the_policy_decides_what_the_trained_model_ships(chain: Chain, tmp_path:
     stored = INT8_ONNX_FILE if shipped == INT8 else ONNX_FILE
     assert model.card.onnx_sha256 == hashlib.sha256(store.get_bytes(model_key(chain.model_id, stored))).hexdigest()
     assert ("calibration" in model.card.extra) is (shipped == INT8)
+
+
+def test_a_model_committed_before_int8_variants_keeps_shipping_fp32(chain: Chain, tmp_path: Path):
+    # Its directory is immutable once committed: re-evaluation records why there is no int8 variant,
+    # and the registry ships fp32 saying so.
+    shutil.copytree(chain.root / "store", tmp_path / "store")
+    store = LocalObjectStore(tmp_path / "store")
+    for info in list(store.list_objects(REGISTRY_PREFIX)) + list(store.list_objects(model_key(chain.model_id, "int8/"))):
+        store.delete(info.key)
+    # Its own instance, so the session chain's latest evaluation stays the one in the chain's store.
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(dataset_versions.name, [chain.version])
+    instance.report_runless_asset_event(dg.AssetMaterialization(
+        "onnx_model", partition=chain.version, metadata={"handoff": chain.model_id}))
+    result = materialize_chain(instance, chain.version, resources(store.root, tmp_path / "work", gate_threshold=0.0),
+                               selection=[model_evaluation, registered_model])
+    evaluation = store.get_json(materialization(result, "model_evaluation")["evaluation_key"])
+    assert "committed without an int8 variant" in evaluation["variants"][INT8]["error"]
+    assert not store.exists(model_key(chain.model_id, INT8_ONNX_FILE)), "a committed model is not changed"
+    entry = LocalModelRegistry(store).find_model(chain.model_id)
+    assert entry.precision == FP32 and "committed without an int8 variant" in entry.precision_reason
+    assert set(entry.variants) == {FP32}
