@@ -19,8 +19,11 @@ _FLAG_KEYS = {
     "model": "modelDir", "source": "source", "broker": "broker", "device_id": "deviceId", "store": "uploadPrefix",
     "s3_endpoint_url": "s3EndpointUrl", "state_dir": "stateDir", "ca_file": "brokerCaFile",
     "cert_file": "brokerCertFile", "key_file": "brokerKeyFile", "health_interval": "healthIntervalSeconds",
-    "http": "http",
+    "http": "http", "providers": "providers",
 }
+_PROVIDERS_HELP = ("execution providers to try in order: comma-separated names "
+                   "(OpenVINOExecutionProvider,CPUExecutionProvider) or a JSON list of names and "
+                   '{"name": ..., "options": {...}} objects; default CPUExecutionProvider')
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -42,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--health-interval", type=float, help="seconds between health messages")
     run.add_argument("--http", metavar="HOST:PORT",
                      help="serve the HTTP API and operator page there (loopback unless httpToken is configured)")
+    run.add_argument("--providers", type=_provider_list, help=_PROVIDERS_HELP)
     run.add_argument("--transport", choices=["auto", "mqtt", "greengrass"], default="auto",
                      help="auto: Greengrass IPC when running as a component, else MQTT")
     run.add_argument("--max-frames", type=int, help="stop after this many frames (batch runs, benchmarks)")
@@ -50,7 +54,18 @@ def _parser() -> argparse.ArgumentParser:
                      help="on stop, seconds to keep delivering buffered results before leaving them on disk")
     verify = commands.add_parser("verify-model", help="verify a model directory as a hot swap would")
     verify.add_argument("model_dir", type=Path)
+    verify.add_argument("--providers", type=_provider_list, help=_PROVIDERS_HELP)
     return parser
+
+
+def _provider_list(text: str) -> Any:
+    """``--providers`` as configuration: a JSON list when it starts with '[', else the comma-separated text."""
+    if text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise argparse.ArgumentTypeError(f"not a JSON list ({exc})") from None
+    return text
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
@@ -98,15 +113,22 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from edge_runtime.device_config import DeviceConfigError, parse_providers
     from edge_runtime.models import ModelRejected, load_verified_model
 
     try:
-        model = load_verified_model(args.model_dir)
+        providers = parse_providers(args.providers or "CPUExecutionProvider", "--providers")
+    except DeviceConfigError as exc:
+        print(json.dumps({"ok": False, "error": str(exc)}))
+        return EXIT_CONFIG
+    try:
+        model = load_verified_model(args.model_dir, providers=providers)
     except ModelRejected as exc:
         print(json.dumps({"ok": False, "error": str(exc)}))
         return EXIT_MODEL
     print(json.dumps({"ok": True, "model": model.card.to_dict(),
-                      "input": [1, 3, model.input_height, model.input_width]}))
+                      "input": [1, 3, model.input_height, model.input_width], "provider": model.provider,
+                      "providers_refused": [{"provider": n, "reason": r} for n, r in model.provider_refusals]}))
     return 0
 
 

@@ -213,6 +213,7 @@ class DetectionResult:
     image_height: int
     source_name: str
     captured: str | None = None
+    provider: str | None = None  # the ONNX Runtime execution provider that ran the model
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -231,6 +232,7 @@ class DetectionResult:
             "image_height": self.image_height,
             "source_name": self.source_name,
             "captured": self.captured,
+            "provider": self.provider,
         }
 
     def to_json(self) -> bytes:
@@ -255,6 +257,7 @@ class FrameError:
     model_id: str
     model_version: str | None
     kept: str | None  # "quarantine" when the input was kept on the device, else None
+    provider: str | None = None  # the execution provider of the model the frame was bound to
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -268,6 +271,7 @@ class FrameError:
             "model_id": self.model_id,
             "model_version": self.model_version,
             "kept": self.kept,
+            "provider": self.provider,
         }
 
 

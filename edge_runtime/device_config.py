@@ -8,9 +8,11 @@ Unknown keys are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import ipaddress
+import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 # Keys Greengrass puts into a component's configuration that are not ours to interpret.
@@ -20,6 +22,76 @@ _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 class DeviceConfigError(ValueError):
     """The configuration is invalid; the message names the source, the key and the reason."""
+
+
+CPU_PROVIDER = "CPUExecutionProvider"
+# ONNX Runtime's execution provider names (onnxruntime.get_all_providers() of 1.32, without Azure, which runs
+# no local inference, plus ORT's other published EP names). A name outside this list is a typo.
+KNOWN_PROVIDERS = (
+    CPU_PROVIDER, "OpenVINOExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider",
+    "NvTensorRTRTXExecutionProvider", "MIGraphXExecutionProvider", "ROCMExecutionProvider", "DnnlExecutionProvider",
+    "VitisAIExecutionProvider", "QNNExecutionProvider", "NnapiExecutionProvider", "VSINPUExecutionProvider",
+    "JsExecutionProvider", "CoreMLExecutionProvider", "DmlExecutionProvider", "RknpuExecutionProvider",
+    "WebNNExecutionProvider", "WebGpuExecutionProvider", "XnnpackExecutionProvider", "CANNExecutionProvider",
+    "ACLExecutionProvider", "ArmNNExecutionProvider", "SNPEExecutionProvider",
+)
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """One entry of the ordered provider list: an ONNX Runtime execution provider and its options.
+
+    Option values are kept as given (text, numbers, booleans, or an object such as OpenVINO's
+    ``load_config``); ``ort_options`` renders them as the strings ONNX Runtime takes.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def ort_options(self) -> dict[str, str]:
+        """Options as ONNX Runtime provider options: objects and lists as JSON, booleans as True/False."""
+        return {key: (json.dumps(value, separators=(",", ":")) if isinstance(value, (dict, list)) else str(value))
+                for key, value in self.options.items()}
+
+    def to_json(self) -> str | dict[str, Any]:
+        """The entry as a configuration file holds it: the bare name when there are no options."""
+        return {"name": self.name, "options": dict(self.options)} if self.options else self.name
+
+
+def parse_providers(raw: Any, where: str) -> tuple[ProviderSpec, ...]:
+    """An ordered provider list from configuration: names, or ``{"name": ..., "options": {...}}`` objects.
+
+    Raises DeviceConfigError naming ``where`` for an empty list, an unknown or repeated name, or
+    options that are not an object of text, numbers, booleans or objects.
+    """
+    if isinstance(raw, str):
+        raw = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(raw, (list, tuple)) or not raw:
+        raise DeviceConfigError(f"{where} must be a non-empty list of execution providers, got {raw!r}")
+    specs: list[ProviderSpec] = []
+    for i, entry in enumerate(raw):
+        if isinstance(entry, ProviderSpec):
+            spec = entry
+        elif isinstance(entry, str):
+            spec = ProviderSpec(entry)
+        elif isinstance(entry, Mapping) and isinstance(entry.get("name"), str) and set(entry) <= {"name", "options"}:
+            options = entry.get("options") or {}
+            if not isinstance(options, Mapping) or not all(
+                    isinstance(k, str) and isinstance(v, (str, int, float, bool, dict, list)) for k, v in options.items()):
+                raise DeviceConfigError(f"{where}[{i}] 'options' must be an object of text, numbers, booleans or "
+                                        f"objects, got {options!r}")
+            spec = ProviderSpec(entry["name"], dict(options))
+        else:
+            raise DeviceConfigError(f"{where}[{i}] must be a provider name or {{\"name\": ..., \"options\": {{...}}}}, "
+                                    f"got {entry!r}")
+        if spec.name not in KNOWN_PROVIDERS:
+            close = difflib.get_close_matches(spec.name, KNOWN_PROVIDERS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(KNOWN_PROVIDERS)})"
+            raise DeviceConfigError(f"{where}[{i}] names unknown execution provider {spec.name!r}{hint}")
+        if any(s.name == spec.name for s in specs):
+            raise DeviceConfigError(f"{where}[{i}] repeats {spec.name!r}")
+        specs.append(spec)
+    return tuple(specs)
 
 
 @dataclass(frozen=True)
@@ -68,6 +140,11 @@ class DeviceConfig:
     http_queue_size: int = 16
     http_timeout_seconds: float = 10.0
     http_max_connections: int = 32
+    # Execution providers, tried in order at every model load (edge_runtime.providers); a provider is used only
+    # when its output on the check frames matches a CPU inference within these tolerances.
+    providers: tuple[ProviderSpec, ...] = (ProviderSpec(CPU_PROVIDER),)
+    provider_check_iou: float = 0.99
+    provider_check_score_tolerance: float = 0.01
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, source: str, base: "DeviceConfig | None" = None
@@ -134,6 +211,10 @@ class DeviceConfig:
         if not host or not port.isdigit():
             fail("broker", f"must be HOST:PORT, got {self.broker!r}")
         self._validate_http(fail)
+        if not 0.0 < self.provider_check_iou <= 1.0:
+            fail("providerCheckIou", "must be above 0 and at most 1")
+        if not 0.0 <= self.provider_check_score_tolerance <= 1.0:
+            fail("providerCheckScoreTolerance", "must be between 0 and 1")
 
     def _validate_http(self, fail) -> None:
         for key in ("http_max_body_bytes", "http_queue_size", "http_max_connections"):
@@ -157,6 +238,8 @@ class DeviceConfig:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "providers":
+                value = [spec.to_json() for spec in value]
             out[_camel(f.name)] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -213,4 +296,6 @@ def _coerce(raw: Any, annotation: str, where: str) -> Any:
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
             raise DeviceConfigError(f"{where} must be a list of two numbers, got {raw!r}")
         return (float(raw[0]), float(raw[1]))
+    if annotation == "tuple[ProviderSpec, ...]":
+        return parse_providers(raw, where)
     raise AssertionError(f"unhandled config type {annotation}")

@@ -9,10 +9,16 @@ well-shaped on a blank frame and on every *verification frame* the card names
 the platform's model component does). A model that is finite on grey but NaN on real frames
 is refused. A directory without verification frames is verified on the blank frame only,
 with a warning.
+
+The model itself is judged on CPU. The session then runs on the first execution provider of
+the configured list that is available, builds, and gives the CPU's output on those same
+frames (edge_runtime.providers); the ones before it are refused with a logged reason, kept on
+the model (``provider_refusals``) for the health message.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import os
@@ -20,14 +26,17 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
 
 from edge_runtime.contracts import (MODEL_CARD_FILE, VERIFICATION_FRAMES_KEY, ContractError, ModelCard,
                                     read_verification_frames)
+from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from edge_runtime.letterbox import PAD_VALUE, letterbox
+from edge_runtime.providers import CHECK_HINTS, OnnxRuntimeSessions, ProviderCheck, SessionFactory, compare_outputs
 from edge_runtime.yolo_decode import decode_predictions
 
 
@@ -49,6 +58,8 @@ class LoadedModel:
     input_height: int
     input_width: int
     loaded_at: float
+    provider: str = CPU_PROVIDER  # the execution provider the session runs on
+    provider_refusals: tuple[tuple[str, str], ...] = ()  # (provider, why) for each one tried before it
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the session on a 1x3xHxW float32 tensor and return the raw detection output."""
@@ -88,8 +99,16 @@ def model_dir_signature(model_dir: Path) -> tuple:
     return tuple(entries)
 
 
-def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, concurrent_runs: int = 1) -> LoadedModel:
-    """Load ``model_dir`` or raise ModelRejected saying which check failed."""
+def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, concurrent_runs: int = 1,
+                        providers: Sequence[ProviderSpec] = (ProviderSpec(CPU_PROVIDER),),
+                        check: ProviderCheck = ProviderCheck(), sessions: SessionFactory | None = None) -> LoadedModel:
+    """Load ``model_dir`` on the first provider of ``providers`` that passes, or raise ModelRejected saying why.
+
+    The model is verified on a CPU session (a model fault is a ModelRejected whatever the
+    providers); another provider is accepted when its session's output on the blank frame and
+    the verification frames passes ``compare_outputs`` against CPU's. When no provider of the
+    list passes, ModelRejected lists every refusal.
+    """
     model_dir = Path(model_dir)
     try:
         card = ModelCard.read(model_dir)
@@ -103,17 +122,73 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
     digest = hashlib.sha256(data).hexdigest()
     if digest != card.onnx_sha256:
         raise ModelRejected(f"{onnx_path}: sha256 {digest} does not match model card onnx_sha256 {card.onnx_sha256}")
+    sessions = sessions or OnnxRuntimeSessions()
     try:
         # Loading the verified bytes (not the path) means a file swapped after hashing cannot slip in.
-        session = ort.InferenceSession(data, session_options(intra_op_threads, concurrent_runs),
-                                       providers=["CPUExecutionProvider"])
+        reference = sessions.create(data, ProviderSpec(CPU_PROVIDER), session_options(intra_op_threads, concurrent_runs))
     except Exception as exc:  # ORT raises several unrelated types for bad graphs
         raise ModelRejected(f"{onnx_path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from None
-    del data
-    model = _check_signature(model_dir, card, session)
-    _smoke_test(model)
-    _verify_on_frames(model)
-    return model
+    model = _check_signature(model_dir, card, reference)
+    frames = _check_frames(model)
+    expected = [_check_inference(model, tensor, what) for what, tensor in frames]
+    if providers and providers[0].name == CPU_PROVIDER:
+        return model
+    # The CPU session has given its reference outputs: free it before another provider's session is built (peak
+    # memory is then one session, not two), and build it again only if the list falls back to CPU.
+    model, reference = dataclasses.replace(model, session=None), None
+    refusals: list[tuple[str, str]] = []
+    available: frozenset[str] | None = None
+    for spec in providers:
+        if spec.name == CPU_PROVIDER:
+            try:
+                session = sessions.create(data, spec, session_options(intra_op_threads, concurrent_runs))
+            except Exception as exc:
+                raise ModelRejected(f"{onnx_path}: ONNX Runtime cannot load it again on CPU "
+                                    f"({type(exc).__name__}: {exc})") from None
+            return dataclasses.replace(model, session=session, provider_refusals=tuple(refusals))
+        if available is None:
+            available = sessions.available()
+        if spec.name not in available:
+            outcome: LoadedModel | str = _unavailable(sessions, spec.name)
+        else:
+            outcome = _try_provider(model, data, spec, sessions, session_options(intra_op_threads, concurrent_runs),
+                                    frames, expected, check)
+        if isinstance(outcome, LoadedModel):
+            log.info("%s runs on %s (output matches CPU's on %d check frames)", model.label, spec.name, len(frames))
+            return dataclasses.replace(outcome, provider_refusals=tuple(refusals))
+        refusals.append((spec.name, outcome))
+        log.warning("%s: execution provider %s refused: %s", model_dir, spec.name, outcome)
+    raise ModelRejected(f"{onnx_path}: no execution provider of {[s.name for s in providers]} passed: "
+                        + "; ".join(f"{name}: {why}" for name, why in refusals))
+
+
+def _unavailable(sessions: SessionFactory, name: str) -> str:
+    explain = getattr(sessions, "unavailable_reason", None)
+    return explain(name) if explain else "not available in this ONNX Runtime"
+
+
+def _try_provider(model: LoadedModel, data: bytes, spec: ProviderSpec, sessions: SessionFactory,
+                  options: ort.SessionOptions, frames: list[tuple[str, np.ndarray]], expected: list[np.ndarray],
+                  check: ProviderCheck) -> LoadedModel | str:
+    """The model on ``spec``'s session if it gives CPU's ``expected`` outputs on ``frames``, else why not."""
+    try:
+        session = sessions.create(data, spec, options)
+    except Exception as exc:
+        return f"cannot build a session ({type(exc).__name__}: {str(exc)[:300]})"
+    enabled = session.get_providers()
+    if not enabled or enabled[0] != spec.name:
+        return f"ONNX Runtime did not enable it (the session runs on {enabled})"
+    candidate = dataclasses.replace(model, session=session, provider=spec.name, loaded_at=time.time())
+    for (what, tensor), reference in zip(frames, expected):
+        try:
+            output = candidate.infer(tensor)
+        except Exception as exc:
+            return f"inference on {what} failed ({type(exc).__name__}: {str(exc)[:300]})"
+        why = compare_outputs(reference, output, check)
+        if why:
+            hint = CHECK_HINTS.get(spec.name)
+            return f"on {what}: {why}" + (f" ({hint})" if hint else "")
+    return candidate
 
 
 def _check_signature(model_dir: Path, card: ModelCard, session: ort.InferenceSession) -> LoadedModel:
@@ -136,13 +211,28 @@ def _check_signature(model_dir: Path, card: ModelCard, session: ort.InferenceSes
     return LoadedModel(model_dir, card, session, inputs[0].name, height, width, time.time())
 
 
-def _smoke_test(model: LoadedModel) -> None:
+def _check_frames(model: LoadedModel) -> list[tuple[str, np.ndarray]]:
+    """Input tensors of the blank frame and of every verification frame the card names (checked, decoded)."""
     blank = np.full((model.input_height, model.input_width, 3), PAD_VALUE, dtype=np.uint8)
-    _check_inference(model, blank, "a blank frame")
+    frames = [("a blank frame", blank)]
+    entry = model.card.extra.get(VERIFICATION_FRAMES_KEY)
+    if entry is None:
+        log.warning("%s ships no verification frames; verified on a blank frame only", model.directory)
+    else:
+        try:
+            files = read_verification_frames(model.directory, entry)
+        except ContractError as exc:
+            raise ModelRejected(str(exc)) from None
+        for name, data in sorted(files.items()):
+            try:
+                frames.append((f"verification frame {name}", decode_image(data)))
+            except ImageDecodeError as exc:
+                raise ModelRejected(f"{model.directory}: verification frame {name} does not decode ({exc})") from None
+    return [(what, letterbox(pixels, model.input_height, model.input_width)[0]) for what, pixels in frames]
 
 
-def _check_inference(model: LoadedModel, pixels: np.ndarray, what: str) -> None:
-    tensor, _ = letterbox(pixels, model.input_height, model.input_width)
+def _check_inference(model: LoadedModel, tensor: np.ndarray, what: str) -> np.ndarray:
+    """The model's output on ``tensor``; ModelRejected unless finite and shaped like the card's detection head."""
     where = model.directory / model.card.onnx_file
     try:
         output = model.infer(tensor)
@@ -155,24 +245,7 @@ def _check_inference(model: LoadedModel, pixels: np.ndarray, what: str) -> None:
     if not np.isfinite(output).all():
         raise ModelRejected(f"{where}: inference on {what} returned NaN or infinite values")
     decode_predictions(output, 0.25, 0.7, 300)
-
-
-def _verify_on_frames(model: LoadedModel) -> None:
-    """Run the model on the verification frames its card names (refusing non-finite outputs)."""
-    entry = model.card.extra.get(VERIFICATION_FRAMES_KEY)
-    if entry is None:
-        log.warning("%s ships no verification frames; verified on a blank frame only", model.directory)
-        return
-    try:
-        frames = read_verification_frames(model.directory, entry)
-    except ContractError as exc:
-        raise ModelRejected(str(exc)) from None
-    for name, data in sorted(frames.items()):
-        try:
-            pixels = decode_image(data)
-        except ImageDecodeError as exc:
-            raise ModelRejected(f"{model.directory}: verification frame {name} does not decode ({exc})") from None
-        _check_inference(model, pixels, f"verification frame {name}")
+    return output
 
 
 class ModelSlot:

@@ -37,6 +37,7 @@ from edge_runtime.metrics import RuntimeMetrics, health_message
 from edge_runtime.models import ModelRejected, ModelSlot, load_verified_model, model_dir_signature
 from edge_runtime.outbox import ResultOutbox
 from edge_runtime.pipeline import FrameOutcome, FramePipeline
+from edge_runtime.providers import OnnxRuntimeSessions, ProviderCheck, SessionFactory
 from edge_runtime.publishers import Publisher
 from edge_runtime.quarantine import Quarantine
 from edge_runtime.sources import FrameSource, open_source
@@ -77,7 +78,8 @@ class EdgeRuntime:
                  store_factory: Callable[[DeviceConfig], FeedbackStore | None] | None = None,
                  max_frames: int | None = None, seed: int | None = None, flush_timeout: float = 10.0,
                  source_factory: Callable[[DeviceConfig], FrameSource] | None = None,
-                 detector: Detector | None = None, frame_encoder: Callable[[Any], bytes] | None = None) -> None:
+                 detector: Detector | None = None, frame_encoder: Callable[[Any], bytes] | None = None,
+                 session_factory: SessionFactory | None = None) -> None:
         tune_malloc()
         self._config_source = config_source
         self._overrides = overrides
@@ -96,6 +98,8 @@ class EdgeRuntime:
         cpus = os.cpu_count() or 1
         self.workers = self.config.workers or min(2, cpus)
         self._threads = self.config.inference_threads or max(1, cpus // self.workers)
+        # Provider caches (TensorRT engines) live in the state folder: they survive restarts, not reinstalls.
+        self._sessions = session_factory or OnnxRuntimeSessions(Path(self.config.state_dir) / "provider-cache")
         self.slot = ModelSlot(self._load_model(self.config.model_dir))
         self._model_watch = (self.config.model_dir, model_dir_signature(Path(self.config.model_dir)))
         state = Path(self.config.state_dir)
@@ -181,6 +185,9 @@ class EdgeRuntime:
         if any(getattr(new, k) != getattr(old, k) for k in store_keys):
             self._store = self._store_factory(new)
             self.captures.wake()
+        provider_keys = ("providers", "provider_check_iou", "provider_check_score_tolerance")
+        if any(getattr(new, k) != getattr(old, k) for k in provider_keys):
+            self._model_watch = (None, None)  # load the model again on the new provider list (verified, swapped)
         source_keys = ("source", "frame_interval_seconds", "folder_on_read", "folder_settle_seconds")
         if any(getattr(new, k) != getattr(old, k) for k in source_keys):
             self.pipeline.switch_source()
@@ -192,16 +199,21 @@ class EdgeRuntime:
             proposed = self._load_config(raw)
         except DeviceConfigError as exc:
             return str(exc)
-        if proposed.model_dir and proposed.model_dir != str(self.slot.current.directory):
+        model_changes = proposed.model_dir != str(self.slot.current.directory) or proposed.providers != \
+            self.config.providers
+        if proposed.model_dir and model_changes:
             try:
-                self._load_model(proposed.model_dir)
+                self._load_model(proposed.model_dir, proposed)
             except ModelRejected as exc:
                 return f"model refused: {exc}"
         return None
 
     # ------------------------------------------------------------------- models
-    def _load_model(self, directory: str):
-        return load_verified_model(directory, intra_op_threads=self._threads, concurrent_runs=self.workers)
+    def _load_model(self, directory: str, config: DeviceConfig | None = None):
+        config = config or self.config
+        return load_verified_model(directory, intra_op_threads=self._threads, concurrent_runs=self.workers,
+                                   providers=config.providers, sessions=self._sessions,
+                                   check=ProviderCheck(config.provider_check_iou, config.provider_check_score_tolerance))
 
     def _check_model(self) -> None:
         """Verify and swap in a changed model directory once it has stopped changing."""
@@ -224,7 +236,7 @@ class EdgeRuntime:
         previous = self.slot.swap(model)
         self.metrics.count("model_swaps")
         self._set_error("model", None)
-        log.info("model swapped: %s -> %s", previous.label, model.label)
+        log.info("model swapped: %s on %s -> %s on %s", previous.label, previous.provider, model.label, model.provider)
         self.publish_health()
 
     # ----------------------------------------------------------------- frames
@@ -245,7 +257,8 @@ class EdgeRuntime:
             model_version=card.model_version, dataset_version=card.dataset_version, detections=found.detections,
             best_score=found.best_score, latency_ms=outcome.latency_ms,
             verdict=verdict_for(found.detections, config.decision_threshold), image_width=found.image_width,
-            image_height=found.image_height, source_name=frame.source_name, captured=reason)
+            image_height=found.image_height, source_name=frame.source_name, captured=reason,
+            provider=outcome.model.provider)
         record = result.to_dict()
         payload = result_payload(record)  # strict JSON: raises before anything is queued
         entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
@@ -267,7 +280,8 @@ class EdgeRuntime:
         keep = config.bad_frame_policy == "quarantine" and bool(outcome.data)
         record = FrameError(device=config.device_id, image_id=frame.image_id, timestamp=frame.captured_at,
                             source_name=frame.source_name, reason=reason, detail=detail, model_id=card.model_id,
-                            model_version=card.model_version, kept="quarantine" if keep else None).to_dict()
+                            model_version=card.model_version, kept="quarantine" if keep else None,
+                            provider=outcome.model.provider).to_dict()
         done = _Completion(2 if keep else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record), on_safe=done.part_done)
         self._tell_listeners(record)
@@ -335,12 +349,15 @@ class EdgeRuntime:
         faults = self.faults.reasons()
         status = "error" if self._errors else (
             "degraded" if faults or not connected or self.uploader.last_error else "ok")
-        card = self.slot.current.card
+        current = self.slot.current
+        card = current.card
         return health_message(
             device=self.config.device_id, status=status,
             error="; ".join([*self._errors.values(), *faults.values()]) or None,
             model={"model_id": card.model_id, "model_version": card.model_version,
-                   "dataset_version": card.dataset_version, "directory": str(self.slot.current.directory)},
+                   "dataset_version": card.dataset_version, "directory": str(current.directory),
+                   "provider": current.provider,
+                   "providers_refused": [{"provider": name, "reason": why} for name, why in current.provider_refusals]},
             metrics=self.metrics, frames_per_second=fps,
             queues={"broker_connected": connected, "results_buffered": self.outbox.backlog(),
                     "results_published": self.outbox.published, "results_evicted": self.outbox.evicted,

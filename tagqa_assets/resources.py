@@ -72,7 +72,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             greengrass_root=s("greengrass_root"), aws_region=s("aws_region"), component_prefix=s("component_prefix"),
             timeout_seconds=s("deploy_timeout_seconds"), device_configuration=s("device_configuration"),
             edge_wheels_dir=s("edge_wheels_dir"), edge_wheel_platform=s("edge_wheel_platform"),
-            edge_python_version=s("edge_python_version"),
+            edge_python_version=s("edge_python_version"), edge_providers=s("edge_providers"),
         ),
     }
 

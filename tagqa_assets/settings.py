@@ -99,6 +99,7 @@ class Settings:
     edge_wheels_dir: str = _setting("TAGQA_EDGE_WHEELS_DIR", ".tagqa/edge-wheels", "Wheels of the inference component (built when missing or stale).", group="Edge deployment (docs/deployment.md)")
     edge_wheel_platform: str = _setting("TAGQA_EDGE_WHEEL_PLATFORM", "", "Wheel platform of the devices, e.g. manylinux_2_28_aarch64; empty = this machine.", group="Edge deployment (docs/deployment.md)")
     edge_python_version: str = _setting("TAGQA_EDGE_PYTHON_VERSION", "", "Python version of the devices, e.g. 3.11; empty = this interpreter.", group="Edge deployment (docs/deployment.md)")
+    edge_providers: str = _setting("TAGQA_EDGE_PROVIDERS", "", 'Execution providers the devices try in order (docs/edge_runtime.md): comma-separated names, e.g. OpenVINOExecutionProvider,CPUExecutionProvider, or a JSON list with options; empty = the recipe\'s (CPU).', group="Edge deployment (docs/deployment.md)")
     edge_http: str = _setting("TAGQA_EDGE_HTTP", "127.0.0.1:8081", "Where `tagqa edge up` serves the device's HTTP API and operator page (docs/edge_runtime.md); off = none.", group="Edge deployment (docs/deployment.md)")
 
     results_client_id: str = _setting("TAGQA_RESULTS_CLIENT_ID", "tagqa-results-collector", "MQTT client id of the results collector, fixed so its persistent session survives restarts.", group="Line results and drift (docs/monitoring.md)")

@@ -77,6 +77,9 @@ FRAME_SCHEMA = pa.schema([
     ("source_name", pa.string()),
     ("captured", pa.string()),
     ("extra", pa.string()),
+    # Added with execution providers (issue 18): parts written before it have no such column and read as null
+    # (tagqa_assets.monitoring.daily.scan_frame_parts).
+    ("provider", pa.string()),
 ])
 REJECT_SCHEMA = pa.schema([
     ("received_at", UTC_US),
@@ -87,7 +90,7 @@ REJECT_SCHEMA = pa.schema([
 ])
 _KNOWN_KEYS = frozenset({"schema", "device", "image_id", "timestamp", "model_id", "model_version", "dataset_version",
                          "detections", "best_score", "latency_ms", "verdict", "image_width", "image_height",
-                         "source_name", "captured"})
+                         "source_name", "captured", "provider"})
 _TOPIC = re.compile(r"^tagqa/([^/]+)/detections$")
 
 
@@ -168,8 +171,11 @@ def decode_result(topic: str, payload: bytes, received_at: datetime) -> FrameRow
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        # An error at the very end of the text is a message cut short, not a malformed one.
-        cut_short = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        # An error at the very end of the text is a message cut short, not a malformed one; so is one cut
+        # inside a literal ('"provider":nul').
+        tail = text[exc.pos:].rstrip()
+        cut_short = (exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+                     or any(literal.startswith(tail) for literal in ("null", "true", "false")))
         reason = TRUNCATED if cut_short else NOT_JSON
         raise RejectedResult(reason, f"{exc.msg} at character {exc.pos} of {len(text)}") from None
     if not isinstance(data, dict):
@@ -226,6 +232,7 @@ def _row(data: Mapping[str, Any], device: str, received_at: datetime) -> dict[st
         "source_name": _optional_text(data.get("source_name")),
         "captured": _optional_text(data.get("captured")),
         "extra": json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else None,
+        "provider": _optional_text(data.get("provider")),  # absent from devices older than issue 18
     }
 
 

@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 import dagster as dg
 from pydantic import PrivateAttr
 
+from edge_runtime.device_config import DeviceConfig, DeviceConfigError, parse_providers
 from tagqa_assets.contracts.edge import INFERENCE_COMPONENT, MODEL_COMPONENT
 from tagqa_assets.deployment.greengrass_target import GreengrassTarget
 from tagqa_assets.deployment.local_target import LocalDeviceTarget
@@ -42,6 +43,8 @@ class DeploymentResource(dg.ConfigurableResource):
     edge_wheels_dir: str = ".tagqa/edge-wheels"
     edge_wheel_platform: str = ""  # e.g. manylinux_2_28_aarch64; empty = this machine
     edge_python_version: str = ""  # e.g. 3.11; empty = this interpreter
+    # Execution providers in order: comma-separated names or a JSON list with options; empty = the recipe's.
+    edge_providers: str = ""
     # ``target`` is a TargetKind, checked in open_target (dg.EnvVar cannot fill a Literal field).
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -60,16 +63,41 @@ class DeploymentResource(dg.ConfigurableResource):
         return self.component_prefix + MODEL_COMPONENT, self.component_prefix + INFERENCE_COMPONENT
 
     def configuration_overrides(self) -> dict[str, Any]:
-        """``device_configuration`` parsed; ValueError naming the setting when it is not a JSON object."""
-        if not self.device_configuration.strip():
-            return {}
+        """``device_configuration`` with ``edge_providers`` as its ``providers``, validated as device configuration.
+
+        ValueError naming the setting (and the key) when it is not a JSON object, holds a key or
+        value the runtime would refuse, names an unknown execution provider, or when both
+        settings name providers.
+        """
+        value: dict[str, Any] = {}
+        if self.device_configuration.strip():
+            try:
+                value = json.loads(self.device_configuration)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"TAGQA_DEVICE_CONFIGURATION is not valid JSON: {exc}") from None
+            if not isinstance(value, dict):
+                raise ValueError("TAGQA_DEVICE_CONFIGURATION must be a JSON object of device configuration keys")
+        if self.edge_providers.strip():
+            if "providers" in value:
+                raise ValueError("TAGQA_EDGE_PROVIDERS and TAGQA_DEVICE_CONFIGURATION's 'providers' both name the "
+                                 "execution providers: set them in one place")
+            value = {**value, "providers": self.provider_list()}
         try:
-            value = json.loads(self.device_configuration)
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"TAGQA_DEVICE_CONFIGURATION is not valid JSON: {exc}") from None
-        if not isinstance(value, dict):
-            raise ValueError("TAGQA_DEVICE_CONFIGURATION must be a JSON object of device configuration keys")
+            DeviceConfig.from_mapping(value, source="TAGQA_DEVICE_CONFIGURATION")
+        except DeviceConfigError as exc:
+            raise ValueError(str(exc)) from None
         return value
+
+    def provider_list(self) -> list[Any]:
+        """``edge_providers`` as the configuration's ``providers`` list; ValueError naming TAGQA_EDGE_PROVIDERS."""
+        text = self.edge_providers.strip()
+        try:
+            raw = json.loads(text) if text.startswith("[") else text
+            return [spec.to_json() for spec in parse_providers(raw, "TAGQA_EDGE_PROVIDERS")]
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"TAGQA_EDGE_PROVIDERS is not a valid JSON list: {exc}") from None
+        except DeviceConfigError as exc:
+            raise ValueError(str(exc)) from None
 
     def wheel_bundle(self) -> WheelBundle:
         """The inference component's wheels, built by deploy/greengrass/prepare_artifact.py when needed."""

@@ -8,7 +8,8 @@ import polars as pl
 
 from tagqa_assets.contracts.keys import model_prefix
 from tagqa_assets.contracts.results import FRAMES_PREFIX, day_prefix
-from tagqa_assets.monitoring.daily import compact_day, frame_part_keys, local_paths, reject_counts, summarize, unique_frames
+from tagqa_assets.monitoring.daily import (compact_day, frame_part_keys, local_paths, reject_counts, scan_frame_parts,
+                                           summarize, unique_frames)
 from tagqa_assets.storage import StoreResource
 
 # end_offset=1: today's partition exists while its results arrive, not only once the day is over.
@@ -65,7 +66,7 @@ def line_results(context: dg.AssetExecutionContext, store: StoreResource) -> dg.
         context.log.info(f"no results for {day} yet")
         return dg.MaterializeResult(metadata={**metadata, "frames": 0, "devices": 0})
     with local_paths(object_store, keys) as paths:
-        stored_rows = pl.scan_parquet(paths).select(pl.len()).collect().item()
+        stored_rows = scan_frame_parts(paths).select(pl.len()).collect().item()
         tables = summarize(unique_frames(paths))
     overall = tables["overall"].row(0, named=True)
     by_device, by_model = tables["by_device"], tables["by_model"]

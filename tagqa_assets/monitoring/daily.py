@@ -31,7 +31,19 @@ from tagqa_assets.storage import LocalObjectStore, ObjectStore
 
 SMALL_PARTS_BEFORE_MERGE = 64
 COLUMNS = ["device", "image_id", "timestamp", "verdict", "model_id", "model_version", "dataset_version",
-           "best_score", "latency_ms", "captured"]
+           "best_score", "latency_ms", "captured", "provider"]
+# FRAME_SCHEMA as Polars reads it: every part is read against it, not against the first part's own schema.
+FRAME_COLUMNS = pl.from_arrow(FRAME_SCHEMA.empty_table()).schema
+
+
+def scan_frame_parts(paths: list[str]) -> pl.LazyFrame:
+    """Frame parts as one lazy table with ``FRAME_SCHEMA``'s columns.
+
+    A part written before a column existed (``provider``, added with execution providers)
+    reads as null in it; a column a newer writer added is left out. Without this a day
+    holding both kinds fails to read.
+    """
+    return pl.scan_parquet(paths, schema=FRAME_COLUMNS, missing_columns="insert", extra_columns="ignore")
 
 
 def part_keys(store: ObjectStore, prefix: str, day: date) -> list[str]:
@@ -52,7 +64,7 @@ def local_paths(store: ObjectStore, keys: list[str]) -> Iterator[list[str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-CATEGORIES = ("device", "verdict", "model_id", "model_version", "dataset_version", "captured")
+CATEGORIES = ("device", "verdict", "model_id", "model_version", "dataset_version", "captured", "provider")
 
 
 def unique_frames(paths: list[str]) -> pl.LazyFrame:
@@ -61,7 +73,7 @@ def unique_frames(paths: list[str]) -> pl.LazyFrame:
     Repeated text columns become categoricals: a day of 4.3 million frames then fits in
     about 0.9 GB instead of 3 GB (docs/benchmarks.md).
     """
-    return (pl.scan_parquet(paths).select(COLUMNS)
+    return (scan_frame_parts(paths).select(COLUMNS)
             .filter(pl.struct("device", "image_id").is_first_distinct())
             .drop("image_id")
             .with_columns(pl.col(name).cast(pl.Categorical) for name in CATEGORIES))
@@ -84,7 +96,7 @@ def _metrics() -> list[pl.Expr]:
 
 def summarize(frames: pl.LazyFrame) -> dict[str, pl.DataFrame]:
     """``overall`` (one row), ``by_device`` and ``by_model`` (device x model version) metrics, computed together."""
-    by_model_keys = ["device", "model_version", "model_id", "dataset_version"]
+    by_model_keys = ["device", "model_version", "model_id", "dataset_version", "provider"]
     overall, by_device, by_model = (
         table.with_columns(pl.col(pl.Categorical).cast(pl.String)) for table in pl.collect_all([
             frames.select(_metrics() + [pl.col("device").n_unique().alias("devices")]),
@@ -133,7 +145,7 @@ def compact_day(store: ObjectStore, day: date, written_at: datetime, *, day_is_o
         if len(keys) < 2:
             continue
         with local_paths(store, keys) as paths:
-            merged = (pl.scan_parquet(paths).filter(pl.col("image_id").is_first_distinct())
+            merged = (scan_frame_parts(paths).filter(pl.col("image_id").is_first_distinct())
                       .sort("timestamp", maintain_order=True).collect())
         buffer = io.BytesIO()
         pq.write_table(merged.select(FRAME_SCHEMA.names).to_arrow().cast(FRAME_SCHEMA), buffer, compression="zstd")

@@ -1,0 +1,187 @@
+"""Execution providers: which ONNX Runtime sessions a device can build, and the check a provider must pass.
+
+The device configuration names an ordered provider list (``providers``; edge_runtime.device_config).
+``edge_runtime.models.load_verified_model`` walks it: a provider that is not available here,
+whose session cannot be built, that ONNX Runtime did not actually enable, or whose output on the
+check frames differs from a CPU inference of the same frames is refused with a logged reason and
+the next one is tried (docs/edge_runtime.md, "Execution providers").
+
+Sessions come from a ``SessionFactory`` (injectable: tests build real sessions of altered models
+through it). ``OnnxRuntimeSessions`` is the production one: built-in providers (the CPU wheel,
+``onnxruntime-gpu`` on a Jetson, ``onnxruntime-openvino``) are requested by name; a provider
+that ships as a plugin library (``onnxruntime-ep-openvino``, the ``edge-openvino`` extra) is
+registered with ONNX Runtime once per process and bound to its device, because ONNX Runtime
+silently ignores a plugin provider requested by name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import onnxruntime as ort
+
+from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
+
+log = logging.getLogger(__name__)
+
+# Providers that ship as ONNX Runtime plugin libraries: provider name -> Python package with get_library_path().
+PLUGIN_PACKAGES = {"OpenVINOExecutionProvider": "onnxruntime_ep_openvino"}
+# What to install for a provider that is not available (shown in the refusal).
+INSTALL_HINTS = {
+    "OpenVINOExecutionProvider": "pip install 'tagqa[edge,edge-openvino]' (the onnxruntime-ep-openvino plugin)",
+    "CUDAExecutionProvider": "install onnxruntime-gpu (on a Jetson: the JetPack wheel) instead of onnxruntime",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu built with TensorRT (on a Jetson: the JetPack wheel)",
+}
+# Said with a refused provider whose output differed from CPU's.
+CHECK_HINTS = {
+    "OpenVINOExecutionProvider": "OpenVINO infers in bf16 on CPUs with AMX or AVX512-BF16 unless the options set "
+                                 "load_config {\"CPU\": {\"INFERENCE_PRECISION_HINT\": \"f32\"}}",
+    "TensorrtExecutionProvider": "with trt_fp16_enable, widen providerCheckIou/providerCheckScoreTolerance "
+                                 "only after checking the model's accuracy in fp16",
+}
+# The highest-scoring candidate boxes compared per check frame (of each output: the union is compared).
+CHECK_CANDIDATES = 100
+
+
+class SessionFactory(Protocol):
+    """Builds ONNX Runtime sessions on a named provider (the seam tests and other builds replace)."""
+
+    def available(self) -> frozenset[str]:
+        """Provider names a session can be requested on in this process."""
+
+    def create(self, model: bytes, provider: ProviderSpec, options: ort.SessionOptions) -> ort.InferenceSession:
+        """A session of ``model`` on ``provider`` (CPU takes the nodes the provider leaves); raises on failure."""
+
+
+class OnnxRuntimeSessions:
+    """The production factory. ``cache_dir`` holds provider caches on the device (TensorRT engines)."""
+
+    _lock = threading.Lock()
+    _plugins: dict[str, str] = {}  # provider -> why it is unavailable ("" once registered); per process
+    _registered: set[str] = set()
+
+    def __init__(self, cache_dir: Path | str | None = None) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    def available(self) -> frozenset[str]:
+        for name in PLUGIN_PACKAGES:
+            self._register_plugin(name)
+        return frozenset(ort.get_available_providers()) - {"AzureExecutionProvider"}
+
+    def unavailable_reason(self, name: str) -> str:
+        """Why ``name`` is not available (the plugin's import or registration error, or what to install)."""
+        why = self._plugins.get(name) or INSTALL_HINTS.get(name, "")
+        return f"not available in this ONNX Runtime ({why})" if why else "not available in this ONNX Runtime"
+
+    @classmethod
+    def _register_plugin(cls, name: str) -> None:
+        with cls._lock:
+            if name in cls._plugins or name in ort.get_available_providers():
+                return
+            try:
+                package = importlib.import_module(PLUGIN_PACKAGES[name])
+                ort.register_execution_provider_library(name, package.get_library_path())
+            except Exception as exc:  # ImportError, a missing library, a plugin built for another ORT
+                cls._plugins[name] = f"{PLUGIN_PACKAGES[name]}: {type(exc).__name__}: {exc}; " + INSTALL_HINTS.get(name, "")
+                return
+            cls._plugins[name] = ""
+            cls._registered.add(name)
+            log.info("registered the %s plugin library %s", name, package.get_library_path())
+
+    def create(self, model: bytes, provider: ProviderSpec, options: ort.SessionOptions) -> ort.InferenceSession:
+        provider_options = effective_options(provider, self.cache_dir)
+        if provider.name in self._registered:
+            return self._plugin_session(model, provider.name, provider_options, options)
+        providers = [(provider.name, provider_options)] if provider.name == CPU_PROVIDER else \
+            [(provider.name, provider_options), CPU_PROVIDER]
+        return ort.InferenceSession(model, options, providers=providers)
+
+    @staticmethod
+    def _plugin_session(model: bytes, name: str, provider_options: dict[str, str],
+                        options: ort.SessionOptions) -> ort.InferenceSession:
+        # A plugin provider is bound to one of the devices it enumerates (OpenVINO: CPU, GPU, NPU); the
+        # built-in provider's ``device_type`` option names that device here (default CPU).
+        wanted = provider_options.pop("device_type", "CPU")
+        devices = [d for d in ort.get_ep_devices() if d.ep_name == name and "ov_meta_device" not in d.ep_metadata
+                   and d.ep_metadata.get("ov_device", wanted) == wanted]
+        if not devices:
+            found = sorted({d.ep_metadata.get("ov_device", "?") for d in ort.get_ep_devices() if d.ep_name == name})
+            raise RuntimeError(f"{name} has no device {wanted!r} here (devices: {found})")
+        options.add_provider_for_devices(devices[:1], provider_options)
+        return ort.InferenceSession(model, options)
+
+
+def effective_options(provider: ProviderSpec, cache_dir: Path | None) -> dict[str, str]:
+    """The provider's options as ONNX Runtime takes them, with the device-side defaults filled in.
+
+    TensorRT builds an engine per model and input shape, which takes minutes on a Jetson: unless
+    the configuration says otherwise, engines and timing caches are kept under
+    ``<cache_dir>/tensorrt`` so a restart (or the next swap back to a model) reuses them.
+    """
+    options = provider.ort_options()
+    if provider.name == "TensorrtExecutionProvider" and cache_dir is not None:
+        folder = str(Path(cache_dir) / "tensorrt")
+        options.setdefault("trt_engine_cache_enable", "True")
+        options.setdefault("trt_engine_cache_path", folder)
+        options.setdefault("trt_timing_cache_enable", "True")
+        options.setdefault("trt_timing_cache_path", folder)
+        if options["trt_engine_cache_enable"] == "True":
+            Path(options["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
+    return options
+
+
+@dataclass(frozen=True)
+class ProviderCheck:
+    """How close a provider's output must be to the CPU's on the same frame."""
+
+    min_iou: float = 0.99
+    score_tolerance: float = 0.01
+
+
+def compare_outputs(reference: np.ndarray, candidate: np.ndarray, check: ProviderCheck) -> str | None:
+    """Why ``candidate`` (a provider's raw 1 x (4 + classes) x anchors output) is not ``reference`` (CPU's), or None.
+
+    Every class score of every anchor must be within ``score_tolerance``; the boxes of the
+    ``CHECK_CANDIDATES`` highest-scoring anchors of either output must overlap their CPU
+    counterparts with IoU >= ``min_iou``. Comparing candidates before NMS, not detections, keeps
+    the check meaningful on frames where nothing passes the confidence threshold, and a model
+    whose candidates agree gives the same detections after the same NMS.
+    """
+    if candidate.shape != reference.shape:
+        return f"output shape {candidate.shape} differs from CPU's {reference.shape}"
+    if not np.isfinite(candidate).all():
+        return "output has NaN or infinite values where CPU's has none"
+    ref, cand = reference[0].astype(np.float64), candidate[0].astype(np.float64)
+    score_gap = float(np.abs(ref[4:] - cand[4:]).max())
+    if score_gap > check.score_tolerance:
+        return f"scores differ from CPU's by up to {score_gap:.4g} (tolerance {check.score_tolerance:g})"
+    k = min(CHECK_CANDIDATES, ref.shape[1])
+    anchors = np.union1d(*(np.argpartition(-scores[4:].max(axis=0), k - 1)[:k] for scores in (ref, cand)))
+    ious = _iou_cxcywh(ref[:4, anchors], cand[:4, anchors])
+    worst = int(np.argmin(ious))
+    if ious[worst] < check.min_iou:
+        return (f"box of candidate {int(anchors[worst])} overlaps CPU's with IoU {ious[worst]:.4f} "
+                f"(minimum {check.min_iou:g}; {int((ious < check.min_iou).sum())} of {len(anchors)} below)")
+    return None
+
+
+def _iou_cxcywh(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of boxes given as 4 x N centre/size rows; two identical degenerate boxes count as IoU 1."""
+    def corners(box: np.ndarray) -> tuple[np.ndarray, ...]:
+        half_w, half_h = np.abs(box[2]) / 2, np.abs(box[3]) / 2
+        return box[0] - half_w, box[1] - half_h, box[0] + half_w, box[1] + half_h
+
+    ax0, ay0, ax1, ay1 = corners(a)
+    bx0, by0, bx1, by1 = corners(b)
+    inter = np.clip(np.minimum(ax1, bx1) - np.maximum(ax0, bx0), 0, None) * \
+        np.clip(np.minimum(ay1, by1) - np.maximum(ay0, by0), 0, None)
+    union = (ax1 - ax0) * (ay1 - ay0) + (bx1 - bx0) * (by1 - by0) - inter
+    same = np.abs(a - b).max(axis=0) <= 1e-3
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(union > 0, inter / np.where(union > 0, union, 1), np.where(same, 1.0, 0.0))
