@@ -58,6 +58,11 @@ PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVI
 
 # ------------------------------------------------------------------ measurements (in subprocesses)
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own, where getrusage's maximum carries the parent's
+    over fork and exec, e.g. after the parent quantized a model)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
