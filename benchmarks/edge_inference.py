@@ -1,25 +1,37 @@
-"""Edge inference throughput and memory: this runtime vs Ultralytics vs the bare ONNX Runtime limit.
+"""Edge inference throughput and memory: this runtime vs bare ONNX Runtime, bare OpenVINO and Ultralytics.
 
-Three contenders on the same ONNX model and the real metal-tag images, each measured in its
-own subprocess (so peak RSS is that contender's alone), interleaved over several rounds so
-that load from other processes hits all of them alike. The RESULT line takes each
-contender's best round (on a shared machine, its least disturbed one); medians are printed
-too. Peak RSS is the largest over the rounds:
+Contenders on the same ONNX model and the real metal-tag images, each measured in its own
+subprocess (so peak RSS is that contender's alone), interleaved over several rounds so that
+load from other processes hits all of them alike. The RESULT line takes each contender's best
+round (on a shared machine, its least disturbed one); medians are printed too. Peak RSS is the
+largest over the rounds (VmHWM of the measuring process):
 
-  (a) ours       this runtime end to end: JPEG file -> decode -> letterbox -> ONNX Runtime ->
-                 NMS -> result JSON published to a real Mosquitto and acknowledged (QoS 1),
-                 with its default configuration (capture policy on, no upload target);
-  (b) ultralytics  ``YOLO(model.onnx).predict(path)`` one image at a time, as the reference
-                 component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
-  (c) limit      bare ``InferenceSession.run`` (default options) on one preprocessed tensor.
+  ours            this runtime end to end: JPEG file -> decode -> letterbox -> ONNX Runtime ->
+                  NMS -> result JSON published to a real Mosquitto and acknowledged (QoS 1),
+                  with its default configuration (capture policy on, no upload target);
+  limit_parallel  two threads calling ``InferenceSession.run`` on one session, one ONNX Runtime
+                  thread each, on one preprocessed tensor: inference alone on both cores, the
+                  reference of the issue-18 targets (``vs_limit_parallel``);
+  openvino        the same ONNX file in bare OpenVINO: ``compile_model`` on the CPU with one
+                  stream and one infer request per core (``AsyncInferQueue``), one tensor;
+  ours_providers  ours with ``--providers`` (the runtime's ``providers`` setting, e.g.
+                  ``OpenVINOExecutionProvider,CPUExecutionProvider``): ``vs_openvino`` is it
+                  against bare OpenVINO; the RESULT line says which provider the list chose;
+  ultralytics     ``YOLO(model.onnx).predict(path)`` one image at a time, as the reference
+                  component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
+  limit           bare ``InferenceSession.run`` (default options, ORT's own two threads);
+  ours_numpy      ours with the numpy letterbox (a device where the native kernel is not built).
 
-For context (not in the RESULT line) it also measures ``limit_parallel``: two threads calling
-``run`` on one session side by side, one ONNX Runtime thread each, i.e. the most images per
-second this machine's cores give for inference alone; and ``ours_numpy``: (a) with the numpy
-letterbox, i.e. a device where the native letterbox kernel was not built.
+Every model runs in fp32 and, quantized as the int8 study does, in int8 (``--precision``).
+Beside images per second each contender reports CPU per image (all its threads): on a machine
+shared with other work, throughput follows CPU per image, so ``cpu_vs_limit_parallel`` is the
+ratio least disturbed by the neighbours. For ours it splits the CPU by thread group (workers,
+sink, outbox, captures, other) and gives the time the frame workers slept per frame, which in a
+saturated pipeline is waiting for the GIL. The 1-minute load average is printed beside every figure.
 
-    python benchmarks/edge_inference.py                     # exports a yolov8n per size, 5 rounds
+    python benchmarks/edge_inference.py                     # exports a yolov8n per size, fp32 + int8
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
+    python benchmarks/edge_inference.py --providers OpenVINOExecutionProvider,CPUExecutionProvider
     python benchmarks/edge_inference.py int8 --model models/x --dataset datasets/v/yolo
 
 ``int8`` quantizes a trained model as the platform does (``tagqa_assets/training/quantization.py``:
@@ -29,9 +41,10 @@ images spread over the split), evaluates both models on the dataset
 version's val and test splits with the platform's evaluation (which predicts through this
 runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
-The last line per image size is
-``RESULT imgsz=N ours_ips=X ultralytics_ips=X limit_ips=X vs_ultralytics=R vs_limit=R ours_rss_mb=M
-ultralytics_rss_mb=M``. Results and the machine description go to docs/benchmarks.md.
+The last line per model is ``RESULT imgsz=N precision=P ours_ips=X limit_parallel_ips=X
+openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R
+cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
+Results and the machine description go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
@@ -59,6 +72,11 @@ PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVI
 
 # ------------------------------------------------------------------ measurements (in subprocesses)
 def _peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM: its own, where getrusage's maximum carries the parent's
+    over fork and exec, e.g. after the parent quantized a model)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -103,7 +121,7 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
             "checksum": float(np.sum(tensor))}
 
 
-def measure_openvino(model_dir: Path, images: list[Path], runs: int) -> dict:
+def measure_openvino(model_dir: Path, images: list[Path], runs: int, precision: str = "") -> dict:
     """The same ONNX file in bare OpenVINO on the CPU, as an OpenVINO user runs it: ``compile_model`` with
     one stream and one infer request per core (``AsyncInferQueue``), on one preprocessed tensor."""
     import numpy as np
@@ -118,7 +136,8 @@ def measure_openvino(model_dir: Path, images: list[Path], runs: int) -> dict:
     core = ov.Core()
     compiled = core.compile_model(str(model_dir / card["onnx_file"]), "CPU",
                                   {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(cores),
-                                   "INFERENCE_NUM_THREADS": str(cores)})
+                                   "INFERENCE_NUM_THREADS": str(cores),
+                                   **({"INFERENCE_PRECISION_HINT": precision} if precision else {})})
     tensor, _ = letterbox(decode_image(images[0].read_bytes()), card["imgsz"], card["imgsz"])
     requests = ov.AsyncInferQueue(compiled, cores)
     for _ in range(10):
@@ -400,7 +419,7 @@ def load_average() -> str:
 
 
 def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[str, float], cpu: dict[str, float],
-                load: str) -> str:
+                load: str, provider: str | None = None) -> str:
     """The RESULT line of one model (image size and precision) from each contender's best round.
 
     ``cpu_vs_limit_parallel`` (CPU per image of inference alone over ours', medians) is the ratio that
@@ -417,6 +436,8 @@ def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[st
     if cpu.get("ours") and cpu.get("limit_parallel"):
         fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
     fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
+    if provider:  # what the provider list chose (its check may refuse OpenVINO and fall back to CPU)
+        fields.append(f"{PROVIDERS_CONTENDER}_ran_on={provider}")
     return "RESULT " + " ".join(fields) + f" load={load}"
 
 
@@ -449,7 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", help="also run ours with this execution provider list (the runtime's "
                         "'providers' setting, e.g. OpenVINOExecutionProvider,CPUExecutionProvider): the "
                         f"'{PROVIDERS_CONTENDER}' contender, compared with bare OpenVINO as vs_openvino")
+    parser.add_argument("--openvino-precision", choices=["f32", "bf16", "f16"],
+                        help="bare OpenVINO's INFERENCE_PRECISION_HINT (default: OpenVINO's own, bf16 on a CPU with "
+                             "AMX); use the same as the provider's load_config for a like-for-like vs_openvino")
     args = parser.parse_args(argv)
+    if args.openvino_precision:  # to the measuring subprocesses
+        os.environ["TAGQA_BENCH_OPENVINO_PRECISION"] = args.openvino_precision
     images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
     if not images:
         sys.exit(f"no images under {args.data / 'images'} (the real metal-tags dataset is needed)")
@@ -501,7 +527,8 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"imgsz={imgsz} {precision} {label}: " + ", ".join(f"{k} {v:.1f}" for k, v in figures.items())
                           + " img/s; " + ", ".join(ratios))
                 # Best of the interleaved rounds: on a shared machine it is each contender's least disturbed run.
-                results.append(result_line(imgsz, precision, best, rss, cpu, "-".join(loads)))
+                chosen = sorted({m["provider"] for m in rounds.get(PROVIDERS_CONTENDER, [])})
+                results.append(result_line(imgsz, precision, best, rss, cpu, "-".join(loads), "+".join(chosen) or None))
         finally:
             broker.stop()
     for line in results:
@@ -517,7 +544,8 @@ if __name__ == "__main__":
             out = measure_limit(Path(model), paths, runs=int(passes) * len(paths),
                                 parallel=2 if kind == "limit_parallel" else 0)
         elif kind == "openvino":
-            out = measure_openvino(Path(model), paths, runs=int(passes) * len(paths))
+            out = measure_openvino(Path(model), paths, runs=int(passes) * len(paths),
+                                   precision=os.environ.get("TAGQA_BENCH_OPENVINO_PRECISION", ""))
         elif kind == "ultralytics":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:

@@ -11,9 +11,14 @@
  * Built with the limited API (one abi3 wheel for CPython >= 3.11). Optional: when it cannot be
  * built (no C compiler, TAGQA_PURE_PYTHON=1) the runtime uses the numpy implementation.
  */
+#ifndef TAGQA_LETTERBOX_KERNEL_ONLY
 #define Py_LIMITED_API 0x030B0000
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#else /* the arithmetic alone, for the cross-platform bit-exactness check (deploy/greengrass/check_native_kernel.py) */
+#include <stddef.h>
+typedef ptrdiff_t Py_ssize_t;
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -95,6 +100,7 @@ static void run(const Plan *p, int32_t *rows) {
     }
 }
 
+#ifndef TAGQA_LETTERBOX_KERNEL_ONLY
 static int taps_ok(const int32_t *index, const int32_t *weight, Py_ssize_t n, Py_ssize_t limit) {
     for (Py_ssize_t k = 0; k < n; k++)
         if (index[k] < 0 || index[k] >= limit || weight[k] < 0 || weight[k] > COEF_MAX) return 0;
@@ -210,3 +216,4 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC PyInit__letterbox(void) {
     return PyModule_Create(&module);
 }
+#endif /* TAGQA_LETTERBOX_KERNEL_ONLY */

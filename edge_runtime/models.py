@@ -131,11 +131,21 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
     model = _check_signature(model_dir, card, reference)
     frames = _check_frames(model)
     expected = [_check_inference(model, tensor, what) for what, tensor in frames]
+    if providers and providers[0].name == CPU_PROVIDER:
+        return model
+    # The CPU session has given its reference outputs: free it before another provider's session is built (peak
+    # memory is then one session, not two), and build it again only if the list falls back to CPU.
+    model, reference = dataclasses.replace(model, session=None), None
     refusals: list[tuple[str, str]] = []
     available: frozenset[str] | None = None
     for spec in providers:
         if spec.name == CPU_PROVIDER:
-            return dataclasses.replace(model, provider_refusals=tuple(refusals))
+            try:
+                session = sessions.create(data, spec, session_options(intra_op_threads, concurrent_runs))
+            except Exception as exc:
+                raise ModelRejected(f"{onnx_path}: ONNX Runtime cannot load it again on CPU "
+                                    f"({type(exc).__name__}: {exc})") from None
+            return dataclasses.replace(model, session=session, provider_refusals=tuple(refusals))
         if available is None:
             available = sessions.available()
         if spec.name not in available:

@@ -75,7 +75,26 @@ def test_jpeg_fast_path_on_the_real_tags(real_dataset) -> None:
     for path in sorted((real_dataset / "images").glob("*/*"))[:60]:
         data = path.read_bytes()
         assert not imaging._jpeg_has_exif(data), path
+        assert imaging._jpeg_frame_size(data) == Image.open(io.BytesIO(data)).size, path
         assert np.array_equal(decode_image(data), imaging._decode_with_pillow(data)), path
+
+
+@pytest.mark.parametrize("data", [
+    _pillow_jpeg("RGB", (451, 299), quality=95, subsampling=0),
+    _pillow_jpeg("RGB", (300, 450), progressive=True),
+    _pillow_jpeg("L", (450, 300)),
+    _pillow_jpeg("CMYK", (45, 30)),
+    _pillow_jpeg("RGB", (450, 300), exif=Image.Exif()),
+])
+def test_jpeg_frame_size_from_the_markers_matches_pillow(data: bytes) -> None:
+    """The per-frame size check walks the markers in Python (no GIL round trip); Pillow's header agrees."""
+    assert imaging._jpeg_frame_size(data) == imaging.image_size(data) == Image.open(io.BytesIO(data)).size
+
+
+def test_jpeg_frame_size_gives_up_on_data_it_cannot_walk() -> None:
+    assert imaging._jpeg_frame_size(b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x00" * 64) is None
+    assert imaging._jpeg_frame_size(_jpeg(450, 300)[:8]) is None
+    assert imaging.image_size(b"not an image at all") is None
 
 
 @pytest.mark.parametrize("data", [

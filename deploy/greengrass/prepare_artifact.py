@@ -8,6 +8,11 @@ index access, then ``gdk component build`` zips this folder, wheels included::
     python deploy/greengrass/prepare_artifact.py                       # wheels for this machine
     python deploy/greengrass/prepare_artifact.py --platform manylinux_2_28_aarch64 --python-version 3.11
 
+For a linux aarch64 platform the tagqa wheel carries the native letterbox kernel cross-compiled
+with ``aarch64-linux-gnu-gcc`` (``apt-get install gcc-aarch64-linux-gnu``; checked under emulation
+by ``check_native_kernel.py``); without that compiler, or for any other foreign platform, it is
+pure Python and the device runs the numpy letterbox (same pixels, slower: docs/edge_runtime.md).
+
 Versions come from the repository's constraints.txt, the same pins the tests ran with.
 """
 
@@ -24,14 +29,30 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 
 
+CROSS_COMPILER = "aarch64-linux-gnu-gcc"
+
+
+def project_wheel_env(platform: str) -> dict[str, str]:
+    """Build settings for the tagqa wheel of a foreign ``platform`` tag (setup.py): cross-compile the
+    kernel for linux aarch64 when the cross compiler is there, otherwise a pure wheel."""
+    if platform.endswith("_aarch64") and "linux" in platform and shutil.which(CROSS_COMPILER):
+        return {"TAGQA_CROSS_PLATFORM": platform}
+    return {"TAGQA_PURE_PYTHON": "1"}
+
+
 def build_wheels(out: Path, *, platform: str | None, python_version: str | None, constraints: Path | None) -> None:
     """Project wheel (built locally) plus binary wheels of ``tagqa[edge]``'s dependencies."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip"]
-    # For this machine's platform the project wheel carries the native letterbox kernel (abi3, any
-    # CPython >= 3.11); for another platform it is pure Python and the device uses the numpy letterbox.
-    env = {**os.environ, "TAGQA_PURE_PYTHON": "1"} if platform else None
+    # The project wheel carries the native letterbox kernel (abi3, any CPython >= 3.11) for this
+    # machine's platform and, cross-compiled, for linux aarch64; elsewhere it is pure Python.
+    env = None
+    if platform:
+        env = {**os.environ, **project_wheel_env(platform)}
+        if env.get("TAGQA_PURE_PYTHON"):
+            print(f"{platform}: the tagqa wheel is pure Python, the device will use the numpy letterbox "
+                  f"(a native kernel is cross-built for linux aarch64 when {CROSS_COMPILER} is installed)")
     subprocess.run([*pip, "wheel", "--no-deps", "--wheel-dir", str(out), str(REPO)], check=True, env=env)
     download = [*pip, "download", "--only-binary=:all:", "--dest", str(out), "--find-links", str(out)]
     if constraints is not None:
