@@ -72,9 +72,9 @@ test: setup system-deps labelstudio-install
 test-quick: setup broker
 	$(BIN)/python -m pytest -m 'not slow'
 
-## screenshots: refresh the README's images (docs/img/*.png) from a real dagster dev and Chromium
+## screenshots: refresh the README's images (docs/img/*.png) from a real dagster dev, a real make run stack taken to its first result (about 15 min), and Chromium
 screenshots: setup system-deps
-	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/test_ui.py -q
+	SCREENSHOTS_DIR=$(CURDIR)/docs/img $(BIN)/python -m pytest tests/test_ui.py tests/test_first_result.py -q
 
 LABEL_STUDIO_VERSION := 1.23.2
 LABEL_STUDIO_VENV := $(STATE)/labelstudio/venv

@@ -49,7 +49,8 @@ def _free_port() -> int:
 
 
 def make_demo_command() -> tuple[list[str], dict[str, str]]:
-    """``make demo``'s ``tagqa demo`` arguments and the taxonomy it exports, read from the Makefile."""
+    """``make demo``'s ``tagqa demo`` arguments and the taxonomy ``make demo`` and ``make run`` export, read
+    from the Makefile."""
     text = MAKEFILE.read_text()
     command = re.search(r"^\t\$\(BIN\)/tagqa (demo\b.*)$", text, re.MULTILINE)
     classes = re.search(r"^DEMO_DEFECT_CLASSES\s*:=\s*(\S+)\s*$", text, re.MULTILINE)
@@ -128,14 +129,15 @@ class LocalStack:
             "YOLO_OFFLINE": "1", "MPLCONFIGDIR": str(self.state / "matplotlib"),
             # Free ports instead of 1883 / 8081, so several stacks (and a developer's make run) coexist.
             "TAGQA_BROKER_PORT": str(self.broker_port), "TAGQA_EDGE_HTTP": f"127.0.0.1:{_free_port()}",
+            # make demo and make run export the demo's taxonomy (Makefile: `demo run: export TAGQA_DEFECT_CLASSES`).
+            **make_demo_command()[1],
             **(settings or {}),
         }
 
     # ------------------------------------------------------------------ start and stop
     def seed_demo(self) -> None:
         """Write the demo set into the fresh store as ``make demo`` does."""
-        arguments, exported = make_demo_command()
-        self.tagqa(*arguments, extra_env=exported, timeout=600)
+        self.tagqa(*make_demo_command()[0], timeout=600)
 
     def start(self, timeout: float = 600.0) -> None:
         """Install the Dagster instance config (as ``make setup``), start run.sh, and wait until the UI

@@ -8,12 +8,13 @@ for a person: its ``registered_model`` metadata and ``model_approval_sensor``'s 
 say so and name the command. ``tagqa models approve 1`` (the command a person runs) is
 followed by the deployment to the local device ``line-1``; the demo camera keeps the device
 fed, so a result of model version 1 arrives on ``tagqa/line-1/detections`` (a paho
-subscriber), the results collector writes it into ``results/`` in the store, and every frame
-the device says it captured comes back under ``raw/edge-feedback/line-1/``. Finally SIGTERM
-stops every process of the stack.
+subscriber), the results collector writes it into ``results/`` in the store, every frame
+the device says it captured comes back under ``raw/edge-feedback/line-1/``, and
+``line_results_sensor`` materializes the day's ``line_results``. Finally SIGTERM stops every
+process of the stack.
 
-With SCREENSHOTS_DIR set (``make screenshots``) the pictures of the registered model page and
-the deployment page are copied there for the README.
+With SCREENSHOTS_DIR set (``make screenshots``) the pictures of the registered model page, the
+deployment page and the line_results page are copied there for the README.
 """
 
 from __future__ import annotations
@@ -61,7 +62,7 @@ def _screenshot(stack: LocalStack, path: str, name: str, tmp_path: Path, *, must
         browser.goto(stack.api.url + path)
         browser.wait_for(f"document.body && {json.dumps(list(must_show))}.every(t => document.body.innerText.includes(t))",
                          timeout=120, what=f"{path} to show {must_show}")
-        time.sleep(2)  # let the page finish drawing after its text arrived
+        time.sleep(4)  # let the page finish drawing (status badges load after the text)
         png = tmp_path / name
         browser.screenshot(png)
     if SCREENSHOTS_DIR:
@@ -102,6 +103,16 @@ def test_fresh_stack_trains_waits_for_approval_and_serves_the_first_model(tmp_pa
         progress.append(f"{len(timeline.listener.of_version(1))} results of version 1, {len(captured)} captured")
         _screenshot(stack, "/assets/edge_deployment", "edge-deployment.png", tmp_path,
                     must_show=("deployed", "line-1"))
+
+        # line_results_sensor turns the collected results into the day's line_results partition.
+        def line_results_materialized() -> bool:
+            runs = stack.api.runs({"dagster/sensor_name": "line_results_sensor"})
+            assert not [r for r in runs if r["status"] == "FAILURE"], runs
+            return any(r["status"] == "SUCCESS" for r in runs)
+        wait_until(line_results_materialized, "a line_results run", 300, poll=5, diagnose=stack.log_tail)
+        metadata = _latest_metadata(stack, "line_results")
+        assert metadata["devices"] == 1 and metadata["frames"] >= 1, metadata
+        _screenshot(stack, "/assets/line_results", "line-results.png", tmp_path, must_show=("by_device", "line-1"))
     finally:
         if timeline.listener is not None:
             timeline.listener.close()

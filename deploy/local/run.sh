@@ -67,7 +67,7 @@ echo "started the results collector: tagqa/+/detections -> results/ in the store
 # it pauses while 10 of its frames wait unread, i.e. until the first model is deployed.
 "$BIN/tagqa" edge demo-camera --if-enabled > "$STATE/logs/demo-camera.log" 2>&1 < /dev/null &
 pids+=($!)
-echo "started the demo camera: synthetic frames into the device's incoming folder once it reads them (TAGQA_DEMO_CAMERA=false turns it off; log: $STATE/logs/demo-camera.log)"
+echo "started the demo camera: synthetic frames into the device's incoming folder, unless TAGQA_DEMO_CAMERA=false (log: $STATE/logs/demo-camera.log)"
 
 "$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w "$WORKSPACE" < /dev/null &
 dagster_pid=$!
