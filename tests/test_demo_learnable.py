@@ -30,7 +30,9 @@ from tagqa_assets.storage import LocalObjectStore
 from tagqa_assets.training.resources import TrainingProfileResource
 from tagqa_assets.training.sensors import profile_for
 
-pytestmark = pytest.mark.slow  # trains the demo model (a few minutes on 2 cores)
+# Trains the demo model: a few minutes on 2 idle cores, far longer on a busy machine (the suite's
+# default timeout of 900 s would stop it there, and the figures below are what it measures).
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 DEMO_CLASSES = ("scratch", "dent")  # make demo's taxonomy
 DEMO_BAR = 0.5
@@ -60,8 +62,9 @@ def test_the_demo_set_trained_with_the_demo_profile_passes_the_default_gate(tmp_
     chain_minutes = (time.monotonic() - started) / 60
     trained = materialization(result, "trained_model")
     evaluation = materialization(result, "model_evaluation")
-    print(f"demo model: {DEMO_IMAGES} images, trained {trained['train_minutes']} min ({trained['epochs_completed']} epochs), "
-          f"chain {chain_minutes:.1f} min, test mAP50-95 {evaluation['test_map50_95']:.3f}, mAP50 {evaluation['test_map50']:.3f}")
+    per_class = " ".join(f"test_ap50_95_{name}={evaluation.get(f'test_ap50_95_{name}', 0.0):.3f}" for name in DEMO_CLASSES)
+    print(f"\nRESULT demo_images={DEMO_IMAGES} train_min={trained['train_minutes']} epochs={trained['epochs_completed']} "
+          f"chain_min={chain_minutes:.1f} test_map50_95={evaluation['test_map50_95']:.3f} test_map50={evaluation['test_map50']:.3f} {per_class}")
     assert result.success
     assert json.loads(json.dumps(trained["config"]))["imgsz"] == TrainingProfileResource().demo_imgsz
     assert check_results(result)["promotion_gate"].passed

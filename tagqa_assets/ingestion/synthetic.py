@@ -28,7 +28,7 @@ from tagqa_assets.contracts.labels import Annotation
 WIDTH, HEIGHT = 450, 300
 DEFECT_KINDS = ("scratch", "dent")  # the defect names the generator can draw
 DEFAULT_DEFECT_RATE = 0.8  # share of tags with at least one defect; the rest are clean
-LABEL_MARGIN = 4.0  # pixels a scratch's box leaves around the stroke
+LABEL_MARGIN = 8.0  # pixels a scratch's box leaves around the stroke (the real labels leave 5-25)
 DARK_SCRATCH_SHARE = 0.3  # share of scratches darker than the plate (the rest are bright)
 _SUPERSAMPLE = 3  # strokes are drawn at this scale and averaged down: anti-aliased, sub-pixel widths
 
@@ -109,11 +109,12 @@ def _scene(rng: random.Random, noise: np.random.Generator) -> tuple[np.ndarray, 
     return gray, plate
 
 
-def _polyline(rng: random.Random, plate: _Plate, length: float, bend: float) -> list[tuple[float, float]] | None:
-    """A gently curving stroke of about ``length`` pixels inside the plate and clear of the hole."""
+def _polyline(rng: random.Random, plate: _Plate, length: float, bend: float, *, off_axis: float = 0.0) -> list[tuple[float, float]] | None:
+    """A gently curving stroke of about ``length`` pixels inside the plate and clear of the hole,
+    starting at least ``off_axis`` radians away from horizontal and vertical."""
     for _ in range(20):
         x, y = rng.uniform(plate.left + 20, plate.right - 20), rng.uniform(plate.top + 15, plate.bottom - 15)
-        angle = rng.uniform(0, math.pi)
+        angle = rng.uniform(off_axis, math.pi / 2 - off_axis) + rng.choice((0, math.pi / 2))
         points = [(x, y)]
         steps = 6
         for _ in range(steps):
@@ -145,7 +146,8 @@ def _box(xs: list[float], ys: list[float], margin: float, class_id: int) -> Anno
 
 def _scratch(rng: random.Random, gray: np.ndarray, plate: _Plate, class_id: int) -> Annotation | None:
     """Draw one labeled scratch into ``gray``; its box, or ``None`` when no place was found."""
-    points = _polyline(rng, plate, rng.uniform(55, 190), bend=0.12)
+    # Long and mostly diagonal, like the labeled scratches of the real tags (boxes 35-140 px a side).
+    points = _polyline(rng, plate, rng.uniform(80, 220), bend=0.1, off_axis=math.radians(15))
     if points is None:
         return None
     # Resample into short pieces: the beads along a real scratch are brighter or darker spots.
@@ -176,7 +178,7 @@ def _scratch(rng: random.Random, gray: np.ndarray, plate: _Plate, class_id: int)
 
 def _dent(rng: random.Random, gray: np.ndarray, plate: _Plate, class_id: int) -> Annotation | None:
     """Draw one dent (a dish lit from one side) into ``gray``; its box, or ``None`` when no place was found."""
-    rx, ry = rng.uniform(9, 22), rng.uniform(8, 18)
+    rx, ry = rng.uniform(12, 26), rng.uniform(10, 22)
     for _ in range(20):
         cx, cy = rng.uniform(plate.left + rx + 8, plate.right - rx - 8), rng.uniform(plate.top + ry + 8, plate.bottom - ry - 8)
         if plate.clear_of_hole(cx, cy, max(rx, ry) + 6):
@@ -191,7 +193,7 @@ def _dent(rng: random.Random, gray: np.ndarray, plate: _Plate, class_id: int) ->
     # Depth (1 - r^2): its slope towards the light is bright, the far side dark; the floor a little darker.
     slope = -2 * (u * math.cos(light) + v * math.sin(light))
     contrast = rng.uniform(30, 55)
-    rim = np.clip((1 - r2) * 4, 0, 1)  # fade out over the outer edge
+    rim = np.clip((1 - r2) * 10, 0, 1)  # a short fade at the edge: the dish ends where its box does
     gray += np.where(inside, (contrast * slope - rng.uniform(10, 25) * (1 - r2)) * rim, 0)
     return _box([cx - rx, cx + rx], [cy - ry, cy + ry], 1.0, class_id)
 
