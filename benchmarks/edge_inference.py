@@ -232,8 +232,8 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
-        if providers:  # needs a runtime that knows the 'providers' key (issue 18, section 1)
-            overrides["providers"] = providers
+        if providers:  # as tagqa-edge run --providers: a JSON list (names and options) or comma-separated names
+            overrides["providers"] = json.loads(providers) if providers.lstrip().startswith("[") else providers
         host, _, port = broker.rpartition(":")
         runtime = EdgeRuntime(config_source=NoConfigSource(), overrides=overrides, max_frames=warmup + frames,
                               publisher_factory=lambda c: TimedPublisher(host, int(port), "edge-bench"), seed=0)
