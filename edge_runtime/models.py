@@ -147,7 +147,7 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
                                     f"({type(exc).__name__}: {exc})") from None
             return dataclasses.replace(model, session=session, provider_refusals=tuple(refusals))
         if available is None:
-            available = sessions.available()
+            available = sessions.available({s.name for s in providers})
         if spec.name not in available:
             outcome: LoadedModel | str = _unavailable(sessions, spec.name)
         else:
