@@ -292,3 +292,14 @@ def test_openvino_default_precision_is_judged_by_the_check(tiny_models) -> None:
         assert name == OPENVINO and "INFERENCE_PRECISION_HINT" in why and "CPU's" in why
     else:
         assert model.provider == OPENVINO
+
+
+def test_run_takes_providers_as_names_or_json() -> None:
+    from edge_runtime.__main__ import _overrides, _parser
+
+    for flag, expected in [(f"{OPENVINO},{CPU}", providers(OPENVINO, CPU)),
+                           (json.dumps([OPENVINO_FP32, CPU]), providers(OPENVINO_FP32, CPU))]:
+        overrides = _overrides(_parser().parse_args(["run", "--providers", flag]))
+        assert DeviceConfig.from_mapping(overrides, source="flags").providers == expected
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--providers", "[not json"])
