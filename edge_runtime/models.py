@@ -123,15 +123,17 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
     if digest != card.onnx_sha256:
         raise ModelRejected(f"{onnx_path}: sha256 {digest} does not match model card onnx_sha256 {card.onnx_sha256}")
     sessions = sessions or OnnxRuntimeSessions()
+    cpu_first = bool(providers) and providers[0].name == CPU_PROVIDER
     try:
         # Loading the verified bytes (not the path) means a file swapped after hashing cannot slip in.
-        reference = sessions.create(data, ProviderSpec(CPU_PROVIDER), session_options(intra_op_threads, concurrent_runs))
+        reference = sessions.create(data, providers[0] if cpu_first else ProviderSpec(CPU_PROVIDER),
+                                    session_options(intra_op_threads, concurrent_runs))
     except Exception as exc:  # ORT raises several unrelated types for bad graphs
         raise ModelRejected(f"{onnx_path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc})") from None
     model = _check_signature(model_dir, card, reference)
     frames = _check_frames(model)
     expected = [_check_inference(model, tensor, what) for what, tensor in frames]
-    if providers and providers[0].name == CPU_PROVIDER:
+    if cpu_first:
         return model
     # The CPU session has given its reference outputs: free it before another provider's session is built (peak
     # memory is then one session, not two), and build it again only if the list falls back to CPU.
@@ -147,7 +149,7 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
                                     f"({type(exc).__name__}: {exc})") from None
             return dataclasses.replace(model, session=session, provider_refusals=tuple(refusals))
         if available is None:
-            available = sessions.available()
+            available = sessions.available({s.name for s in providers})
         if spec.name not in available:
             outcome: LoadedModel | str = _unavailable(sessions, spec.name)
         else:

@@ -21,7 +21,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Collection, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -38,6 +38,10 @@ INSTALL_HINTS = {
     "CUDAExecutionProvider": "install onnxruntime-gpu (on a Jetson: the JetPack wheel) instead of onnxruntime",
     "TensorrtExecutionProvider": "install onnxruntime-gpu built with TensorRT (on a Jetson: the JetPack wheel)",
 }
+# OpenVINO on the CPU in fp32, as a ``providers`` entry: what the tests and the benchmark run (OpenVINO's own
+# default is bf16 on CPUs with AMX / AVX512-BF16, which the CPU comparison refuses).
+OPENVINO_CPU_FP32 = {"name": "OpenVINOExecutionProvider",
+                     "options": {"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}}}
 # Said with a refused provider whose output differed from CPU's.
 CHECK_HINTS = {
     "OpenVINOExecutionProvider": "OpenVINO infers in bf16 on CPUs with AMX or AVX512-BF16 unless the options set "
@@ -52,8 +56,8 @@ CHECK_CANDIDATES = 100
 class SessionFactory(Protocol):
     """Builds ONNX Runtime sessions on a named provider (the seam tests and other builds replace)."""
 
-    def available(self) -> frozenset[str]:
-        """Provider names a session can be requested on in this process."""
+    def available(self, wanted: Collection[str]) -> frozenset[str]:
+        """Provider names a session can be requested on in this process (``wanted``: the ones about to be tried)."""
 
     def create(self, model: bytes, provider: ProviderSpec, options: ort.SessionOptions) -> ort.InferenceSession:
         """A session of ``model`` on ``provider`` (CPU takes the nodes the provider leaves); raises on failure."""
@@ -69,9 +73,11 @@ class OnnxRuntimeSessions:
     def __init__(self, cache_dir: Path | str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else None
 
-    def available(self) -> frozenset[str]:
+    def available(self, wanted: Collection[str]) -> frozenset[str]:
+        # Only plugins about to be tried are loaded: OpenVINO's libraries alone add about 40 MB of resident memory.
         for name in PLUGIN_PACKAGES:
-            self._register_plugin(name)
+            if name in wanted:
+                self._register_plugin(name)
         return frozenset(ort.get_available_providers()) - {"AzureExecutionProvider"}
 
     def unavailable_reason(self, name: str) -> str:

@@ -23,13 +23,14 @@ from edge_fixtures import MqttCollector, copy_model, mosquitto, sample_images, t
 from edge_runtime.config_sources import FileConfigSource
 from edge_runtime.device_config import KNOWN_PROVIDERS, DeviceConfig, DeviceConfigError, ProviderSpec, parse_providers
 from edge_runtime.models import ModelRejected, load_verified_model
-from edge_runtime.providers import OnnxRuntimeSessions, ProviderCheck, compare_outputs, effective_options
+from edge_runtime.providers import (OPENVINO_CPU_FP32, OnnxRuntimeSessions, ProviderCheck, compare_outputs,
+                                    effective_options)
 from edge_runtime.publishers import MqttPublisher
 from edge_runtime.service import EdgeRuntime
 
 OPENVINO, CPU, CUDA = "OpenVINOExecutionProvider", "CPUExecutionProvider", "CUDAExecutionProvider"
 # fp32 inference: OpenVINO's CPU plugin runs bf16 on CPUs with AMX / AVX512-BF16 unless told otherwise.
-OPENVINO_FP32 = {"name": OPENVINO, "options": {"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}}}
+OPENVINO_FP32 = OPENVINO_CPU_FP32
 
 
 def providers(*entries) -> tuple[ProviderSpec, ...]:
@@ -279,3 +280,26 @@ def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) 
         artifact.update(URI="s3://bucket/greengrass.zip", Digest="A" * 43 + "=", Algorithm="SHA-256")
     with pytest.raises(RecipeError, match=r"'providers'\[1\] names unknown execution provider"):
         validate_recipe(recipe, source="recipe.yaml")
+
+
+def test_openvino_default_precision_is_judged_by_the_check(tiny_models) -> None:
+    """OpenVINO's own default: bf16 on a CPU with AMX / AVX512-BF16 (refused, with the option to set), fp32 elsewhere."""
+    flags = set(Path("/proc/cpuinfo").read_text().split())
+    model = load_verified_model(tiny_models["b"], providers=providers(OPENVINO, CPU))
+    if {"amx_bf16", "avx512_bf16"} & flags:
+        assert model.provider == CPU
+        (name, why), = model.provider_refusals
+        assert name == OPENVINO and "INFERENCE_PRECISION_HINT" in why and "CPU's" in why
+    else:
+        assert model.provider == OPENVINO
+
+
+def test_run_takes_providers_as_names_or_json() -> None:
+    from edge_runtime.__main__ import _overrides, _parser
+
+    for flag, expected in [(f"{OPENVINO},{CPU}", providers(OPENVINO, CPU)),
+                           (json.dumps([OPENVINO_FP32, CPU]), providers(OPENVINO_FP32, CPU))]:
+        overrides = _overrides(_parser().parse_args(["run", "--providers", flag]))
+        assert DeviceConfig.from_mapping(overrides, source="flags").providers == expected
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["run", "--providers", "[not json"])
