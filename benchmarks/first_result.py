@@ -18,7 +18,9 @@ shared machine the figures are not the machine's best.
 
     python benchmarks/first_result.py [--keep] [--set NAME=VALUE ...]
 
-Last line: ``RESULT ui_s=.. first_model_s=.. deployed_s=.. first_result_s=.. total_s=..``.
+Last line: ``RESULT ui_s=.. first_model_s=.. deployed_s=.. first_result_s=.. total_s=..``; when the
+loop stops short (a failed training run, e.g. the promotion gate), the figures not reached are
+``nan``, the line ends in ``failed=1`` and the reason is printed above it.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ def main(argv: list[str] | None = None) -> int:
     stack = LocalStack(work, settings)
     timeline = FirstResult()
     started = time.monotonic()
+    failure = None
     try:
         run_to_first_result(stack, timeline, say=lambda line: print(f"[{time.monotonic() - started:7.1f} s] {line}",
                                                                      flush=True))
+    except (AssertionError, TimeoutError, RuntimeError) as exc:  # report what was measured before it stopped
+        failure = exc
+        print(f"[{time.monotonic() - started:7.1f} s] the loop stopped: {exc}"[:3000], flush=True)
     finally:
         if timeline.listener is not None:
             timeline.listener.close()
@@ -67,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average after {os.getloadavg()}")
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
+    if failure is not None:
+        print(timeline.result_line() + " failed=1")
+        return 1
     model = timeline.model
     print(f"model version 1: {model.model_id}, test {model.metrics.get('test')}; first result: "
           f"{timeline.first_result['verdict']} ({len(timeline.first_result['detections'])} boxes)")
