@@ -47,7 +47,7 @@ $(DAGSTER_HOME)/dagster.yaml: deploy/dagster/local/dagster.yaml
 DEMO_DEFECT_CLASSES := scratch,dent
 demo run: export TAGQA_DEFECT_CLASSES ?= $(or $(shell sed -n 's/^TAGQA_DEFECT_CLASSES=//p' tagqa.env 2>/dev/null | tail -n 1),$(DEMO_DEFECT_CLASSES))
 demo: setup
-	$(BIN)/tagqa demo --count 40 --if-empty
+	$(BIN)/tagqa demo --if-empty
 
 ## run: set up, seed the demo set if the store is empty, start Mosquitto, a local edge device and Dagster on 127.0.0.1:$(PORT)
 run: setup demo broker

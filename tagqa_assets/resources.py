@@ -57,7 +57,10 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             champion_margin=s("champion_margin"), hard_example_margin=s("hard_example_margin"),
             approve_without_champion=s("approve_without_champion"),
         ),
-        "training_profile": TrainingProfileResource(epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch")),
+        "training_profile": TrainingProfileResource(
+            epochs=s("train_epochs"), imgsz=s("train_imgsz"), batch=s("train_batch"),
+            demo_epochs=s("demo_train_epochs"), demo_imgsz=s("demo_train_imgsz"), demo_batch=s("demo_train_batch"),
+        ),
         "model_registry": model_registry,
         # Labeling declares the pre_annotation resource; the registry stage supplies the champion.
         "pre_annotation": ChampionPreAnnotationResource(model_registry=model_registry),

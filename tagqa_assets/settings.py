@@ -85,6 +85,9 @@ class Settings:
     train_epochs: int = _setting("TAGQA_TRAIN_EPOCHS", 0, "Epochs of automated training runs; 0 = the documented CPU configuration (55).", group="Training and registry (docs/training.md)")
     train_imgsz: int = _setting("TAGQA_TRAIN_IMGSZ", 0, "Image size of automated training runs; 0 = 480.", group="Training and registry (docs/training.md)")
     train_batch: int = _setting("TAGQA_TRAIN_BATCH", 0, "Batch size of automated training runs; 0 = 16.", group="Training and registry (docs/training.md)")
+    demo_train_epochs: int = _setting("TAGQA_DEMO_TRAIN_EPOCHS", 25, "Epochs of automated runs on a demo dataset version (every label from `tagqa demo`; docs/training.md).", group="Training and registry (docs/training.md)")
+    demo_train_imgsz: int = _setting("TAGQA_DEMO_TRAIN_IMGSZ", 256, "Image size of automated runs on a demo dataset version.", group="Training and registry (docs/training.md)")
+    demo_train_batch: int = _setting("TAGQA_DEMO_TRAIN_BATCH", 8, "Batch size of automated runs on a demo dataset version (one optimizer step per batch).", group="Training and registry (docs/training.md)")
     retrain_every_days: int = _setting("TAGQA_RETRAIN_EVERY_DAYS", 7, "retraining_schedule cuts a version when labels changed and the newest is this many days old.", group="Training and registry (docs/training.md)")
 
     deploy_target: str = _setting("TAGQA_DEPLOY_TARGET", "local", "Where approved models go: local (device folders) | greengrass (IoT Greengrass v2).", group="Edge deployment (docs/deployment.md)")

@@ -60,9 +60,10 @@ def pick_tags(count: int, *, seed: int, ratios: dict[str, float], defects: tuple
 
 
 def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str, float] | None = None,
-                  defects: tuple[str, ...] = ("scratch",)) -> str:
+                  defects: tuple[str, ...] = ("scratch",), labeling_job: str = "test") -> str:
     """Add ``count`` labeled synthetic images (with the ``defects`` kinds; the taxonomy in
-    ``TAGQA_DEFECT_CLASSES`` must list them) to the store and commit the next dataset version."""
+    ``TAGQA_DEFECT_CLASSES`` must list them; labels from ``labeling_job``) to the store and commit
+    the next dataset version."""
     ratios = ratios or TEST_RATIOS
     keys, records = [], []
     for tag in pick_tags(count, seed=seed, ratios=ratios, defects=defects):
@@ -72,7 +73,7 @@ def build_version(store: ObjectStore, count: int, *, seed: int, ratios: dict[str
         keys.append(key)
         records.append(LabelRecord(
             source_ref=key, image_sha256=hashlib.sha256(tag.jpeg).hexdigest(), image_width=tag.width,
-            image_height=tag.height, annotations=tag.annotations, event_time=now.timestamp(), labeling_job="test",
+            image_height=tag.height, annotations=tag.annotations, event_time=now.timestamp(), labeling_job=labeling_job,
         ))
     ingest_keys(store, keys, run_id=f"test-{seed}")
     labels = LocalLabelStore(store)

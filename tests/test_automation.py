@@ -12,8 +12,10 @@ import dagster as dg
 import pytest
 
 from image_fixtures import encoded_image
-from tagqa_assets.contracts.labels import Annotation, LabelRecord
+from model_fixtures import build_version
+from tagqa_assets.contracts.labels import DEMO_LABELING_JOB, Annotation, LabelRecord
 from tagqa_assets.datasets.pending import pending_versions
+from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.datasets.sensors import RetrainingPolicyResource, retraining_schedule
 from tagqa_assets.definitions import defs as load_definitions
 from tagqa_assets.ingestion.ingest import ingest_keys
@@ -22,13 +24,14 @@ from tagqa_assets.labeling.label_store import LocalLabelStore
 from tagqa_assets.labeling.resources import LabelStoreResource
 from tagqa_assets.partitions import dataset_versions
 from tagqa_assets.storage import LocalObjectStore, StoreResource
+from tagqa_assets.training.assets import TrainingConfig
 from tagqa_assets.training.resources import TrainingProfileResource
-from tagqa_assets.training.sensors import CHAIN, model_training_sensor
+from tagqa_assets.training.sensors import CHAIN, PROFILE_TAG, model_training_sensor
 
 
-def _tick(instance: dg.DagsterInstance, cursor: str | None, profile: TrainingProfileResource):
+def _tick(instance: dg.DagsterInstance, cursor: str | None, profile: TrainingProfileResource, store_root: Path):
     context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=load_definitions().get_repository_def(),
-                                      resources={"training_profile": profile})
+                                      resources={"training_profile": profile, "store": StoreResource(root=str(store_root))})
     return model_training_sensor(context)
 
 
@@ -39,33 +42,33 @@ def _built(instance: dg.DagsterInstance, *versions: str) -> None:
         instance.report_runless_asset_event(dg.AssetMaterialization("dataset_version", partition=version))
 
 
-def test_training_sensor_trains_each_new_version_once_and_never_storms():
+def test_training_sensor_trains_each_new_version_once_and_never_storms(tmp_path: Path):
     instance = dg.DagsterInstance.ephemeral()
     profile = TrainingProfileResource(epochs=3, imgsz=96)
-    assert isinstance(_tick(instance, None, profile), dg.SkipReason)
+    assert isinstance(_tick(instance, None, profile, tmp_path), dg.SkipReason)
 
     # An instance with history: the first tick trains the newest version only.
     _built(instance, "v0001-aaaaaaaa", "v0002-bbbbbbbb")
-    first = _tick(instance, None, profile)
+    first = _tick(instance, None, profile, tmp_path)
     [request] = first.run_requests
     assert request.partition_key == "v0002-bbbbbbbb" and request.asset_selection is None
     assert request.run_config == {"ops": {"trained_model": {"config": {"epochs": 3, "imgsz": 96}}}}
     assert request.tags["tagqa/resource"] == "cpu-heavy"
 
     # Nothing new: nothing to do (the chain has not materialized, and no code changed).
-    again = _tick(instance, first.cursor, profile)
+    again = _tick(instance, first.cursor, profile, tmp_path)
     assert not again.run_requests
 
     # A newly built version gets the whole chain; its run key is stable across ticks.
     _built(instance, "v0003-cccccccc")
-    third = _tick(instance, again.cursor, profile)
+    third = _tick(instance, again.cursor, profile, tmp_path)
     [request] = third.run_requests
     assert request.partition_key == "v0003-cccccccc"
-    assert request.run_key == _tick(instance, again.cursor, profile).run_requests[0].run_key
-    assert not _tick(instance, third.cursor, profile).run_requests
+    assert request.run_key == _tick(instance, again.cursor, profile, tmp_path).run_requests[0].run_key
+    assert not _tick(instance, third.cursor, profile, tmp_path).run_requests
 
 
-def test_training_sensor_skips_a_version_whose_sanity_check_failed():
+def test_training_sensor_skips_a_version_whose_sanity_check_failed(tmp_path: Path):
     # The blocking check stops training in the dataset's own run; the sensor's separate run
     # must not start it either.
     instance = dg.DagsterInstance.ephemeral()
@@ -73,12 +76,36 @@ def test_training_sensor_skips_a_version_whose_sanity_check_failed():
     _built(instance, "v0001-aaaaaaaa")
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey("dataset_version"), check_name="dataset_version_sanity", passed=True, partition="v0001-aaaaaaaa"))
-    first = _tick(instance, None, profile)
+    first = _tick(instance, None, profile, tmp_path)
     assert [r.partition_key for r in first.run_requests] == ["v0001-aaaaaaaa"]
     _built(instance, "v0002-bbbbbbbb")
     instance.report_runless_asset_event(dg.AssetCheckEvaluation(
         asset_key=dg.AssetKey("dataset_version"), check_name="dataset_version_sanity", passed=False, partition="v0002-bbbbbbbb"))
-    assert not _tick(instance, first.cursor, profile).run_requests
+    assert not _tick(instance, first.cursor, profile, tmp_path).run_requests
+
+
+def test_training_sensor_trains_a_demo_version_with_the_demo_profile_and_real_data_with_the_automated_one(tmp_path: Path):
+    store = LocalObjectStore(tmp_path / "store")
+    demo = build_version(store, 5, seed=5, labeling_job=DEMO_LABELING_JOB)
+    mixed = build_version(store, 5, seed=6)  # the demo's images plus images labeled elsewhere
+    versions = DatasetVersionStore(store)
+    assert versions.is_demo_version(demo) and not versions.is_demo_version(mixed)
+    instance = dg.DagsterInstance.ephemeral()
+    profile = TrainingProfileResource(epochs=3, demo_epochs=7, demo_imgsz=224, demo_batch=4)
+
+    _built(instance, demo)
+    first = _tick(instance, None, profile, tmp_path / "store")
+    [request] = first.run_requests
+    assert request.tags[PROFILE_TAG] == "demo"
+    demo_config = request.run_config["ops"]["trained_model"]["config"]
+    assert demo_config == {"epochs": 7, "imgsz": 224, "batch": 4, "overrides": {"nbs": "4"}}
+    params = TrainingConfig(**demo_config).params()  # what trained_model will train with
+    assert (params.epochs, params.imgsz, params.batch, params.overrides) == (7, 224, 4, {"nbs": 4})
+
+    _built(instance, mixed)
+    [request] = _tick(instance, first.cursor, profile, tmp_path / "store").run_requests
+    assert request.partition_key == mixed and request.tags[PROFILE_TAG] == "standard"
+    assert request.run_config == {"ops": {"trained_model": {"config": {"epochs": 3}}}}
 
 
 def test_training_profile_defaults_leave_the_documented_configuration():

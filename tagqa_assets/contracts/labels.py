@@ -19,6 +19,10 @@ LABEL_RECORD_VERSION = 1
 # (``tagqa_assets.settings.defect_classes``); this is the reference pipeline's, the default.
 DEFAULT_CLASS_NAMES: tuple[str, ...] = ("scratch",)
 
+# The labeling job of the labels ``tagqa demo`` writes with its synthetic images; a dataset
+# version whose every label carries it is a demo version (trained with the demo profile).
+DEMO_LABELING_JOB = "synthetic-demo"
+
 APPROVED = "APPROVED"
 REJECTED = "REJECTED"
 STATUSES = (APPROVED, REJECTED)

@@ -27,6 +27,7 @@ from tagqa_assets.contracts.datasets import (
     parse_dataset_version,
 )
 from tagqa_assets.contracts.keys import DATASETS_PREFIX, dataset_prefix
+from tagqa_assets.contracts.labels import DEMO_LABELING_JOB
 from tagqa_assets.datasets.yolo_export import yolo_label_path
 from tagqa_assets.storage import LocalObjectStore, ObjectNotFound, ObjectStore
 
@@ -97,6 +98,13 @@ class DatasetVersionStore:
         if missing:
             raise ValueError(f"{self.store.uri_for(key)} lacks manifest columns {missing}")
         return frame
+
+    def is_demo_version(self, version: str) -> bool:
+        """Whether every image of ``version`` is labeled by ``tagqa demo`` (``DEMO_LABELING_JOB``):
+        the generator's own images with their exact labels, nothing from a camera or a person.
+        An empty version is not a demo version."""
+        jobs = self.manifest(version)["labeling_job"]
+        return bool(len(jobs)) and bool((jobs == DEMO_LABELING_JOB).all())
 
     def stats(self, version: str) -> dict:
         """``stats.json`` of a committed version."""

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from tagqa_assets.contracts.keys import RAW_PREFIX
-from tagqa_assets.ingestion.writers import upload_folder, write_demo_set
+from tagqa_assets.ingestion.writers import DEMO_IMAGES, upload_folder, write_demo_set
 from tagqa_assets.contracts.labels import parse_class_names
 from tagqa_assets.settings import defect_classes
 
@@ -14,7 +14,7 @@ from tagqa_assets.settings import defect_classes
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ingestion commands to the ``tagqa`` parser."""
     demo = subparsers.add_parser("demo", help="write synthetic tag images (and their labels) into the store")
-    demo.add_argument("--count", type=int, default=40, help="number of images (default 40)")
+    demo.add_argument("--count", type=int, default=DEMO_IMAGES, help=f"number of images (default {DEMO_IMAGES}: what the demo profile learns from)")
     demo.add_argument("--seed", type=int, default=0, help="random seed; the same seed gives the same images")
     demo.add_argument("--source", default="camera-demo", help="raw source name (default camera-demo)")
     demo.add_argument("--no-labels", action="store_true", help="do not drop ground-truth labels into the inbox")

@@ -10,10 +10,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX, raw_key
-from tagqa_assets.contracts.labels import LabelRecord
+from tagqa_assets.contracts.labels import DEMO_LABELING_JOB, LabelRecord
 from tagqa_assets.ingestion.synthetic import generate_tags
 from tagqa_assets.ingestion.validation import sha256_hex
 from tagqa_assets.storage import ObjectStore
+
+# How many images `tagqa demo` (and `make demo`) writes: enough for a from-scratch detector to
+# learn both defect kinds with the demo profile (docs/training.md), and a test split (10%) large
+# enough that its mAP is not the luck of a few images.
+DEMO_IMAGES = 300
 
 
 def arrival_name(original: str, when: datetime) -> str:
@@ -79,7 +84,7 @@ def write_demo_set(
             image_height=tag.height,
             annotations=tag.annotations,
             event_time=now.timestamp(),
-            labeling_job="synthetic-demo",
+            labeling_job=DEMO_LABELING_JOB,
         )
         rows.append(json.dumps(record.to_row()))
     inbox_key = None

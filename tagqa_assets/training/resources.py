@@ -7,6 +7,7 @@ from typing import Any, Literal, get_args
 import dagster as dg
 from pydantic import PrivateAttr
 
+from tagqa_assets.settings import DEFAULTS
 from tagqa_assets.training.backends import LocalTrainingBackend, TrainingBackend
 
 TrainingBackendName = Literal["local", "sagemaker"]
@@ -78,16 +79,31 @@ class TrainingProfileResource(dg.ConfigurableResource):
     """Training settings for runs the automation launches (``model_training_sensor``).
 
     A run launched from the UI uses ``trained_model``'s run config (the documented CPU
-    configuration); automated runs take these instead, so a laptop demo or a CI loop can
-    train small: TAGQA_TRAIN_EPOCHS, TAGQA_TRAIN_IMGSZ, TAGQA_TRAIN_BATCH (0 = the
-    ``TrainingConfig`` default).
+    configuration); automated runs take these instead, so a laptop or a CI loop can train
+    small: TAGQA_TRAIN_EPOCHS, TAGQA_TRAIN_IMGSZ, TAGQA_TRAIN_BATCH (0 = the
+    ``TrainingConfig`` default). A demo dataset version (every label written by ``tagqa
+    demo``, see ``datasets.versions.is_demo_version``) trains with the demo profile instead:
+    TAGQA_DEMO_TRAIN_EPOCHS, TAGQA_DEMO_TRAIN_IMGSZ, TAGQA_DEMO_TRAIN_BATCH, one optimizer
+    step per batch (docs/training.md, "The demo profile").
     """
 
     epochs: int = 0
     imgsz: int = 0
     batch: int = 0
+    demo_epochs: int = DEFAULTS.demo_train_epochs
+    demo_imgsz: int = DEFAULTS.demo_train_imgsz
+    demo_batch: int = DEFAULTS.demo_train_batch
 
-    def run_config(self) -> dict:
-        """``trained_model``'s op config for an automated run (only the fields that are set)."""
-        config = {name: value for name, value in (("epochs", self.epochs), ("imgsz", self.imgsz), ("batch", self.batch)) if value}
+    def run_config(self, *, demo: bool = False) -> dict:
+        """``trained_model``'s op config for an automated run (only the fields that are set).
+
+        ``demo``: the demo profile. Ultralytics otherwise accumulates gradients up to a nominal
+        batch of 64 images, which leaves a few hundred demo images a handful of optimizer steps
+        per epoch; the demo profile sets the nominal batch to the batch (``nbs`` override).
+        """
+        if demo:
+            config: dict[str, Any] = {"epochs": self.demo_epochs, "imgsz": self.demo_imgsz, "batch": self.demo_batch,
+                                      "overrides": {"nbs": str(self.demo_batch)}}
+        else:
+            config = {name: value for name, value in (("epochs", self.epochs), ("imgsz", self.imgsz), ("batch", self.batch)) if value}
         return {"ops": {"trained_model": {"config": config}}} if config else {}

@@ -8,6 +8,8 @@ re-runs the chain, from the changed asset on, for the newest dataset version onl
 versions are history, and re-running them is an explicit backfill. Run keys carry the
 code versions, so a change is acted on once. A version whose blocking
 ``dataset_version_sanity`` check failed is not trained (the check's description says why).
+A demo dataset version trains with the demo profile (``profile_for``), any other with the
+automated profile; the run's ``tagqa/training_profile`` tag says which.
 Why this is a sensor and not declarative automation: docs/architecture.md.
 """
 
@@ -16,7 +18,9 @@ import json
 
 import dagster as dg
 
+from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.partitions import dataset_versions
+from tagqa_assets.storage import StoreResource
 from tagqa_assets.training.resources import TrainingProfileResource
 
 # By key: registered_model lives in the registry stage, which imports this one.
@@ -25,6 +29,7 @@ DATASET_VERSION = dg.AssetKey("dataset_version")
 SANITY_CHECK = dg.AssetCheckKey(DATASET_VERSION, "dataset_version_sanity")
 SANITY_HISTORY = 200  # latest check evaluations read per tick (newest first); older versions are long handled
 CODE_VERSION_TAG = "dagster/code_version"
+PROFILE_TAG = "tagqa/training_profile"
 
 
 def current_code_versions(context: dg.SensorEvaluationContext) -> dict[dg.AssetKey, str]:
@@ -66,6 +71,20 @@ def failed_sanity(instance: dg.DagsterInstance) -> set[str]:
     return {version for version, passed in latest.items() if not passed}
 
 
+def profile_for(versions: DatasetVersionStore, version: str, profile: TrainingProfileResource) -> tuple[str, dict]:
+    """``("demo" | "standard", run config)`` for an automated run on ``version``.
+
+    A demo version (every label from ``tagqa demo``) trains with the demo profile, any other
+    with the automated profile. A version the store cannot read trains with the automated
+    profile; its own run then fails naming the missing version.
+    """
+    try:
+        demo = versions.is_demo_version(version)
+    except ValueError:
+        demo = False
+    return ("demo" if demo else "standard"), profile.run_config(demo=demo)
+
+
 def _run_key(kind: str, version: str, code: dict[dg.AssetKey, str]) -> str:
     digest = hashlib.sha256(json.dumps(sorted((k.to_user_string(), v) for k, v in code.items())).encode()).hexdigest()[:10]
     return f"{kind}-{version}-{digest}"
@@ -78,7 +97,9 @@ def _run_key(kind: str, version: str, code: dict[dg.AssetKey, str]) -> str:
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Trains, exports, evaluates and registers each new dataset version; after a code change, re-runs the newest version's chain.",
 )
-def model_training_sensor(context: dg.SensorEvaluationContext, training_profile: TrainingProfileResource) -> dg.SensorResult | dg.SkipReason:
+def model_training_sensor(
+    context: dg.SensorEvaluationContext, training_profile: TrainingProfileResource, store: StoreResource,
+) -> dg.SensorResult | dg.SkipReason:
     """Read the cursor (versions already handled), find built versions not handled, check code versions."""
     handled = set(json.loads(context.cursor)) if context.cursor else None
     built = context.instance.get_materialized_partitions(DATASET_VERSION)
@@ -94,20 +115,23 @@ def model_training_sensor(context: dg.SensorEvaluationContext, training_profile:
         new = [versions[-1]] if materialized_code_version(context.instance, CHAIN[0], versions[-1]) is None else []
     else:
         new = [v for v in versions if v not in handled]
-    config = training_profile.run_config()
+    dataset_store = DatasetVersionStore(store.open())
     for version in new:
+        profile, config = profile_for(dataset_store, version, training_profile)
         requests.append(dg.RunRequest(
             run_key=_run_key("train", version, code), partition_key=version, run_config=config,
-            tags={"tagqa/trigger": "new dataset version", "tagqa/resource": "cpu-heavy"},
+            tags={"tagqa/trigger": "new dataset version", "tagqa/resource": "cpu-heavy", PROFILE_TAG: profile},
         ))
     newest = versions[-1]
     changed = None if newest in new else first_changed(context.instance, newest, code)
     if changed is not None:
         selection = list(CHAIN[changed:])
+        profile, config = profile_for(dataset_store, newest, training_profile)
         requests.append(dg.RunRequest(
             run_key=_run_key("code", newest, code), partition_key=newest, asset_selection=selection,
             run_config=config if changed == 0 else {},
-            tags={"tagqa/trigger": f"code version of {CHAIN[changed].to_user_string()} changed", "tagqa/resource": "cpu-heavy"},
+            tags={"tagqa/trigger": f"code version of {CHAIN[changed].to_user_string()} changed", "tagqa/resource": "cpu-heavy",
+                  PROFILE_TAG: profile},
         ))
     cursor = json.dumps(sorted(set(versions) | (handled or set())))
     if not requests:
