@@ -86,6 +86,7 @@ def test_fresh_stack_trains_waits_for_approval_and_serves_the_first_model(tmp_pa
     timeline = FirstResult()
     try:
         run_to_first_result(stack, timeline, before_approval=waits_for_a_person, say=progress.append)
+        progress.append(f"{timeline.result_line()} (approval delayed by the checks above)")
         result = timeline.first_result
         assert result["device"] == "line-1" and result["model_version"] == "1"
         assert result["source_name"].startswith("demo-camera-"), result  # the demo camera fed it
