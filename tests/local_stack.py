@@ -114,6 +114,7 @@ class LocalStack:
 
     def __init__(self, work: Path, settings: dict[str, str] | None = None) -> None:
         self.work = Path(work)
+        self.work.mkdir(parents=True, exist_ok=True)
         self.state = self.work / ".tagqa"
         self.store_root = self.state / "store"
         self.port, self.broker_port = _free_port(), _free_port()
