@@ -82,7 +82,7 @@ class Settings:
     champion_margin: float = _setting("TAGQA_CHAMPION_MARGIN", 0.01, "Approved without a person only if it beats the champion by this much.", group="Training and registry (docs/training.md)")
     hard_example_margin: float = _setting("TAGQA_HARD_EXAMPLE_MARGIN", 0.05, "...and its mAP50 on the hard examples is at most this far below the champion's.", group="Training and registry (docs/training.md)")
     approve_without_champion: bool = _setting("TAGQA_APPROVE_WITHOUT_CHAMPION", False, "Approve the first model without a person (no champion to compare with).", group="Training and registry (docs/training.md)")
-    train_epochs: int = _setting("TAGQA_TRAIN_EPOCHS", 0, "Epochs of automated training runs; 0 = the documented CPU configuration (55).", group="Training and registry (docs/training.md)")
+    train_epochs: int = _setting("TAGQA_TRAIN_EPOCHS", 0, "Epochs of automated training runs (demo versions: TAGQA_DEMO_TRAIN_EPOCHS); 0 = the documented CPU configuration (55).", group="Training and registry (docs/training.md)")
     train_imgsz: int = _setting("TAGQA_TRAIN_IMGSZ", 0, "Image size of automated training runs; 0 = 480.", group="Training and registry (docs/training.md)")
     train_batch: int = _setting("TAGQA_TRAIN_BATCH", 0, "Batch size of automated training runs; 0 = 16.", group="Training and registry (docs/training.md)")
     demo_train_epochs: int = _setting("TAGQA_DEMO_TRAIN_EPOCHS", 25, "Epochs of automated runs on a demo dataset version (every label from `tagqa demo`; docs/training.md).", group="Training and registry (docs/training.md)")
