@@ -85,7 +85,7 @@ class TrainingProfileResource(dg.ConfigurableResource):
     ``TrainingConfig`` default). A demo dataset version (every label written by ``tagqa
     demo``, see ``datasets.versions.is_demo_version``) trains with the demo profile instead:
     TAGQA_DEMO_TRAIN_EPOCHS, TAGQA_DEMO_TRAIN_IMGSZ, TAGQA_DEMO_TRAIN_BATCH, one optimizer
-    step per batch (docs/training.md, "The demo profile").
+    step per batch (docs/training.md, "Automated runs: the training profile and the demo profile").
     """
 
     epochs: int = 0
