@@ -36,7 +36,8 @@ from edge_runtime.contracts import (MODEL_CARD_FILE, VERIFICATION_FRAMES_KEY, Co
 from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from edge_runtime.letterbox import PAD_VALUE, letterbox
-from edge_runtime.providers import CHECK_HINTS, OnnxRuntimeSessions, ProviderCheck, SessionFactory, compare_outputs
+from edge_runtime.providers import (CHECK_HINTS, OnnxRuntimeSessions, ProviderCheck, SessionFactory, compare_outputs,
+                                    with_concurrency_defaults)
 from edge_runtime.yolo_decode import decode_predictions
 
 
@@ -153,8 +154,8 @@ def load_verified_model(model_dir: Path | str, *, intra_op_threads: int = 0, con
         if spec.name not in available:
             outcome: LoadedModel | str = _unavailable(sessions, spec.name)
         else:
-            outcome = _try_provider(model, data, spec, sessions, session_options(intra_op_threads, concurrent_runs),
-                                    frames, expected, check)
+            outcome = _try_provider(model, data, with_concurrency_defaults(spec, concurrent_runs), sessions,
+                                    session_options(intra_op_threads, concurrent_runs), frames, expected, check)
         if isinstance(outcome, LoadedModel):
             log.info("%s runs on %s (output matches CPU's on %d check frames)", model.label, spec.name, len(frames))
             return dataclasses.replace(outcome, provider_refusals=tuple(refusals))

@@ -17,6 +17,7 @@ silently ignores a plugin provider requested by name.
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import threading
 from dataclasses import dataclass
@@ -42,6 +43,11 @@ INSTALL_HINTS = {
 # default is bf16 on CPUs with AMX / AVX512-BF16, which the CPU comparison refuses).
 OPENVINO_CPU_FP32 = {"name": "OpenVINOExecutionProvider",
                      "options": {"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}}}
+# What the runtime asks of OpenVINO on a CPU when several frame workers share the session and the configuration
+# says nothing else: one stream per concurrent caller with the throughput hint, the set-up bare OpenVINO users run
+# (one infer request per core). OpenVINO's own default serves the callers through one stream (docs/benchmarks.md,
+# issue 18: 0.77x bare OpenVINO by throughput with it, 0.88-0.96x by CPU per image with these).
+OPENVINO_CPU_THROUGHPUT_KEYS = ("PERFORMANCE_HINT", "NUM_STREAMS")
 # Said with a refused provider whose output differed from CPU's.
 CHECK_HINTS = {
     "OpenVINOExecutionProvider": "OpenVINO infers in bf16 on CPUs with AMX or AVX512-BF16 unless the options set "
@@ -121,6 +127,34 @@ class OnnxRuntimeSessions:
             raise RuntimeError(f"{name} has no device {wanted!r} here (devices: {found})")
         options.add_provider_for_devices(devices[:1], provider_options)
         return ort.InferenceSession(model, options)
+
+
+def with_concurrency_defaults(provider: ProviderSpec, concurrent_runs: int) -> ProviderSpec:
+    """``provider`` with the options that let ``concurrent_runs`` frame workers share one session on it.
+
+    OpenVINO on a CPU (``device_type`` absent or ``CPU``) with more than one worker gets
+    ``load_config {"CPU": {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "<workers>"}}`` unless
+    the configuration sets either key (its other ``load_config`` keys are kept).
+    Every other provider, and OpenVINO with one worker (its latency default is right for one
+    caller), is returned unchanged.
+    """
+    if provider.name != "OpenVINOExecutionProvider" or concurrent_runs < 2 \
+            or str(provider.options.get("device_type", "CPU")).upper() != "CPU":
+        return provider
+    load_config = provider.options.get("load_config", {})
+    if isinstance(load_config, str):
+        try:
+            load_config = json.loads(load_config)
+        except json.JSONDecodeError:
+            return provider  # ONNX Runtime reports the bad text when the session is built
+    if not isinstance(load_config, dict) or not isinstance(load_config.get("CPU", {}), dict):
+        return provider
+    cpu = dict(load_config.get("CPU", {}))
+    defaults = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": str(concurrent_runs)}
+    if any(key in cpu for key in OPENVINO_CPU_THROUGHPUT_KEYS):
+        return provider  # the configuration chose how OpenVINO schedules; half a choice is not completed
+    cpu = {**defaults, **cpu}
+    return ProviderSpec(provider.name, {**provider.options, "load_config": {**load_config, "CPU": cpu}})
 
 
 def effective_options(provider: ProviderSpec, cache_dir: Path | None) -> dict[str, str]:

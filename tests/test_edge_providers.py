@@ -303,3 +303,20 @@ def test_run_takes_providers_as_names_or_json() -> None:
         assert DeviceConfig.from_mapping(overrides, source="flags").providers == expected
     with pytest.raises(SystemExit):
         _parser().parse_args(["run", "--providers", "[not json"])
+
+
+def test_openvino_on_cpu_gets_one_stream_per_worker_unless_configured() -> None:
+    """Several frame workers share one session: OpenVINO on a CPU gets the throughput hint and a stream per
+    worker; keys the configuration sets win, other devices, providers and a single worker are left alone."""
+    from edge_runtime.providers import with_concurrency_defaults
+
+    fp32 = ProviderSpec(OPENVINO, {"load_config": {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}})
+    assert with_concurrency_defaults(fp32, 2).options["load_config"] == {"CPU": {
+        "PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2", "INFERENCE_PRECISION_HINT": "f32"}}
+    assert fp32.options["load_config"] == {"CPU": {"INFERENCE_PRECISION_HINT": "f32"}}, "the configuration is not changed"
+    assert with_concurrency_defaults(ProviderSpec(OPENVINO), 3).ort_options() == {
+        "load_config": '{"CPU":{"PERFORMANCE_HINT":"THROUGHPUT","NUM_STREAMS":"3"}}'}
+    mine = ProviderSpec(OPENVINO, {"load_config": json.dumps({"CPU": {"PERFORMANCE_HINT": "LATENCY"}})})
+    for unchanged in (mine, ProviderSpec(OPENVINO, {"device_type": "GPU"}), ProviderSpec(CUDA), ProviderSpec(CPU)):
+        assert with_concurrency_defaults(unchanged, 2) == unchanged
+    assert with_concurrency_defaults(fp32, 1) == fp32
