@@ -491,6 +491,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in images:  # one flat folder for the runtime's loop source
             (image_dir / f"{path.parent.name}-{path.name}").symlink_to(path)
         models = args.model or [export_model(tmp / f"model-{s}", s, images[:32], tmp) for s in args.imgsz]
+        if "int8" in args.precision:
+            from tagqa_assets.training.quantization import quantize_model_dir
         runs: list[tuple[str, Path]] = []
         for model_dir in models:
             if "quantization" in json.loads((model_dir / "model_card.json").read_text()):
