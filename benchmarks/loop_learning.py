@@ -47,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from tag_rounds import DATASET, REPO, Experiment, Oracle, TagImage, Trained, train_and_evaluate, ultralytics_environment  # noqa: E402
 
 sys.path[:0] = [str(REPO), str(REPO / "tests")]
+from edge_runtime.capture import FIXED_BAND  # noqa: E402
 
 REASON_ORDER = ("operator-feedback", "uncertain", "empty-sample", "random-sample")
 QUICK = {"seeds": 1, "rounds": 1, "budget": 6, "seed_size": 8, "line_size": 24, "imgsz": 64, "seed_epochs": 1,
@@ -79,6 +80,7 @@ class Point:
     best_score_quartiles: list[float] = field(default_factory=list)
     chosen: list[str] = field(default_factory=list)  # sha256 of the images labeled this round
     captured_images: list[str] = field(default_factory=list)  # policy: every image the runtime captured
+    in_fixed_band: int = -1  # policy: line frames whose best score fell in the old fixed band [0.25, 0.6)
 
 
 def run_line(model_dir: Path, images: list[TagImage], work: Path, broker: str, *, seed: int,
@@ -339,6 +341,8 @@ def run(args: argparse.Namespace, state: Path) -> dict:
                             reasons[passed.captured[sha]] = reasons.get(passed.captured[sha], 0) + 1
                         point_extra = {"captured": reasons, "line": passed.frames,
                                        "best_score_quartiles": quartiles(passed.best_scores),
+                                       "in_fixed_band": sum(FIXED_BAND[0] <= v < FIXED_BAND[1]
+                                                            for v in passed.best_scores),
                                        "captured_images": sorted(passed.captured)}
                         stray = set(passed.captured) - set(line)
                         if stray:

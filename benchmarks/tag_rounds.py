@@ -148,6 +148,7 @@ def train_and_evaluate(experiment: Experiment, version: str, params, name: str, 
     ``wall_minutes``/``cpu_minutes`` cover the training subprocess only (what the retraining
     costs); export and evaluation are the same for every contender and are not counted.
     """
+    from edge_runtime.capture import score_percentiles
     from edge_runtime.contracts import MODEL_CARD_FILE
     from tagqa_assets.datasets.versions import DatasetVersionStore
     from tagqa_assets.training.backends import LocalTrainingBackend, TrainingJob
@@ -174,17 +175,24 @@ def train_and_evaluate(experiment: Experiment, version: str, params, name: str, 
     shutil.copyfile(export.onnx_path, model_dir / "model.onnx")
     (model_dir / MODEL_CARD_FILE).write_text(json.dumps(card.to_dict(), indent=2))
     dataset_dir = DatasetVersionStore(experiment.store).stage_yolo(version, experiment.root / "staged" / version).parent
-    metrics = evaluate_model(model_dir, dataset_dir)
+    metrics, scores = evaluate_model(model_dir, dataset_dir, with_scores=True)
+    # What the registry's component builder adds to a shipped card: the device's "auto" capture band follows it.
+    shipped = {**card.to_dict(), "evaluation": {"split": "test", "metrics": metrics,
+                                                 "best_score_percentiles": score_percentiles(scores)}}
+    (model_dir / MODEL_CARD_FILE).write_text(json.dumps(shipped, indent=2))
     return Trained(model_dir, weights, version, wall, cpu, int(outcome.summary["epochs_completed"]), metrics)
 
 
-def evaluate_model(model_dir: Path, dataset_dir: Path) -> dict[str, float]:
-    """The platform's evaluation of an exported model on the test split of a staged YOLO dataset."""
+def evaluate_model(model_dir: Path, dataset_dir: Path, *, with_scores: bool = False):
+    """The platform's evaluation of an exported model on the test split of a staged YOLO dataset (headline
+    metrics; with ``with_scores`` also each test image's best score, the drift baseline)."""
     from tagqa_assets.training.detections import OnnxModel, load_split
-    from tagqa_assets.training.evaluation import evaluate
+    from tagqa_assets.training.evaluation import best_scores, evaluate
 
     test = load_split(dataset_dir, "test")
-    return evaluate(test, OnnxModel(model_dir).predict_all(test)).headline()
+    predictions = OnnxModel(model_dir).predict_all(test)
+    metrics = evaluate(test, predictions).headline()
+    return (metrics, best_scores(predictions)) if with_scores else metrics
 
 
 def reevaluate(state: Path) -> dict[str, dict[str, float]]:

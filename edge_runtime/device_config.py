@@ -112,7 +112,10 @@ class DeviceConfig:
     iou_threshold: float = 0.7
     decision_threshold: float = 0.5
     max_detections: int = 300
-    capture_band: tuple[float, float] = (0.25, 0.6)
+    # "auto": the band follows the serving model's own test-split scores (edge_runtime.capture.rank_band),
+    # capturing about ``capture_share`` of the frames; [lo, hi]: a fixed band of best scores.
+    capture_band: tuple[float, float] | str = "auto"
+    capture_share: float = 0.2
     empty_sample_rate: float = 0.05
     random_sample_rate: float = 0.01
     ring_size: int = 64
@@ -173,11 +176,13 @@ class DeviceConfig:
             raise DeviceConfigError(f"{source}: {key!r} {why}")
 
         for key in ("conf_threshold", "iou_threshold", "decision_threshold", "empty_sample_rate",
-                    "random_sample_rate"):
+                    "random_sample_rate", "capture_share"):
             if not 0.0 <= getattr(self, key) <= 1.0:
                 fail(_camel(key), "must be between 0 and 1")
-        lo, hi = self.capture_band
-        if not 0.0 <= lo <= hi <= 1.0:
+        if isinstance(self.capture_band, str):
+            if self.capture_band != "auto":
+                fail("captureBand", f"must be \"auto\" or [lo, hi], got {self.capture_band!r}")
+        elif not 0.0 <= self.capture_band[0] <= self.capture_band[1] <= 1.0:
             fail("captureBand", f"must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(self.capture_band)}")
         if self.bad_frame_policy not in ("quarantine", "drop"):
             fail("badFramePolicy", "must be 'quarantine' or 'drop'")
@@ -291,10 +296,12 @@ def _coerce(raw: Any, annotation: str, where: str) -> Any:
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or int(raw) != raw:
             raise DeviceConfigError(f"{where} must be an integer, got {raw!r}")
         return int(raw)
-    if annotation == "tuple[float, float]":
+    if annotation == "tuple[float, float] | str":
+        if isinstance(raw, str):
+            return raw  # validate() names what a string may be
         if (not isinstance(raw, (list, tuple)) or len(raw) != 2
                 or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in raw)):
-            raise DeviceConfigError(f"{where} must be a list of two numbers, got {raw!r}")
+            raise DeviceConfigError(f'{where} must be "auto" or a list of two numbers, got {raw!r}')
         return (float(raw[0]), float(raw[1]))
     if annotation == "tuple[ProviderSpec, ...]":
         return parse_providers(raw, where)

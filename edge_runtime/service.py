@@ -27,9 +27,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from edge_runtime.allocator import tune_malloc
-from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
+from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry, effective_band
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
-from edge_runtime.contracts import DetectionResult, FrameError, resolve_topic, result_payload, verdict_for
+from edge_runtime.contracts import (DetectionResult, FrameError, ModelCard, resolve_topic, result_payload,
+                                    verdict_for)
 from edge_runtime.detector import Detector, Thresholds
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
@@ -94,6 +95,7 @@ class EdgeRuntime:
         self._errors: dict[str, str] = {}
         self.faults = ThreadFaults()
         self.metrics = RuntimeMetrics()
+        self._capture_policies: dict[tuple, tuple[CapturePolicy, str]] = {}
         self.config = self._load_config()
         cpus = os.cpu_count() or 1
         self.workers = self.config.workers or min(2, cpus)
@@ -248,8 +250,7 @@ class EdgeRuntime:
         config, card, found = self.config, outcome.model.card, outcome.found
         # Sampling seeded by the image id: a frame processed again after a crash gets the same decision.
         rng = random.Random(f"{self._seed}:{frame.image_id}")
-        reason = CapturePolicy(config.capture_band, config.empty_sample_rate,
-                               config.random_sample_rate).decide(found.best_score, bool(found.detections), rng)
+        reason = self.capture_policy(card)[0].decide(found.best_score, bool(found.detections), rng)
         if outcome.data is None:
             reason = None  # a camera frame that could not be encoded cannot be captured
         result = DetectionResult(
@@ -336,6 +337,10 @@ class EdgeRuntime:
         else:
             self._errors[kind] = message
 
+    def _band_for_health(self, card: ModelCard) -> dict[str, Any]:
+        policy, origin = self.capture_policy(card)
+        return {"low": round(policy.band[0], 6), "high": round(policy.band[1], 6), "origin": origin}
+
     def health(self, *, advance: bool = True) -> dict[str, Any]:
         """The health message; ``advance=False`` (a reader such as the HTTP API) leaves the fps window and the
         publishing schedule alone."""
@@ -356,7 +361,7 @@ class EdgeRuntime:
             error="; ".join([*self._errors.values(), *faults.values()]) or None,
             model={"model_id": card.model_id, "model_version": card.model_version,
                    "dataset_version": card.dataset_version, "directory": str(current.directory),
-                   "provider": current.provider,
+                   "provider": current.provider, "capture_band": self._band_for_health(card),
                    "providers_refused": [{"provider": name, "reason": why} for name, why in current.provider_refusals]},
             metrics=self.metrics, frames_per_second=fps,
             queues={"broker_connected": connected, "results_buffered": self.outbox.backlog(),
@@ -366,6 +371,21 @@ class EdgeRuntime:
                     "upload_failures": self.uploader.failures, "upload_error": self.uploader.last_error,
                     "thread_restarts": self.faults.restarts, "quarantined": self.quarantine.kept,
                     "quarantine_bytes": self.quarantine.bytes})
+
+    def capture_policy(self, card: ModelCard) -> tuple[CapturePolicy, str]:
+        """The capture policy ``card``'s model is served with under the current configuration, and where its band
+        comes from (``edge_runtime.capture.effective_band``); computed once per model and configuration."""
+        config = self.config
+        key = (card.onnx_sha256, card.model_version, config.capture_band, config.decision_threshold,
+               config.capture_share, config.empty_sample_rate, config.random_sample_rate)
+        cached = self._capture_policies.get(key)
+        if cached is None:
+            band, origin = effective_band(config.capture_band, card.extra, config.decision_threshold,
+                                          config.capture_share)
+            cached = (CapturePolicy(band, config.empty_sample_rate, config.random_sample_rate), origin)
+            self._capture_policies = {key: cached}  # only the serving model's: replaced at a swap or config change
+            log.info("%s: capture band [%.4f, %.4f) %s", card.model_id, band[0], band[1], origin)
+        return cached
 
     def publish_health(self) -> None:
         """Publish health now (QoS 1, not buffered: a stale health report is worth nothing)."""

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from edge_runtime.capture import CapturePolicy, FrameRing, RingEntry
+from edge_runtime.capture import FIXED_BAND, CapturePolicy, FrameRing, RingEntry, effective_band, rank_band, score_percentiles
+from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, PRIORITY_OPERATOR, CaptureQueue
 from edge_runtime.feedback import FeedbackHandler, build_sidecar
 from edge_runtime.metrics import RuntimeMetrics
@@ -30,6 +31,66 @@ JPEG = b"\xff\xd8\xff" + b"\x00" * 997  # 1000 bytes recognised as JPEG by conte
 def test_capture_policy(best, has_detections, empty_rate, random_rate, reason) -> None:
     policy = CapturePolicy((0.25, 0.6), empty_rate, random_rate)
     assert policy.decide(best, has_detections, random.Random(0)) == reason
+
+
+EVEN = [i / 20 for i in range(21)]  # a model whose test frames score evenly from 0 to 1
+
+
+@pytest.mark.parametrize("percentiles, threshold, share, band", [
+    (EVEN, 0.5, 0.2, (0.4, 0.6)),  # the threshold's rank is 0.5: ranks 0.4-0.6 around it
+    (EVEN, 0.95, 0.2, (0.8, 1.0)),  # shifted inwards at the top; the top end takes every higher score
+    (EVEN, 0.02, 0.2, (0.0, 0.2)),  # ... and at the bottom, from 0
+    ([0.3 + 0.65 * i / 20 for i in range(21)], 0.5, 0.2, (0.435, 0.565)),  # threshold at rank 0.2/0.65
+    ([0.01 + 0.12 * i / 20 for i in range(21)], 0.5, 0.2, (0.106, 1.0)),  # a young model: its top fifth
+    ([0.0] * 10 + [0.9] * 11, 0.5, 0.2, (0.0, 0.9)),  # a step at the threshold: the window straddles it
+])
+def test_rank_band_centres_a_share_of_the_models_test_frames_on_the_threshold(percentiles, threshold, share,
+                                                                              band) -> None:
+    assert rank_band(percentiles, threshold, share) == pytest.approx(band)
+
+
+def test_rank_band_holds_the_share_of_a_line_like_the_test_split() -> None:
+    rng = random.Random(3)
+    test = [rng.betavariate(0.6, 0.8) for _ in range(400)]
+    line = [rng.betavariate(0.6, 0.8) for _ in range(20000)]
+    for threshold in (0.1, 0.5, 0.9):
+        low, high = rank_band(score_percentiles(test), threshold, 0.2)
+        share = sum(low <= s < high for s in line) / len(line)
+        assert 0.17 < share < 0.23, (threshold, low, high, share)
+
+
+@pytest.mark.parametrize("percentiles, share", [([0.5], 0.2), ([0.6, 0.5], 0.2), (EVEN, 0.0), (EVEN, 1.5)])
+def test_rank_band_refuses_what_is_not_a_score_profile(percentiles, share) -> None:
+    with pytest.raises(ValueError):
+        rank_band(percentiles, 0.5, share)
+
+
+def test_effective_band_uses_the_cards_percentiles_or_says_why_not() -> None:
+    card = {"evaluation": {"split": "test", "best_score_percentiles": EVEN}}
+    assert effective_band("auto", card, 0.5, 0.2)[0] == pytest.approx((0.4, 0.6))
+    assert effective_band("auto", card, 0.5, 0.2)[1].startswith("auto")
+    assert effective_band((0.1, 0.3), card, 0.5, 0.2) == ((0.1, 0.3), "configured")
+    band, origin = effective_band("auto", {}, 0.5, 0.2)
+    assert band == FIXED_BAND and "no test-split score percentiles" in origin
+    band, origin = effective_band("auto", {"evaluation": {"best_score_percentiles": [0.9, 0.1]}}, 0.5, 0.2)
+    assert band == FIXED_BAND and "unusable" in origin
+
+
+def test_score_percentiles_are_numpys() -> None:
+    import numpy as np
+
+    scores = [random.Random(1).random() for _ in range(37)]
+    assert score_percentiles(scores) == pytest.approx(np.percentile(scores, np.linspace(0, 100, 21)), abs=1e-6)
+
+
+@pytest.mark.parametrize("raw, error", [("autos", "captureBand"), ([0.2], "two numbers"), (0.3, "two numbers")])
+def test_capture_band_is_auto_or_two_numbers(raw, error) -> None:
+    assert DeviceConfig().capture_band == "auto" and DeviceConfig().capture_share == 0.2
+    assert DeviceConfig.from_mapping({"captureBand": "auto", "captureShare": 0.3}, source="d").capture_share == 0.3
+    with pytest.raises(DeviceConfigError, match=error):
+        DeviceConfig.from_mapping({"captureBand": raw}, source="d")
+    with pytest.raises(DeviceConfigError, match="captureShare"):
+        DeviceConfig.from_mapping({"captureShare": 1.5}, source="d")
 
 
 def test_sample_rates_are_respected_statistically() -> None:

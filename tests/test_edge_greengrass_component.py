@@ -60,7 +60,7 @@ def test_access_control_allows_exactly_this_devices_topics(recipe: dict) -> None
 def test_default_configuration_is_valid_for_the_runtime(recipe: dict) -> None:
     defaults = recipe["ComponentConfiguration"]["DefaultConfiguration"]
     config = DeviceConfig.from_mapping(defaults, source="recipe.yaml DefaultConfiguration")
-    assert config.capture_band == (0.25, 0.6) and config.folder_on_read == "delete"
+    assert config.capture_band == "auto" and config.capture_share == 0.2 and config.folder_on_read == "delete"
     assert config.model_dir == "", "the deployment sets modelDir; the template must not guess a path"
 
 

@@ -106,6 +106,40 @@ def test_every_frame_gets_a_result_and_corrupt_frames_get_an_error_record(mosqui
     assert health["model"]["model_version"] == "1"
 
 
+def test_auto_band_follows_the_model_cards_test_scores(mosquitto, tiny_models, tmp_path: Path) -> None:
+    """``captureBand: "auto"``: the band is the card's test-split score ranks 0.4-0.6 around a threshold at the
+    median, so exactly the frames ranked 5th and 6th of 10 are captured as uncertain; health says so."""
+    import numpy as np
+
+    from edge_runtime.capture import score_percentiles
+
+    images = sample_images(tmp_path / "camera", 10)
+    scores = _best_scores(tiny_models["a"], images)
+    percentiles = score_percentiles(list(scores.values()))  # the line is its own "test split" here
+    model_dir = copy_model(tiny_models["a"], tmp_path / "model")
+    card = json.loads((model_dir / "model_card.json").read_text())
+    card["evaluation"] = {"split": "test", "best_score_percentiles": percentiles}
+    _write_config(model_dir / "model_card.json", **card)
+    low, high = np.percentile(list(scores.values()), [40, 60])
+    expected = {name for name, score in scores.items() if low - 1e-6 <= score < high - 1e-6}
+    assert len(expected) == 2
+    config = tmp_path / "device.json"
+    _write_config(config, **_base_config(tmp_path, model_dir, str(tmp_path / "camera"), captureBand="auto",
+                                         decisionThreshold=percentiles[10]))
+    collector = MqttCollector(mosquitto.port, [DETECTIONS, HEALTH])
+    running = Running(config, mosquitto)
+    try:
+        results = collector.wait_for(DETECTIONS, lambda m: len(m) >= 10)
+        health = collector.wait_for(HEALTH, lambda m: m and m[-1]["frames"] >= 10, timeout=30)[-1]
+    finally:
+        running.stop()
+        collector.close()
+    assert {r["source_name"] for r in results if r["captured"]} == expected
+    assert {r["captured"] for r in results if r["captured"]} == {"uncertain"}
+    band = health["model"]["capture_band"]
+    assert band["origin"].startswith("auto") and (band["low"], band["high"]) == pytest.approx((low, high), abs=2e-6)
+
+
 def test_uncertain_and_flagged_frames_reach_the_s3_store(mosquitto, tiny_models, moto_endpoint: str,
                                                          tmp_path: Path) -> None:
     images = sample_images(tmp_path / "camera", 8)

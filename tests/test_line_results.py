@@ -65,6 +65,19 @@ def test_too_few_frames_are_not_judged():
     assert not result.drifted and result.psi > 0.25
 
 
+def test_capture_share_is_judged_against_the_band_the_devices_use():
+    """Unset (the devices' "auto"): the band is the rank band of the baseline itself, 0.4-0.6 for evenly spread
+    scores and a threshold at 0.5, so a fifth of the baseline is in it; a fixed band is taken as configured."""
+    baseline = np.linspace(0, 1, 401)
+    auto = DriftThresholds(min_frames=10)
+    assert auto.band_for(baseline) == pytest.approx((0.4, 0.6))
+    inside = compare("d", "m", np.full(50, 0.5), baseline, auto)
+    assert inside.baseline_capture_share == pytest.approx(0.2, abs=0.01) and inside.capture_share == 1.0
+    assert any(reason.startswith("capture-band share") for reason in inside.reasons)
+    fixed = DriftThresholds(min_frames=10, capture_band=(0.25, 0.6))
+    assert compare("d", "m", np.full(50, 0.5), baseline, fixed).baseline_capture_share == pytest.approx(0.35, abs=0.01)
+
+
 def test_daily_metrics_per_device_and_model_version(tmp_path: Path):
     store = LocalObjectStore(tmp_path / "store")
     day = datetime(2026, 11, 20, tzinfo=timezone.utc)

@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from edge_runtime.capture import score_percentiles
 from edge_runtime.contracts import (VERIFICATION_FRAMES_FILE, VERIFICATION_FRAMES_KEY, ContractError, ModelCard,
                                     pack_verification_frames, validate_identifier)
 from tagqa_assets.contracts.edge import (
@@ -166,6 +167,9 @@ def _card_evaluation(store: ObjectStore, entry: ModelVersion) -> dict[str, Any]:
         document = document.get("variants", {}).get(entry.precision) or entry.variants[entry.precision]
     evaluation = {"split": "test", "metrics": document.get("metrics", {}).get("test", {}),
                   "per_class": document.get("per_class", {}).get("test", {})}
+    test_scores = (document.get("best_scores") or {}).get("test")
+    if test_scores:  # the device's automatic capture band follows them (edge_runtime.capture.rank_band)
+        evaluation["best_score_percentiles"] = score_percentiles(test_scores)
     return {"evaluation": {**evaluation, "precision": entry.precision} if entry.variants else evaluation}
 
 

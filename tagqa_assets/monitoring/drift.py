@@ -8,7 +8,8 @@ the edge runtime's pipeline, as ``model_evaluation`` records it (``best_scores.t
   10 bins, so a small test split does not make noise look like drift), proportions with a
   pseudo-count of 0.5 per bin, ``sum((day - base) * ln(day / base))``;
 - defect rate (best score >= the decision threshold) against the baseline's;
-- share of frames in the capture band (``low <= best < high``) against the baseline's.
+- share of frames in the capture band (``low <= best < high``) against the baseline's; with the
+  devices' ``auto`` band that is the band their model card carries, placed on these same scores.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from edge_runtime.capture import rank_band, score_percentiles
 from tagqa_assets.contracts.models import METRICS_FILE, model_key
 from tagqa_assets.settings import DEFAULTS
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
@@ -34,7 +36,15 @@ class DriftThresholds:
     capture_share_delta: float = DEFAULTS.drift_capture_share_delta
     min_frames: int = DEFAULTS.drift_min_frames
     decision_threshold: float = 0.5
-    capture_band: tuple[float, float] = (0.25, 0.6)
+    capture_band: tuple[float, float] | None = None  # None: the devices' "auto" band, placed on the baseline
+    capture_share: float = 0.2  # the devices' captureShare (with the "auto" band)
+
+    def band_for(self, baseline: np.ndarray) -> tuple[float, float]:
+        """The capture band a device serving the model of ``baseline`` uses: the configured one, or the rank band
+        its model card carries, computed from the same test-split scores (edge_runtime.capture)."""
+        if self.capture_band is not None:
+            return self.capture_band
+        return rank_band(score_percentiles(baseline.tolist()), self.decision_threshold, self.capture_share)
 
 
 @dataclass(frozen=True)
@@ -87,7 +97,7 @@ def psi(baseline: np.ndarray, current: np.ndarray) -> float:
 def compare(device: str, model_id: str, scores: np.ndarray, baseline: np.ndarray,
             thresholds: DriftThresholds) -> DriftResult:
     """Compare one device-day's best scores with the baseline's (see module docstring)."""
-    low, high = thresholds.capture_band
+    low, high = thresholds.band_for(baseline)
 
     def shares(values: np.ndarray) -> tuple[float, float]:
         return (float(np.mean(values >= thresholds.decision_threshold)),
