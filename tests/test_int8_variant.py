@@ -190,7 +190,9 @@ def _store_int8(store: ObjectStore, model_id: str, work: Path) -> dict:
     record["files"][INT8_ONNX_FILE] = hashlib.sha256((out / "model.onnx").read_bytes()).hexdigest()
     store.put_json(model_key(model_id, COMMIT_FILE), record)
     found = variants(0.5, 0.497)
+    found[INT8]["best_scores"] = {"test": [0.2 + 0.01 * i for i in range(21)]}  # each variant's own drift baseline
     store.put_json(model_key(model_id, METRICS_FILE), {"metrics": {"test": found[FP32]["metrics"]["test"]},
+                                                       "best_scores": {"test": [0.5 + 0.02 * i for i in range(21)]},
                                                        "variants": found})
     return found
 
@@ -219,6 +221,9 @@ def test_the_component_ships_the_chosen_variant_and_the_device_verifies_it(tiny_
     assert card["precision"] == shipped and card["precision_reason"] == choice.reason
     assert card["evaluation"]["precision"] == shipped
     assert card["evaluation"]["metrics"]["map50_95"] == found[shipped]["metrics"]["test"]["map50_95"]
+    # The device's automatic capture band follows the shipped variant's own test scores.
+    assert card["evaluation"]["best_score_percentiles"] == pytest.approx(
+        [0.2 + 0.01 * i for i in range(21)] if shipped == INT8 else [0.5 + 0.02 * i for i in range(21)])
     assert ("calibration" in card) is (shipped == INT8)
     if shipped == INT8:
         assert card["calibration"] == {**card["calibration"], "dataset_version": "ds1", "split": "train", "images": 6}
