@@ -234,6 +234,8 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
         if providers:  # as tagqa-edge run --providers: a JSON list (names and options) or comma-separated names
             overrides["providers"] = json.loads(providers) if providers.lstrip().startswith("[") else providers
+            if os.environ.get("TAGQA_BENCH_PROVIDER_CHECK_IOU"):
+                overrides["providerCheckIou"] = float(os.environ["TAGQA_BENCH_PROVIDER_CHECK_IOU"])
         host, _, port = broker.rpartition(":")
         runtime = EdgeRuntime(config_source=NoConfigSource(), overrides=overrides, max_frames=warmup + frames,
                               publisher_factory=lambda c: TimedPublisher(host, int(port), "edge-bench"), seed=0)
@@ -473,9 +475,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--openvino-precision", choices=["f32", "bf16", "f16"],
                         help="bare OpenVINO's INFERENCE_PRECISION_HINT (default: OpenVINO's own, bf16 on a CPU with "
                              "AMX); use the same as the provider's load_config for a like-for-like vs_openvino")
+    parser.add_argument("--provider-check-iou", type=float,
+                        help="the device's providerCheckIou for the --providers run (default: the runtime's 0.99). "
+                             "OpenVINO's int8 kernels round differently from ONNX Runtime's: on an int8 model the "
+                             "check's low-score candidates overlap CPU's at IoU 0.95 and the default refuses it")
     args = parser.parse_args(argv)
     if args.openvino_precision:  # to the measuring subprocesses
         os.environ["TAGQA_BENCH_OPENVINO_PRECISION"] = args.openvino_precision
+    if args.provider_check_iou:
+        os.environ["TAGQA_BENCH_PROVIDER_CHECK_IOU"] = str(args.provider_check_iou)
     images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
     if not images:
         sys.exit(f"no images under {args.data / 'images'} (the real metal-tags dataset is needed)")
