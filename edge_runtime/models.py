@@ -36,7 +36,7 @@ from edge_runtime.contracts import (MODEL_CARD_FILE, VERIFICATION_FRAMES_KEY, Co
 from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from edge_runtime.letterbox import PAD_VALUE, letterbox
-from edge_runtime.providers import (CHECK_HINTS, OnnxRuntimeSessions, ProviderCheck, SessionFactory, compare_outputs,
+from edge_runtime.providers import (OnnxRuntimeSessions, ProviderCheck, SessionFactory, check_hint, compare_outputs,
                                     with_concurrency_defaults)
 from edge_runtime.yolo_decode import decode_predictions
 
@@ -189,7 +189,7 @@ def _try_provider(model: LoadedModel, data: bytes, spec: ProviderSpec, sessions:
             return f"inference on {what} failed ({type(exc).__name__}: {str(exc)[:300]})"
         why = compare_outputs(reference, output, check)
         if why:
-            hint = CHECK_HINTS.get(spec.name)
+            hint = check_hint(spec, model.card.extra)
             return f"on {what}: {why}" + (f" ({hint})" if hint else "")
     return candidate
 

@@ -22,7 +22,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Protocol
+from typing import Any, Collection, Mapping, Protocol
 
 import numpy as np
 import onnxruntime as ort
@@ -55,6 +55,29 @@ CHECK_HINTS = {
     "TensorrtExecutionProvider": "with trt_fp16_enable, widen providerCheckIou/providerCheckScoreTolerance "
                                  "only after checking the model's accuracy in fp16",
 }
+def check_hint(spec: ProviderSpec, card_extra: Mapping[str, Any]) -> str | None:
+    """What to look at when ``spec``'s output differed from CPU's on the model of a card with ``card_extra``.
+
+    For OpenVINO: on an int8 model, that its int8 kernels round differently from ONNX Runtime's
+    (measured: the benchmark's int8 yolov8n at 480 on this Xeon, candidate boxes at IoU 0.952
+    with fp32 requested); otherwise the bf16 default, unless the options already ask for f32.
+    """
+    if spec.name == "OpenVINOExecutionProvider":
+        if card_extra.get("precision") == "int8":
+            return ("an int8 model: OpenVINO's int8 kernels round differently from ONNX Runtime's CPU kernels; "
+                    "compare the model's accuracy on OpenVINO first, then lower providerCheckIou to what it showed")
+        load_config = spec.options.get("load_config")
+        if isinstance(load_config, str):
+            try:
+                load_config = json.loads(load_config)
+            except json.JSONDecodeError:
+                load_config = None
+        cpu = load_config.get("CPU") if isinstance(load_config, dict) else None
+        if isinstance(cpu, dict) and str(cpu.get("INFERENCE_PRECISION_HINT", "")).lower() == "f32":
+            return None
+    return CHECK_HINTS.get(spec.name)
+
+
 # The highest-scoring candidate boxes compared per check frame (of each output: the union is compared).
 CHECK_CANDIDATES = 100
 

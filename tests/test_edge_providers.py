@@ -320,3 +320,15 @@ def test_openvino_on_cpu_gets_one_stream_per_worker_unless_configured() -> None:
     for unchanged in (mine, ProviderSpec(OPENVINO, {"device_type": "GPU"}), ProviderSpec(CUDA), ProviderSpec(CPU)):
         assert with_concurrency_defaults(unchanged, 2) == unchanged
     assert with_concurrency_defaults(fp32, 1) == fp32
+
+
+def test_a_refusal_names_the_likely_cause_for_the_model_and_options() -> None:
+    """bf16 is the likely cause only where the options do not already ask for f32; an int8 model's is OpenVINO's
+    own int8 rounding."""
+    from edge_runtime.providers import check_hint
+
+    assert "INFERENCE_PRECISION_HINT" in check_hint(ProviderSpec(OPENVINO), {})
+    assert check_hint(parse_providers([OPENVINO_FP32], "t")[0], {}) is None
+    assert "int8 kernels" in check_hint(parse_providers([OPENVINO_FP32], "t")[0], {"precision": "int8"})
+    assert "trt_fp16_enable" in check_hint(ProviderSpec("TensorrtExecutionProvider"), {})
+    assert check_hint(ProviderSpec(CUDA), {}) is None
