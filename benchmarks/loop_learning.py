@@ -322,7 +322,7 @@ def run(args: argparse.Namespace, state: Path) -> dict:
                 pool = pool[: args.seed_size + args.line_size]
             seed_labels = sorted(pool[: args.seed_size])
             scratch_params = TrainingParams(epochs=args.seed_epochs, imgsz=args.imgsz, batch=args.batch, seed=seed,
-                                            workers=2, overrides={"nbs": str(args.nbs)} if args.nbs else {})
+                                            workers=2, overrides={"nbs": args.nbs} if args.nbs else {})
             warm_params = fine_tune_params(scratch_params, args.warm_epochs)
             experiment = Experiment(state / f"seedmodel-s{seed}", oracle)
             seed_model = train_and_evaluate(experiment, experiment.add_labels(test + seed_labels), scratch_params,
