@@ -257,7 +257,8 @@ def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) 
     from tagqa_assets.storage import LocalObjectStore
 
     chosen = DeploymentResource(edge_providers=f"{OPENVINO}, {CPU}", device_configuration='{"confThreshold": 0.3}')
-    assert chosen.configuration_overrides() == {"confThreshold": 0.3, "providers": [OPENVINO, CPU]}
+    assert chosen.configuration_overrides() == {"confThreshold": 0.3, "providers": [OPENVINO, CPU],
+                                                "installExtras": "edge,edge-openvino"}
     target = chosen.open_target(LocalObjectStore(tmp_path / "store"))
     assert target.device_configuration["providers"] == [OPENVINO, CPU], "what the local devices' config gets"
     with_options = DeploymentResource(edge_providers=json.dumps([OPENVINO_FP32, CPU]))
