@@ -128,6 +128,7 @@ def _verify(args: argparse.Namespace) -> int:
         return EXIT_MODEL
     print(json.dumps({"ok": True, "model": model.card.to_dict(),
                       "input": [1, 3, model.input_height, model.input_width], "provider": model.provider,
+                      "precision": model.precision,
                       "providers_refused": [{"provider": n, "reason": r} for n, r in model.provider_refusals]}))
     return 0
 

@@ -214,6 +214,7 @@ class DetectionResult:
     source_name: str
     captured: str | None = None
     provider: str | None = None  # the ONNX Runtime execution provider that ran the model
+    precision: str | None = None  # the model's precision variant (fp32, int8): the drift baseline to compare with
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -233,6 +234,7 @@ class DetectionResult:
             "source_name": self.source_name,
             "captured": self.captured,
             "provider": self.provider,
+            "precision": self.precision,
         }
 
     def to_json(self) -> bytes:
@@ -258,6 +260,7 @@ class FrameError:
     model_version: str | None
     kept: str | None  # "quarantine" when the input was kept on the device, else None
     provider: str | None = None  # the execution provider of the model the frame was bound to
+    precision: str | None = None  # that model's precision variant (fp32, int8)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -272,6 +275,7 @@ class FrameError:
             "model_version": self.model_version,
             "kept": self.kept,
             "provider": self.provider,
+            "precision": self.precision,
         }
 
 

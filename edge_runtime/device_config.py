@@ -17,6 +17,15 @@ from typing import Any, Mapping
 
 # Keys Greengrass puts into a component's configuration that are not ours to interpret.
 _GREENGRASS_KEYS = frozenset({"accessControl"})
+# The Greengrass component's Install step reads this key (``pip install "tagqa[<installExtras>]"``), the runtime
+# does not: it is validated here, wherever the configuration is, and otherwise left alone.
+INSTALL_EXTRAS_KEY = "installExtras"
+DEFAULT_INSTALL_EXTRAS = "edge"
+# The package extras a device may install: a name outside them would be a typo pip only warns about.
+KNOWN_INSTALL_EXTRAS = ("edge", "edge-openvino")
+# Providers that run only with an extra installed beside ``edge`` (the others come with ONNX Runtime's own wheel,
+# or, for CUDA/TensorRT on a Jetson, with a wheel no extra can name: docs/edge_runtime.md).
+PROVIDER_EXTRAS = {"OpenVINOExecutionProvider": "edge-openvino"}
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -94,6 +103,32 @@ def parse_providers(raw: Any, where: str) -> tuple[ProviderSpec, ...]:
     return tuple(specs)
 
 
+def parse_install_extras(raw: Any, where: str) -> tuple[str, ...]:
+    """``installExtras`` as a tuple of extras: comma-separated names of ``KNOWN_INSTALL_EXTRAS``, ``edge`` among them.
+
+    Raises DeviceConfigError naming ``where`` otherwise (the value ends up in a shell command on the device).
+    """
+    if not isinstance(raw, str):
+        raise DeviceConfigError(f"{where} must be a string of comma-separated extras, got {raw!r}")
+    extras = tuple(part.strip() for part in raw.split(","))
+    for extra in extras:
+        if extra not in KNOWN_INSTALL_EXTRAS:
+            raise DeviceConfigError(f"{where} names {extra!r}, which is not an extra a device installs "
+                                    f"(known: {', '.join(KNOWN_INSTALL_EXTRAS)}; comma-separated, no spaces needed)")
+    if len(set(extras)) != len(extras):
+        raise DeviceConfigError(f"{where} repeats an extra: {raw!r}")
+    if DEFAULT_INSTALL_EXTRAS not in extras:
+        raise DeviceConfigError(f"{where} must include {DEFAULT_INSTALL_EXTRAS!r} (the runtime's own dependencies), "
+                                f"got {raw!r}")
+    return extras
+
+
+def install_extras_for(providers: tuple[ProviderSpec, ...]) -> tuple[str, ...]:
+    """The extras a device with ``providers`` installs: ``edge`` and each one a listed provider needs, in order."""
+    needed = [PROVIDER_EXTRAS[spec.name] for spec in providers if spec.name in PROVIDER_EXTRAS]
+    return (DEFAULT_INSTALL_EXTRAS, *dict.fromkeys(needed))
+
+
 @dataclass(frozen=True)
 class DeviceConfig:
     """Validated runtime configuration (field names are the snake_case forms of the JSON keys)."""
@@ -159,6 +194,9 @@ class DeviceConfig:
         values: dict[str, Any] = {}
         for key, raw in data.items():
             if key in _GREENGRASS_KEYS:
+                continue
+            if key == INSTALL_EXTRAS_KEY:
+                parse_install_extras(raw, f"{source}: {key!r}")
                 continue
             name = _snake(key)
             if name not in fields:

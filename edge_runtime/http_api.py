@@ -189,12 +189,8 @@ class HttpApi:
 
     def model(self) -> dict[str, Any]:
         loaded = self.runtime.slot.current
-        inputs = loaded.session.get_inputs()[0]
-        precision = loaded.card.extra.get("precision") or {
-            "tensor(float)": "fp32", "tensor(float16)": "fp16", "tensor(uint8)": "uint8",
-            "tensor(int8)": "int8"}.get(inputs.type, inputs.type)
         return {"card": loaded.card.to_dict(), "provider": loaded.session.get_providers()[0],
-                "providers": loaded.session.get_providers(), "precision": precision,
+                "providers": loaded.session.get_providers(), "precision": loaded.precision,
                 "input": [1, 3, loaded.input_height, loaded.input_width], "directory": str(loaded.directory),
                 "label": loaded.label}
 

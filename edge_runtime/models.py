@@ -43,6 +43,9 @@ from edge_runtime.yolo_decode import decode_predictions
 
 log = logging.getLogger(__name__)
 
+FP32 = "fp32"
+_INPUT_PRECISIONS = {"tensor(float)": FP32, "tensor(float16)": "fp16", "tensor(uint8)": "uint8", "tensor(int8)": "int8"}
+
 
 class ModelRejected(Exception):
     """A model directory failed verification; the message names the directory and the reason."""
@@ -61,6 +64,7 @@ class LoadedModel:
     loaded_at: float
     provider: str = CPU_PROVIDER  # the execution provider the session runs on
     provider_refusals: tuple[tuple[str, str], ...] = ()  # (provider, why) for each one tried before it
+    precision: str = FP32  # the variant: the card's ``precision``, else from the input type (model_precision)
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         """Run the session on a 1x3xHxW float32 tensor and return the raw detection output."""
@@ -70,6 +74,16 @@ class LoadedModel:
     def label(self) -> str:
         """A short name for logs: model id and version."""
         return f"{self.card.model_id}@{self.card.model_version or 'unversioned'}"
+
+
+def model_precision(card: ModelCard, input_type: str) -> str:
+    """The model's precision variant: the card's ``precision`` (``fp32``/``int8``; model components of registry
+    entries with variants carry it), else ``fp32`` for a float input (cards from before variants), ``fp16`` for
+    a float16 one, else ONNX's input type as it is."""
+    named = card.extra.get("precision")
+    if isinstance(named, str) and named:
+        return named
+    return _INPUT_PRECISIONS.get(input_type, input_type)
 
 
 def session_options(intra_op_threads: int, concurrent_runs: int = 1) -> ort.SessionOptions:
@@ -211,7 +225,8 @@ def _check_signature(model_dir: Path, card: ModelCard, session: ort.InferenceSes
     if len(rows) != 3 or (isinstance(rows[1], int) and rows[1] != expected_rows):
         raise ModelRejected(f"{where}: output shape {rows} is not 1 x {expected_rows} x anchors "
                             f"(4 box rows + {len(card.class_names)} classes from the model card)")
-    return LoadedModel(model_dir, card, session, inputs[0].name, height, width, time.time())
+    return LoadedModel(model_dir, card, session, inputs[0].name, height, width, time.time(),
+                       precision=model_precision(card, inputs[0].type))
 
 
 def _check_frames(model: LoadedModel) -> list[tuple[str, np.ndarray]]:

@@ -259,7 +259,7 @@ class EdgeRuntime:
             best_score=found.best_score, latency_ms=outcome.latency_ms,
             verdict=verdict_for(found.detections, config.decision_threshold), image_width=found.image_width,
             image_height=found.image_height, source_name=frame.source_name, captured=reason,
-            provider=outcome.model.provider)
+            provider=outcome.model.provider, precision=outcome.model.precision)
         record = result.to_dict()
         payload = result_payload(record)  # strict JSON: raises before anything is queued
         entry = RingEntry(frame.image_id, frame.captured_at, outcome.data or b"", record)
@@ -282,7 +282,7 @@ class EdgeRuntime:
         record = FrameError(device=config.device_id, image_id=frame.image_id, timestamp=frame.captured_at,
                             source_name=frame.source_name, reason=reason, detail=detail, model_id=card.model_id,
                             model_version=card.model_version, kept="quarantine" if keep else None,
-                            provider=outcome.model.provider).to_dict()
+                            provider=outcome.model.provider, precision=outcome.model.precision).to_dict()
         done = _Completion(2 if keep else 1, frame.on_done)
         self.outbox.put(resolve_topic(config.topic, config.device_id), result_payload(record), on_safe=done.part_done)
         self._tell_listeners(record)
@@ -361,7 +361,8 @@ class EdgeRuntime:
             error="; ".join([*self._errors.values(), *faults.values()]) or None,
             model={"model_id": card.model_id, "model_version": card.model_version,
                    "dataset_version": card.dataset_version, "directory": str(current.directory),
-                   "provider": current.provider, "capture_band": self._band_for_health(card),
+                   "provider": current.provider, "precision": current.precision,
+                   "capture_band": self._band_for_health(card),
                    "providers_refused": [{"provider": name, "reason": why} for name, why in current.provider_refusals]},
             metrics=self.metrics, frames_per_second=fps,
             queues={"broker_connected": connected, "results_buffered": self.outbox.backlog(),

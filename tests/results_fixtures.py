@@ -18,7 +18,8 @@ from edge_runtime.contracts import Detection, DetectionResult  # noqa: E402
 
 
 def result_message(device: str, index: int, when: datetime, *, best: float | None = None,
-                   model_version: str = "3", model_id: str = "v0001-abcd1234-0badc0de") -> bytes:
+                   model_version: str = "3", model_id: str = "v0001-abcd1234-0badc0de",
+                   precision: str | None = None) -> bytes:
     """The payload a device would publish for its ``index``-th frame (the edge runtime's own class)."""
     score = best if best is not None else ((index * 37) % 100) / 100
     detections = (Detection("scratch", 0, score, (10.0, 20.0, 60.0, 45.0)),) if score >= 0.25 else ()
@@ -26,7 +27,7 @@ def result_message(device: str, index: int, when: datetime, *, best: float | Non
         device=device, image_id=f"{device}-{index:08d}", timestamp=when, model_id=model_id,
         model_version=model_version, dataset_version="v0001-abcd1234", detections=detections, best_score=score,
         latency_ms=20.0 + index % 7, verdict="defect" if score >= 0.5 else "ok", image_width=450, image_height=300,
-        source_name=f"frame-{index}.jpg", captured="uncertain" if 0.25 <= score < 0.6 else None,
+        source_name=f"frame-{index}.jpg", captured="uncertain" if 0.25 <= score < 0.6 else None, precision=precision,
     ).to_json()
 
 

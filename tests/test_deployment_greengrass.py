@@ -230,3 +230,24 @@ def test_greengrass_needs_an_s3_store_and_a_target_arn(local_store) -> None:
         GreengrassTarget(local_store, target_arn=GROUP_ARN, greengrass=gg, iot=None, managed_components=("a", "b"))
     with pytest.raises(ValueError, match="TAGQA_GREENGRASS_TARGET_ARN"):
         GreengrassTarget(local_store, target_arn="", greengrass=gg, iot=None, managed_components=("a", "b"))
+
+
+def test_a_component_without_the_wheels_the_deployment_installs_is_not_deployed(s3_store, releases) -> None:
+    """OpenVINO devices get installExtras edge,edge-openvino: a component bundling tagqa[edge] only would fail its
+    offline Install on every device, so nothing is published or deployed (only the device check is made)."""
+    from tagqa_assets.deployment.resources import DeploymentResource
+
+    registry, a, _ = releases
+    gg = Greengrass(s3_store)
+    gg.check()
+    merge = DeploymentResource(edge_providers="OpenVINOExecutionProvider,CPUExecutionProvider").configuration_overrides()
+    target = GreengrassTarget(s3_store, target_arn=GROUP_ARN, greengrass=gg.gg, iot=gg.iot,
+                              managed_components=("com.tagqa.ScratchModel", "com.tagqa.EdgeInference"),
+                              device_configuration=merge, clock=gg.clock, sleep=gg.clock.sleep)
+    assert load_component(s3_store, a.inference).build["extras"] == ["edge"]
+    with pytest.raises(DeploymentFailed, match=r"failed before any device changed: com.tagqa.EdgeInference@\S+ "
+                                               r"bundles the wheels of \['edge'\] but this deployment's installExtras "
+                                               r"asks for \['edge', 'edge-openvino'\]"):
+        deploy_release(target, s3_store, registry, a, run_id="run-a")
+    gg.done()
+    assert [r.status for r in DeploymentHistory(s3_store).records(f"greengrass:{GROUP}")] == [FAILED]

@@ -210,7 +210,8 @@ def test_the_runtime_reports_its_provider_in_health_and_every_result_and_switche
 
 
 def test_the_results_store_keeps_the_provider_and_reads_parts_from_before_it(tmp_path: Path) -> None:
-    """A day holding parts written before the provider column and after it reads, counts and compacts."""
+    """A day holding parts written before the provider and precision columns and after them reads, counts and
+    compacts."""
     import io
 
     import pyarrow as pa
@@ -227,13 +228,14 @@ def test_the_results_store_keeps_the_provider_and_reads_parts_from_before_it(tmp
                 "timestamp": "2026-12-03T11:00:00.000000Z", "model_id": "m", "model_version": "1",
                 "dataset_version": "ds", "detections": [], "best_score": 0.1, "latency_ms": 5.0, "verdict": "ok",
                 "image_width": 10, "image_height": 10, "source_name": f"{image_id}.jpg", "captured": None}
-        return json.dumps(data if provider is None else {**data, "provider": provider}).encode()
+        return json.dumps(data if provider is None else {**data, "provider": provider, "precision": "int8"}).encode()
 
     old_row = decode_result("tagqa/line-1/detections", record("a", None), now).row
     new_row = decode_result("tagqa/line-1/detections", record("b", OPENVINO), now).row
     assert old_row["provider"] is None and new_row["provider"] == OPENVINO and new_row["extra"] is None
+    assert old_row["precision"] is None and new_row["precision"] == "int8"
     store = LocalObjectStore(tmp_path / "store")
-    old_schema = pa.schema([f for f in FRAME_SCHEMA if f.name != "provider"])  # as parts were written before
+    old_schema = pa.schema([f for f in FRAME_SCHEMA if f.name not in ("provider", "precision")])  # as written before
     for row, schema in ((old_row, old_schema), (new_row, FRAME_SCHEMA)):
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist([{k: row[k] for k in schema.names}], schema=schema), buffer)
@@ -241,10 +243,12 @@ def test_the_results_store_keeps_the_provider_and_reads_parts_from_before_it(tmp
     with local_paths(store, frame_part_keys(store, now.date())) as paths:
         by_model = summarize(unique_frames(paths))["by_model"]
     assert sorted(by_model["provider"].to_list(), key=str) == [None, OPENVINO]
+    assert sorted(by_model["precision"].to_list(), key=str) == [None, "int8"]
     assert compact_day(store, now.date(), now, day_is_over=True) == 2
     (merged,) = frame_part_keys(store, now.date())
     table = pq.read_table(io.BytesIO(store.get_bytes(merged)))
     assert table.schema == FRAME_SCHEMA and sorted(table["provider"].to_pylist(), key=str) == [None, OPENVINO]
+    assert sorted(table["precision"].to_pylist(), key=str) == [None, "int8"]
 
 
 def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) -> None:
@@ -253,7 +257,8 @@ def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) 
     from tagqa_assets.storage import LocalObjectStore
 
     chosen = DeploymentResource(edge_providers=f"{OPENVINO}, {CPU}", device_configuration='{"confThreshold": 0.3}')
-    assert chosen.configuration_overrides() == {"confThreshold": 0.3, "providers": [OPENVINO, CPU]}
+    assert chosen.configuration_overrides() == {"confThreshold": 0.3, "providers": [OPENVINO, CPU],
+                                                "installExtras": "edge,edge-openvino"}
     target = chosen.open_target(LocalObjectStore(tmp_path / "store"))
     assert target.device_configuration["providers"] == [OPENVINO, CPU], "what the local devices' config gets"
     with_options = DeploymentResource(edge_providers=json.dumps([OPENVINO_FP32, CPU]))

@@ -1,6 +1,7 @@
 """Fill ``deploy/greengrass/wheels/`` with every wheel the edge component installs.
 
-The component's Install step runs ``pip install --no-index --find-links wheels "tagqa[edge]"``,
+The component's Install step runs ``pip install --no-index --find-links wheels "tagqa[<installExtras>]"``
+(``edge``; ``edge,edge-openvino`` for the OpenVINO provider: build with ``--extras edge,edge-openvino``),
 so the device never reaches a package index (the reference component pip-installed
 ultralytics and torch from the internet at start-up). Run this on a build machine with
 index access, then ``gdk component build`` zips this folder, wheels included::
@@ -40,8 +41,9 @@ def project_wheel_env(platform: str) -> dict[str, str]:
     return {"TAGQA_PURE_PYTHON": "1"}
 
 
-def build_wheels(out: Path, *, platform: str | None, python_version: str | None, constraints: Path | None) -> None:
-    """Project wheel (built locally) plus binary wheels of ``tagqa[edge]``'s dependencies."""
+def build_wheels(out: Path, *, platform: str | None, python_version: str | None, constraints: Path | None,
+                 extras: tuple[str, ...] = ("edge",)) -> None:
+    """Project wheel (built locally) plus binary wheels of ``tagqa[<extras>]``'s dependencies."""
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     pip = [sys.executable, "-m", "pip"]
@@ -61,7 +63,7 @@ def build_wheels(out: Path, *, platform: str | None, python_version: str | None,
         download += ["--platform", platform, "--implementation", "cp"]
     if python_version:
         download += ["--python-version", python_version]
-    subprocess.run([*download, "tagqa[edge]"], check=True)
+    subprocess.run([*download, f"tagqa[{','.join(extras)}]"], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,9 +72,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--platform", help="target wheel platform tag, e.g. manylinux_2_28_aarch64")
     parser.add_argument("--python-version", help="target Python, e.g. 3.11 (the device's python3)")
     parser.add_argument("--constraints", type=Path, default=REPO / "constraints.txt")
+    parser.add_argument("--extras", default="edge",
+                        help="the component's installExtras, e.g. edge,edge-openvino (default: edge)")
     args = parser.parse_args(argv)
     constraints = args.constraints if args.constraints and args.constraints.is_file() else None
-    build_wheels(args.out, platform=args.platform, python_version=args.python_version, constraints=constraints)
+    build_wheels(args.out, platform=args.platform, python_version=args.python_version, constraints=constraints,
+                 extras=tuple(part.strip() for part in args.extras.split(",") if part.strip()))
     wheels = sorted(p.name for p in args.out.glob("*.whl"))
     size = sum(p.stat().st_size for p in args.out.glob("*.whl")) / 1e6
     print(f"{len(wheels)} wheels, {size:.1f} MB in {args.out}:", *wheels, sep="\n  ")

@@ -80,6 +80,9 @@ FRAME_SCHEMA = pa.schema([
     # Added with execution providers (issue 18): parts written before it have no such column and read as null
     # (tagqa_assets.monitoring.daily.scan_frame_parts).
     ("provider", pa.string()),
+    # Added with precision variants (issue 18): the variant the device ran (fp32, int8), which drift baseline to
+    # compare with; null in parts written before it and in records of older runtimes.
+    ("precision", pa.string()),
 ])
 REJECT_SCHEMA = pa.schema([
     ("received_at", UTC_US),
@@ -90,7 +93,7 @@ REJECT_SCHEMA = pa.schema([
 ])
 _KNOWN_KEYS = frozenset({"schema", "device", "image_id", "timestamp", "model_id", "model_version", "dataset_version",
                          "detections", "best_score", "latency_ms", "verdict", "image_width", "image_height",
-                         "source_name", "captured", "provider"})
+                         "source_name", "captured", "provider", "precision"})
 _TOPIC = re.compile(r"^tagqa/([^/]+)/detections$")
 
 
@@ -233,6 +236,7 @@ def _row(data: Mapping[str, Any], device: str, received_at: datetime) -> dict[st
         "captured": _optional_text(data.get("captured")),
         "extra": json.dumps(extra, separators=(",", ":"), sort_keys=True) if extra else None,
         "provider": _optional_text(data.get("provider")),  # absent from devices older than issue 18
+        "precision": _optional_text(data.get("precision")),  # absent from devices older than precision in results
     }
 
 

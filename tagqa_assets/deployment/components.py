@@ -11,7 +11,8 @@
   outputs. A model whose dataset version is not in the store ships the frames stored beside it
   (``models/<model_id>/verification_frames.tar``, named by its card), else the build fails.
 - Inference component ``<prefix>EdgeInference``: ``greengrass.zip`` holding ``wheels/``
-  (the bundle from wheels.py), recipe from ``deploy/greengrass/recipe.yaml``. Its version is
+  (the bundle from wheels.py: ``tagqa[edge]``, plus the extras the deployment's providers
+  need, named in ``build.json``'s ``extras``), recipe from ``deploy/greengrass/recipe.yaml``. Its version is
   ``<tagqa major>.<tagqa minor>.<K>``; an unchanged bundle and template reuse the existing
   version, anything else gets the next K.
 
@@ -252,5 +253,5 @@ def build_inference_component(store: ObjectStore, bundle: WheelBundle, *, name: 
             patches.append(parsed[2])
     ref = ComponentRef(name, f"{major}.{minor}.{max(patches) + 1 if patches else 0}")
     build = {"component": ref.name, "version": ref.version, "fingerprint": fingerprint,
-             "wheels": [w.name for w in bundle.wheels], "template": str(template)}
+             "wheels": [w.name for w in bundle.wheels], "extras": list(bundle.extras), "template": str(template)}
     return _build(store, ref, {INFERENCE_ARCHIVE: wheel_archive(bundle)}, text, str(template), author, build)

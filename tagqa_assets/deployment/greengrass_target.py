@@ -20,6 +20,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from edge_runtime.device_config import DEFAULT_INSTALL_EXTRAS, INSTALL_EXTRAS_KEY, parse_install_extras
 from tagqa_assets.contracts.edge import DEPLOYED, FAILED, TIMED_OUT, ComponentRef, Release
 from tagqa_assets.deployment.components import StoredComponent
 from tagqa_assets.deployment.recipes import artifact_digests, validate_recipe
@@ -94,6 +95,9 @@ class GreengrassTarget(DeploymentTarget):
 
     # ------------------------------------------------------------------ publish
     def publish(self, components: list[StoredComponent]) -> None:
+        for component in components:  # before anything is published
+            if component.ref.name == self.managed[1]:
+                self._check_bundled_extras(component)
         for component in components:
             arn = self.component_arn(component.ref)
             ours = artifact_digests(component.recipe)
@@ -111,6 +115,18 @@ class GreengrassTarget(DeploymentTarget):
                                           f"digest {sha256} of {component.ref}; not published")
             created = self.greengrass.create_component_version(inlineRecipe=json.dumps(component.recipe).encode())
             self._wait_deployable(created["arn"], component.ref)
+
+    def _check_bundled_extras(self, component: StoredComponent) -> None:
+        """DeploymentError unless ``component``'s wheels install the ``installExtras`` this deployment merges (its
+        Install step would fail on every device, offline, with pip's "no matching distribution")."""
+        wanted = parse_install_extras(self.device_configuration.get(INSTALL_EXTRAS_KEY, DEFAULT_INSTALL_EXTRAS),
+                                      INSTALL_EXTRAS_KEY)
+        bundled = component.build.get("extras") or [DEFAULT_INSTALL_EXTRAS]  # builds from before extras: edge only
+        missing = [extra for extra in wanted if extra not in bundled]
+        if missing:
+            raise DeploymentError(f"{component.ref} bundles the wheels of {bundled} but this deployment's "
+                                  f"{INSTALL_EXTRAS_KEY} asks for {list(wanted)}: materialize edge_component again "
+                                  f"with the same TAGQA_EDGE_PROVIDERS / TAGQA_DEVICE_CONFIGURATION; nothing deployed")
 
     def _registered_digests(self, arn: str) -> dict[str, str] | None:
         try:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from edge_runtime.device_config import DeviceConfig, DeviceConfigError
+from edge_runtime.device_config import INSTALL_EXTRAS_KEY, DeviceConfig, DeviceConfigError, parse_install_extras
 
 RECIPE_FORMAT_VERSION = "2020-01-25"
 REQUIRED_FIELDS = ("RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentDescription",
@@ -31,6 +31,7 @@ PUBLISH, SUBSCRIBE = "aws.greengrass#PublishToIoTCore", "aws.greengrass#Subscrib
 ALLOWED_OPERATIONS = {MQTT_PROXY: frozenset({PUBLISH, SUBSCRIBE})}
 _PLACEHOLDER = re.compile(r"\{[A-Z][A-Z0-9_]*\}")
 _URI_PLACEHOLDERS = ("BUCKET_NAME", "COMPONENT_NAME", "COMPONENT_VERSION")
+_CONFIGURATION_REFERENCE = re.compile(r"\{configuration:/([^/}]+)")  # a recipe variable's top-level key
 _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _COMPONENT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
@@ -126,6 +127,19 @@ def validate_recipe(recipe: Mapping[str, Any], *, source: str, digests: Mapping[
         fail("ComponentConfiguration.DefaultConfiguration", "must be a mapping")
     if "accessControl" in configuration:
         check_access_control(configuration, recipe["ComponentName"], source)
+    if INSTALL_EXTRAS_KEY in configuration:
+        try:
+            parse_install_extras(configuration[INSTALL_EXTRAS_KEY],
+                                 f"ComponentConfiguration.DefaultConfiguration.{INSTALL_EXTRAS_KEY}")
+        except DeviceConfigError as exc:
+            raise RecipeError(f"{source}: {exc}") from None
+    for i, manifest in enumerate(manifests):
+        for step, spec in ((manifest.get("Lifecycle") or {}).items()):
+            script = spec.get("Script") if isinstance(spec, Mapping) else spec
+            for key in _CONFIGURATION_REFERENCE.findall(script if isinstance(script, str) else ""):
+                if key not in configuration:
+                    fail(f"Manifests[{i}].Lifecycle.{step}", f"interpolates {{configuration:/{key}}}, which "
+                         "DefaultConfiguration does not define (Greengrass would put an empty value there)")
     if configuration.get("httpToken"):
         # A recipe is stored and shared by every device it reaches: the token belongs in each device's merge.
         fail("ComponentConfiguration.DefaultConfiguration.httpToken", "must be empty in a recipe (set it per device "

@@ -11,7 +11,8 @@ from typing import Any, Literal, get_args
 import dagster as dg
 from pydantic import PrivateAttr
 
-from edge_runtime.device_config import DeviceConfig, DeviceConfigError, parse_providers
+from edge_runtime.device_config import (DEFAULT_INSTALL_EXTRAS, INSTALL_EXTRAS_KEY, DeviceConfig, DeviceConfigError,
+                                        install_extras_for, parse_install_extras, parse_providers)
 from tagqa_assets.contracts.edge import INFERENCE_COMPONENT, MODEL_COMPONENT
 from tagqa_assets.deployment.greengrass_target import GreengrassTarget
 from tagqa_assets.deployment.local_target import LocalDeviceTarget
@@ -65,9 +66,12 @@ class DeploymentResource(dg.ConfigurableResource):
     def configuration_overrides(self) -> dict[str, Any]:
         """``device_configuration`` with ``edge_providers`` as its ``providers``, validated as device configuration.
 
+        When the deployment names providers, ``installExtras`` (what the Greengrass component's
+        Install step installs) follows them: ``edge``, plus ``edge-openvino`` when
+        OpenVINOExecutionProvider is listed; an ``installExtras`` set by hand must include those.
         ValueError naming the setting (and the key) when it is not a JSON object, holds a key or
-        value the runtime would refuse, names an unknown execution provider, or when both
-        settings name providers.
+        value the runtime would refuse, names an unknown execution provider, when both
+        settings name providers, or when ``installExtras`` lacks an extra the providers need.
         """
         value: dict[str, Any] = {}
         if self.device_configuration.strip():
@@ -83,10 +87,27 @@ class DeploymentResource(dg.ConfigurableResource):
                                  "execution providers: set them in one place")
             value = {**value, "providers": self.provider_list()}
         try:
-            DeviceConfig.from_mapping(value, source="TAGQA_DEVICE_CONFIGURATION")
+            config = DeviceConfig.from_mapping(value, source="TAGQA_DEVICE_CONFIGURATION")
         except DeviceConfigError as exc:
             raise ValueError(str(exc)) from None
+        if "providers" in value:
+            needed = install_extras_for(config.providers)
+            if INSTALL_EXTRAS_KEY not in value:
+                value[INSTALL_EXTRAS_KEY] = ",".join(needed)
+            else:
+                missing = [e for e in needed if e not in parse_install_extras(value[INSTALL_EXTRAS_KEY], INSTALL_EXTRAS_KEY)]
+                if missing:
+                    raise ValueError(f"TAGQA_DEVICE_CONFIGURATION: {INSTALL_EXTRAS_KEY!r} "
+                                     f"{value[INSTALL_EXTRAS_KEY]!r} lacks {missing}, which the providers "
+                                     f"{[s.name for s in config.providers]} need on the device (leave it out to "
+                                     "have it follow the providers)")
         return value
+
+    def install_extras(self) -> tuple[str, ...]:
+        """The package extras the deployed devices install (``installExtras``; ``edge`` unless providers need more):
+        the extras whose wheels the inference component bundles."""
+        value = self.configuration_overrides().get(INSTALL_EXTRAS_KEY, DEFAULT_INSTALL_EXTRAS)
+        return parse_install_extras(value, INSTALL_EXTRAS_KEY)
 
     def provider_list(self) -> list[Any]:
         """``edge_providers`` as the configuration's ``providers`` list; ValueError naming TAGQA_EDGE_PROVIDERS."""
@@ -100,9 +121,13 @@ class DeploymentResource(dg.ConfigurableResource):
             raise ValueError(str(exc)) from None
 
     def wheel_bundle(self) -> WheelBundle:
-        """The inference component's wheels, built by deploy/greengrass/prepare_artifact.py when needed."""
-        return prepare_wheel_bundle(self.edge_wheels_dir, platform=self.edge_wheel_platform,
-                                    python_version=self.edge_python_version)
+        """The inference component's wheels, built by deploy/greengrass/prepare_artifact.py when needed: those of
+        ``tagqa[edge]``, plus those of every other extra the devices install (a folder per set of extras)."""
+        extras = self.install_extras()
+        directory = self.edge_wheels_dir if extras == (DEFAULT_INSTALL_EXTRAS,) else \
+            f"{self.edge_wheels_dir.rstrip('/')}-{'+'.join(extras)}"
+        return prepare_wheel_bundle(directory, platform=self.edge_wheel_platform,
+                                    python_version=self.edge_python_version, extras=extras)
 
     def open_target(self, store: ObjectStore, *, greengrass: Any = None, iot: Any = None) -> DeploymentTarget:
         """The configured target over ``store``; ValueError for an unknown kind or incomplete settings."""

@@ -1,4 +1,5 @@
-"""The wheel bundle of the inference component: every wheel ``tagqa[edge]`` installs, offline.
+"""The wheel bundle of the inference component: every wheel ``tagqa[edge]`` (and any other extra the devices
+install, e.g. ``edge-openvino``) installs, offline.
 
 ``deploy/greengrass/prepare_artifact.py`` builds the bundle (the project wheel plus binary
 wheels of its edge dependencies, pinned by constraints.txt); this module runs it when the
@@ -34,10 +35,11 @@ class WheelBundleError(RuntimeError):
 
 @dataclass(frozen=True)
 class WheelBundle:
-    """A folder of wheels that installs ``tagqa[edge]`` with ``pip install --no-index``."""
+    """A folder of wheels that installs ``tagqa[<extras>]`` with ``pip install --no-index``."""
 
     directory: Path
     wheels: tuple[Path, ...]
+    extras: tuple[str, ...] = ("edge",)
 
     def fingerprint(self) -> str:
         """sha256 over the wheel names and contents: equal fingerprints install the same code."""
@@ -51,12 +53,12 @@ def _normalize(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def edge_requirements() -> list[str]:
-    """Distribution names ``tagqa[edge]`` needs besides ``tagqa`` (from the installed metadata)."""
+def edge_requirements(extras: tuple[str, ...] = ("edge",)) -> list[str]:
+    """Distribution names ``tagqa[<extras>]`` needs besides ``tagqa`` (from the installed metadata)."""
     names = []
     for line in importlib.metadata.requires("tagqa") or []:
         requirement = Requirement(line)
-        if requirement.marker is None or requirement.marker.evaluate({"extra": "edge"}):
+        if requirement.marker is None or any(requirement.marker.evaluate({"extra": extra}) for extra in extras):
             names.append(_normalize(requirement.name))
     return sorted(set(names))
 
@@ -86,10 +88,10 @@ def _load_prepare_script() -> ModuleType:
     return module
 
 
-def _problems(directory: Path) -> list[str]:
+def _problems(directory: Path, extras: tuple[str, ...]) -> list[str]:
     wheels = sorted(directory.glob("*.whl")) if directory.is_dir() else []
     names = {_wheel_name(w) for w in wheels}
-    problems = [f"no wheel for {name}" for name in ["tagqa", *edge_requirements()] if name not in names]
+    problems = [f"no wheel for {name}" for name in ["tagqa", *edge_requirements(extras)] if name not in names]
     project = [w for w in wheels if _wheel_name(w) == "tagqa"]
     if len(project) > 1:
         problems.append(f"several tagqa wheels ({[w.name for w in project]})")
@@ -98,24 +100,26 @@ def _problems(directory: Path) -> list[str]:
     return problems
 
 
-def prepare_wheel_bundle(directory: Path | str, *, platform: str = "", python_version: str = "") -> WheelBundle:
-    """The bundle in ``directory``, (re)built with prepare_artifact.py when missing, incomplete or stale.
+def prepare_wheel_bundle(directory: Path | str, *, platform: str = "", python_version: str = "",
+                         extras: tuple[str, ...] = ("edge",)) -> WheelBundle:
+    """The bundle of ``tagqa[<extras>]`` in ``directory``, (re)built with prepare_artifact.py when missing,
+    incomplete or stale.
 
     ``platform``/``python_version`` select the device's wheels (e.g. ``manylinux_2_28_aarch64``,
     ``3.11``); empty means this machine. Raises WheelBundleError when it cannot be completed.
     """
     directory = Path(directory).resolve()
-    if _problems(directory):
+    if _problems(directory, extras):
         script = _load_prepare_script()
         constraints = REPO / "constraints.txt"
         try:
             script.build_wheels(directory, platform=platform or None, python_version=python_version or None,
-                                constraints=constraints if constraints.is_file() else None)
+                                constraints=constraints if constraints.is_file() else None, extras=extras)
         except Exception as exc:  # pip failures surface as CalledProcessError; name the command either way
             raise WheelBundleError(
                 f"could not build the wheel bundle in {directory} ({exc}); run `python {PREPARE_SCRIPT} --out "
-                f"{directory}` on a machine that reaches the package index") from None
-    problems = _problems(directory)
+                f"{directory} --extras {','.join(extras)}` on a machine that reaches the package index") from None
+    problems = _problems(directory, extras)
     if problems:
         raise WheelBundleError(f"wheel bundle {directory} is incomplete: {'; '.join(problems)}")
-    return WheelBundle(directory, tuple(sorted(directory.glob("*.whl"))))
+    return WheelBundle(directory, tuple(sorted(directory.glob("*.whl"))), tuple(extras))

@@ -31,7 +31,7 @@ from tagqa_assets.storage import LocalObjectStore, ObjectStore
 
 SMALL_PARTS_BEFORE_MERGE = 64
 COLUMNS = ["device", "image_id", "timestamp", "verdict", "model_id", "model_version", "dataset_version",
-           "best_score", "latency_ms", "captured", "provider"]
+           "best_score", "latency_ms", "captured", "provider", "precision"]
 # FRAME_SCHEMA as Polars reads it: every part is read against it, not against the first part's own schema.
 FRAME_COLUMNS = pl.from_arrow(FRAME_SCHEMA.empty_table()).schema
 
@@ -39,8 +39,8 @@ FRAME_COLUMNS = pl.from_arrow(FRAME_SCHEMA.empty_table()).schema
 def scan_frame_parts(paths: list[str]) -> pl.LazyFrame:
     """Frame parts as one lazy table with ``FRAME_SCHEMA``'s columns.
 
-    A part written before a column existed (``provider``, added with execution providers)
-    reads as null in it; a column a newer writer added is left out. Without this a day
+    A part written before a column existed (``provider``, added with execution providers;
+    ``precision``, added with precision variants) reads as null in it; a column a newer writer added is left out. Without this a day
     holding both kinds fails to read.
     """
     return pl.scan_parquet(paths, schema=FRAME_COLUMNS, missing_columns="insert", extra_columns="ignore")
@@ -64,7 +64,8 @@ def local_paths(store: ObjectStore, keys: list[str]) -> Iterator[list[str]]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-CATEGORIES = ("device", "verdict", "model_id", "model_version", "dataset_version", "captured", "provider")
+CATEGORIES = ("device", "verdict", "model_id", "model_version", "dataset_version", "captured", "provider",
+              "precision")
 
 
 def unique_frames(paths: list[str]) -> pl.LazyFrame:
@@ -96,7 +97,7 @@ def _metrics() -> list[pl.Expr]:
 
 def summarize(frames: pl.LazyFrame) -> dict[str, pl.DataFrame]:
     """``overall`` (one row), ``by_device`` and ``by_model`` (device x model version) metrics, computed together."""
-    by_model_keys = ["device", "model_version", "model_id", "dataset_version", "provider"]
+    by_model_keys = ["device", "model_version", "model_id", "dataset_version", "provider", "precision"]
     overall, by_device, by_model = (
         table.with_columns(pl.col(pl.Categorical).cast(pl.String)) for table in pl.collect_all([
             frames.select(_metrics() + [pl.col("device").n_unique().alias("devices")]),

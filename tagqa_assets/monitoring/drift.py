@@ -1,8 +1,11 @@
 """Drift of one device-day against the serving model's evaluation baseline.
 
 The baseline is the best detection score of every image of the model's test split, through
-the edge runtime's pipeline, as ``model_evaluation`` records it (``best_scores.test`` in
-``models/<id>/metrics.json``). Three comparisons (docs/monitoring.md, "Drift"):
+the edge runtime's pipeline, as ``model_evaluation`` records it in ``models/<id>/metrics.json``:
+of the precision variant the device ran (``best_scores.test`` for fp32, the export;
+``variants.<precision>.best_scores.test`` for the others, e.g. int8). Records without a
+precision (runtimes before it) are compared with the fp32 baseline. Three comparisons
+(docs/monitoring.md, "Drift"):
 
 - PSI of the best score: bins are the baseline's quantiles (about ten images per bin, 2 to
   10 bins, so a small test split does not make noise look like drift), proportions with a
@@ -19,7 +22,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from edge_runtime.capture import rank_band, score_percentiles
-from tagqa_assets.contracts.models import METRICS_FILE, model_key
+from tagqa_assets.contracts.models import FP32, METRICS_FILE, model_key
 from tagqa_assets.settings import DEFAULTS
 from tagqa_assets.storage import ObjectNotFound, ObjectStore
 
@@ -54,6 +57,8 @@ class DriftResult:
     device: str
     model_id: str
     frames: int
+    precision: str  # what the device-day's records say it ran ("" for records without one)
+    baseline: str  # whose test-split scores it was compared with (Baseline.name)
     baseline_images: int
     psi: float
     defect_rate: float
@@ -72,14 +77,33 @@ class DriftResult:
         return {k: round(v, 4) if isinstance(v, float) else v for k, v in data.items()}
 
 
-def load_baseline(store: ObjectStore, model_id: str) -> np.ndarray | None:
-    """The recorded test-split best scores of ``model_id``; None when its evaluation has none (older models)."""
+@dataclass(frozen=True)
+class Baseline:
+    """The test-split best scores of one precision variant of a model."""
+
+    scores: np.ndarray
+    precision: str  # the variant the scores were computed with (fp32, int8)
+    name: str  # for the check's table: the variant, and why it was chosen when the records named none
+
+
+def load_baseline(store: ObjectStore, model_id: str, precision: str | None = None) -> Baseline | None:
+    """The recorded test-split best scores of ``model_id``'s ``precision`` variant; None when there are none.
+
+    ``precision`` None (records from runtimes that did not report it) gets the fp32 baseline; any
+    other variant only its own (``variants.<precision>.best_scores.test``), never fp32's in its
+    place. None when the model's evaluation predates ``best_scores`` or recorded none for that variant.
+    """
     try:
         document = store.get_json(model_key(model_id, METRICS_FILE))
     except ObjectNotFound:
         return None
-    scores = (document.get("best_scores") or {}).get("test")
-    return np.asarray(scores, dtype=np.float64) if scores else None
+    variant = precision or FP32
+    source = document if variant == FP32 else (document.get("variants") or {}).get(variant) or {}
+    scores = (source.get("best_scores") or {}).get("test")
+    if not scores:
+        return None
+    name = variant if precision else f"{FP32} (the records name no precision)"
+    return Baseline(np.asarray(scores, dtype=np.float64), variant, name)
 
 
 def psi(baseline: np.ndarray, current: np.ndarray) -> float:
@@ -94,9 +118,12 @@ def psi(baseline: np.ndarray, current: np.ndarray) -> float:
     return float(np.sum((day - base) * np.log(day / base)))
 
 
-def compare(device: str, model_id: str, scores: np.ndarray, baseline: np.ndarray,
-            thresholds: DriftThresholds) -> DriftResult:
-    """Compare one device-day's best scores with the baseline's (see module docstring)."""
+def compare(device: str, model_id: str, scores: np.ndarray, baseline: np.ndarray | Baseline,
+            thresholds: DriftThresholds, *, precision: str | None = None) -> DriftResult:
+    """Compare one device-day's best scores (of records saying ``precision``) with the baseline's (see module
+    docstring); a bare array is an fp32 baseline."""
+    name = baseline.name if isinstance(baseline, Baseline) else FP32
+    baseline = baseline.scores if isinstance(baseline, Baseline) else baseline
     low, high = thresholds.band_for(baseline)
 
     def shares(values: np.ndarray) -> tuple[float, float]:
@@ -114,5 +141,5 @@ def compare(device: str, model_id: str, scores: np.ndarray, baseline: np.ndarray
             reasons.append(f"defect rate {defect:.2f} vs {base_defect:.2f}")
         if abs(capture - base_capture) > thresholds.capture_share_delta:
             reasons.append(f"capture-band share {capture:.2f} vs {base_capture:.2f}")
-    return DriftResult(device, model_id, len(scores), len(baseline), value, defect, base_defect, capture,
-                       base_capture, tuple(reasons))
+    return DriftResult(device, model_id, len(scores), precision or "", name, len(baseline), value, defect,
+                       base_defect, capture, base_capture, tuple(reasons))
