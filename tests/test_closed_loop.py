@@ -98,15 +98,22 @@ def _start_device(workdir: Path, env: dict[str, str], camera: Path) -> subproces
         cwd=workdir, env=env, stdout=open(workdir / "device.log", "w"), stderr=subprocess.STDOUT,
     )
     pid_file = Path(env["TAGQA_DEVICES_ROOT"]) / DEVICE / PID_FILE
-    deadline = time.monotonic() + 90  # generous: the device imports onnxruntime on a busy machine
-    while not pid_file.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not pid_file.is_file():
-        state = f"exited with {process.poll()}" if process.poll() is not None else "still running after 90 s"
+
+    def log() -> str:
+        return (workdir / "device.log").read_text()[-3000:]
+
+    def registered() -> bool:
+        if pid_file.is_file():
+            return True
+        assert process.poll() is None, f"`tagqa edge up` exited with {process.returncode}, wrote no {pid_file}:\n{log()}"
+        return False
+    try:  # generous: the device imports onnxruntime on a busy machine
+        wait_until(registered, f"`tagqa edge up` to write {pid_file}", 90, poll=0.1, diagnose=log)
+    except AssertionError:
         if process.poll() is None:
             process.kill()
             process.wait()
-        raise AssertionError(f"`tagqa edge up` wrote no {pid_file} ({state}):\n{(workdir / 'device.log').read_text()[-3000:]}")
+        raise
     return process
 
 
