@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from polling import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATASET = REPO.parent / "shared" / "data" / "metal-tags"
 MODEL_A = {"imgsz": 128, "seed": 0, "version": "1", "dataset_version": "ds-edge-1"}
