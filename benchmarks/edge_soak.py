@@ -86,14 +86,16 @@ class StoreProcess:
         import socket
 
         self.process = subprocess.Popen([sys.executable, __file__, "_store", str(self.port), str(self.root)])
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        from polling import wait_until
+
+        def listening() -> bool:
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        self.kill()
-        raise RuntimeError(f"waited 60 s for the store stand-in to listen on {self.port}")
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+        try:
+            wait_until(listening, f"the store stand-in to listen on {self.port}", 60, poll=0.05, error=RuntimeError)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self.process is not None:

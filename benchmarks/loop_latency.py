@@ -56,6 +56,7 @@ from dotenv import dotenv_values  # noqa: E402  (python-dotenv, a dagster depend
 from dagster_dev import DagsterDev  # noqa: E402
 from deployment_fixtures import register_model  # noqa: E402
 from edge_fixtures import MODEL_A, MODEL_B, Mosquitto, MqttCollector, export_model_dirs, sample_images  # noqa: E402
+from polling import wait_until  # noqa: E402
 from tagqa_assets.contracts.models import PENDING  # noqa: E402
 from tagqa_assets.deployment.local_target import PID_FILE  # noqa: E402
 from tagqa_assets.deployment.sensors import model_approval_sensor  # noqa: E402
@@ -89,16 +90,6 @@ def embedded_default_env(work: Path, broker: str, wheels: Path) -> dict[str, str
     }
 
 
-def _wait(predicate, what: str, timeout: float, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(poll)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
-
-
 def _finished_run(dagster: DagsterDev, tags: dict[str, str], after: float, timeout: float) -> dict:
     """The newest run with ``tags`` created after ``after`` (epoch s), once it finished successfully."""
     def done() -> dict | None:
@@ -106,7 +97,7 @@ def _finished_run(dagster: DagsterDev, tags: dict[str, str], after: float, timeo
         if runs and runs[0]["status"] in ("FAILURE", "CANCELED"):
             raise RuntimeError(f"run {runs[0]['runId']} ended {runs[0]['status']}:\n{dagster.log_tail()}")
         return runs[0] if runs and runs[0]["status"] == "SUCCESS" else None
-    return _wait(done, f"a successful run tagged {tags}", timeout, poll=0.5)
+    return wait_until(done, f"a successful run tagged {tags}", timeout, poll=0.5, error=TimeoutError)
 
 
 def sensor_ticks(dagster: DagsterDev, sensor: str, limit: int = 200) -> list[dict]:
@@ -160,7 +151,8 @@ def start_device(work: Path, env: dict[str, str]) -> subprocess.Popen:
         [sys.executable, "-m", "tagqa_assets.cli", "edge", "up", "--source", f"loop:{images}"],
         cwd=work, env=env, stdout=open(work / "device.log", "wb"), stderr=subprocess.STDOUT, start_new_session=True)
     pid_file = Path(env["TAGQA_DEVICES_ROOT"]) / DEVICE / PID_FILE
-    _wait(lambda: pid_file.is_file() or process.poll() is not None, "the device to register", 60)
+    wait_until(lambda: pid_file.is_file() or process.poll() is not None, "the device to register", 60, poll=0.25,
+               error=TimeoutError)
     if process.poll() is not None:
         raise RuntimeError(f"tagqa edge up exited: {(work / 'device.log').read_text()[-2000:]}")
     return process
@@ -235,7 +227,8 @@ def main() -> int:
     try:
         print(f"dagster dev (webserver + daemon) answered and loaded the code location in {dagster.start():.1f} s")
         # Steady state: the sensor has ticked once on the empty store before the first image lands.
-        _wait(lambda: sensor_ticks(dagster, "raw_image_sensor", limit=1), "raw_image_sensor's first tick", 120)
+        wait_until(lambda: sensor_ticks(dagster, "raw_image_sensor", limit=1), "raw_image_sensor's first tick", 120,
+                   poll=0.25, error=TimeoutError)
 
         ingest = []
         for round_no in range(1, args.ingest_rounds + 1):

@@ -92,6 +92,7 @@ def run_line(model_dir: Path, images: list[TagImage], work: Path, broker: str, *
     log when the runtime exits early or does not finish within ``timeout`` seconds.
     """
     from edge_fixtures import MqttCollector
+    from polling import wait_until
 
     shutil.rmtree(work, ignore_errors=True)
     line, upload = work / "line", work / "upload"
@@ -114,12 +115,14 @@ def run_line(model_dir: Path, images: list[TagImage], work: Path, broker: str, *
         deadline = started + timeout
 
         def wait(predicate, what: str) -> None:
-            while not predicate():
+            def done() -> bool:
+                if predicate():
+                    return True
                 if process.poll() is not None:
                     raise RuntimeError(f"tagqa-edge exited ({process.returncode}) before {what}; log {log_path}")
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"tagqa-edge did not finish {what} in {timeout:.0f} s; log {log_path}")
-                time.sleep(0.2)
+                return False
+            wait_until(done, f"tagqa-edge to finish {what} ({timeout:.0f} s for the whole run)", deadline - time.monotonic(),
+                       poll=0.2, error=RuntimeError, diagnose=lambda: f"log {log_path}")
 
         wait(lambda: len(collector.json(topic)) >= len(images), f"{len(images)} results")
         results = collector.json(topic)

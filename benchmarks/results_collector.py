@@ -70,7 +70,7 @@ class Sampler(threading.Thread):
 
 def _collect(args: argparse.Namespace) -> None:
     from edge_fixtures import Mosquitto
-    from results_fixtures import start_collector, stored_frames
+    from results_fixtures import start_collector, stored_frames, wait_subscribed
 
     work = Path(tempfile.mkdtemp(prefix="tagqa-results-bench-"))
     store = work / "store"
@@ -82,11 +82,7 @@ def _collect(args: argparse.Namespace) -> None:
     collector = start_collector(store, broker.port, **options)
     samplers = [Sampler(collector.pid)]
     samplers[0].start()
-    deadline = time.monotonic() + 60
-    while "session present" not in (work / "collector.log").read_text(errors="replace"):
-        if time.monotonic() > deadline:
-            raise SystemExit("the collector did not connect")
-        time.sleep(0.1)
+    wait_subscribed(work / "collector.log", timeout=60)
     per_process = args.devices // args.processes
     publishers = [subprocess.Popen([sys.executable, __file__, "publish", "--port", str(broker.port), "--devices",
                                     str(per_process), "--rate", str(args.rate), "--seconds", str(args.seconds),

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
+
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATASET = REPO.parent / "shared" / "data" / "metal-tags"
@@ -123,21 +124,19 @@ def moto_endpoint() -> Iterator[str]:
 
 
 def wait_for_http(url: str, what: str, *, timeout: float) -> None:
-    """Wait until ``url`` answers HTTP at all (any status); fails naming ``what``, the URL and the wait."""
+    """Wait until ``url`` answers HTTP at all (any status); fails naming ``what``, the URL, the wait and the last error."""
     import urllib.error
     import urllib.request
 
-    deadline = time.monotonic() + timeout
-    while True:
+    def answers() -> bool:
         try:
             urllib.request.urlopen(url, timeout=5).close()
-            return
         except urllib.error.HTTPError:
-            return  # it answered
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            if time.monotonic() > deadline:
-                pytest.fail(f"{what} did not answer {url} within {timeout:.0f} s (last error: {exc})")
-            time.sleep(0.2)
+            pass  # it answered
+        return True
+
+    wait_until(answers, f"{what} to answer {url}", timeout, poll=0.2,
+               retry_on=(urllib.error.URLError, ConnectionError, TimeoutError))
 
 
 @pytest.fixture

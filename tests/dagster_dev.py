@@ -22,8 +22,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 WORKSPACE = REPO / "workspace.yaml"
@@ -113,27 +116,42 @@ class DagsterDev(DagsterApi):
             raise
 
     def _start(self, timeout: float) -> float:
-        started = self._started = time.monotonic()
+        started = time.monotonic()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
             cwd=self.workdir, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = started + timeout
-        while not self.answers("/server_info"):
-            self._check_alive(deadline, "/server_info")
-            time.sleep(0.5)
-        while not self.location_loaded():
-            self._check_alive(deadline, "the tagqa code location")
-            time.sleep(0.5)
+        for ready, what in ((lambda: self.answers("/server_info"), "/server_info"),
+                            (self.location_loaded, "the tagqa code location")):
+            wait_until(lambda: self._ready_or_dead(ready), f"dagster dev on port {self.port} to serve {what} "
+                       f"({timeout:.0f} s in all)", deadline - time.monotonic(), poll=0.5, error=TimeoutError,
+                       diagnose=self.log_tail)
         return time.monotonic() - started
 
-    def _check_alive(self, deadline: float, what: str) -> None:
+    def _ready_or_dead(self, ready: Callable[[], bool]) -> bool:
+        """``ready()``; RuntimeError with the log's tail once the server has exited instead."""
+        if ready():
+            return True
         if self.process is not None and self.process.poll() is not None:
             raise RuntimeError(f"dagster dev exited with {self.process.returncode}:\n{self.log_tail()}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"dagster dev on port {self.port} did not serve {what} within {deadline - self._started:.0f} s "
-                               f"(started, not stopped by the test):\n{self.log_tail()}")
+        return False
+
+    def wait_for_sensor_run(self, sensor: str, timeout: float, poll: float) -> dict[str, Any]:
+        """The last finished run that ``sensor`` launched, polled every ``poll`` s; AssertionError (with the runs
+        seen and the log's tail) when it did not succeed, or when none finished within ``timeout`` s."""
+        runs: list[dict[str, Any]] = []
+
+        def finished_run() -> dict[str, Any] | None:
+            runs[:] = self.runs({"dagster/sensor_name": sensor})
+            finished = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
+            if finished:
+                assert finished[-1]["status"] == "SUCCESS", f"{sensor}'s run failed: {finished[-1]}\n{self.log_tail()}"
+                return finished[-1]
+            return None
+        return wait_until(finished_run, f"a finished {sensor} run", timeout, poll=poll,
+                          diagnose=lambda: f"runs: {runs}\n{self.log_tail()}")
 
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else "(no log)"

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import pytest
 
+from polling import wait_until
+
 REPO = Path(__file__).resolve().parents[1]
 REAL_DATASET = REPO.parent / "shared" / "data" / "metal-tags"
 MODEL_A = {"imgsz": 128, "seed": 0, "version": "1", "dataset_version": "ds-edge-1"}
@@ -219,21 +221,24 @@ class Mosquitto:
         """Start and wait (generously: the machine may be busy) until it accepts connections."""
         self.process = subprocess.Popen([self.binary, "-c", str(self.config)], stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
+        process = self.process
+
+        def listening() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"mosquitto ({self.config}) exited with {process.returncode} before accepting "
+                                   f"connections on 127.0.0.1:{self.port}; log tail: {self.log_tail()}")
             with socket.socket() as sock:
-                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            time.sleep(0.05)
-        code = self.process.poll()
-        self.kill()  # never leave a half-started broker behind
+                return sock.connect_ex(("127.0.0.1", self.port)) == 0
+        try:
+            wait_until(listening, f"mosquitto ({self.config}) to accept connections on 127.0.0.1:{self.port}", timeout,
+                       poll=0.05, error=RuntimeError, diagnose=lambda: f"log tail: {self.log_tail()}")
+        except RuntimeError:
+            self.kill()  # never leave a half-started broker behind
+            raise
+
+    def log_tail(self, chars: int = 1000) -> str:
         log = self.workdir / "mosquitto.log"
-        tail = log.read_text(errors="replace")[-1000:] if log.exists() else "(no log)"
-        raise RuntimeError(f"waited {timeout:.0f} s for mosquitto ({self.config}) to accept connections on "
-                           f"127.0.0.1:{self.port}; " + (f"it exited with {code}" if code is not None else
-                                                         "it never listened") + f"; log tail: {tail}")
+        return log.read_text(errors="replace")[-chars:] if log.exists() else "(no log)"
 
     def kill(self) -> None:
         """SIGKILL: no persistence saved at exit, connections dropped without a goodbye."""
@@ -246,11 +251,8 @@ class Mosquitto:
         """Wait until the broker has processed ``client_id``'s disconnection (so its session is stored)."""
         log = self.workdir / "mosquitto.log"
         marks = (f"Client {client_id} disconnected", f"Client {client_id} closed its connection")
-        deadline = time.monotonic() + timeout
-        while not (log.exists() and any(m in log.read_text(errors="replace") for m in marks)):
-            if time.monotonic() > deadline:
-                raise AssertionError(f"mosquitto never logged the disconnection of {client_id}")
-            time.sleep(0.02)
+        wait_until(lambda: log.exists() and any(m in log.read_text(errors="replace") for m in marks),
+                   f"mosquitto to log the disconnection of {client_id}", timeout, poll=0.02)
 
     def stop(self) -> None:
         if self.process is not None:

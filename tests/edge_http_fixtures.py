@@ -10,11 +10,11 @@ import shutil
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from edge_fixtures import REAL_DATASET, free_port, synthetic_tag_image
+from polling import wait_until
 
 TOKEN = "line-1-token-0123456789abcdef"
 
@@ -69,19 +69,22 @@ class EdgeDevice:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "edge_runtime", "run", "--config", str(self.work / "device.json"),
                  "--http", f"127.0.0.1:{self.port}"], stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                break
-            try:
-                if self.request("GET", "/v1/health", timeout=2)[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.2)
-        self.kill()
-        raise RuntimeError(f"waited {timeout:.0f} s for tagqa-edge's HTTP API on {self.url}; "
-                           f"log tail: {self.log.read_text(errors='replace')[-2000:]}")
+        process = self.process
+
+        def log_tail() -> str:
+            return f"log tail: {self.log.read_text(errors='replace')[-2000:]}"
+
+        def healthy() -> bool:
+            if process.poll() is not None:
+                raise RuntimeError(f"tagqa-edge exited with {process.returncode} before its HTTP API on {self.url} "
+                                   f"answered; {log_tail()}")
+            return self.request("GET", "/v1/health", timeout=2)[0] == 200
+        try:
+            wait_until(healthy, f"tagqa-edge's HTTP API on {self.url}", timeout, poll=0.2, error=RuntimeError,
+                       retry_on=(OSError,), diagnose=log_tail)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         if self.process is not None and self.process.poll() is None:

@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from polling import wait_until
+
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
          "--disable-extensions", "--remote-debugging-pipe"]
 
@@ -129,18 +131,10 @@ class Browser:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, timeout: float = 30.0, what: str = "") -> Any:
-        """Poll a JavaScript expression until it is truthy; return its value."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                value = self.evaluate(expression)
-            except RuntimeError as exc:  # e.g. the page is still loading
-                value = exc
-            if value and not isinstance(value, Exception):
-                return value
-            if time.monotonic() > deadline:
-                raise AssertionError(f"waited {timeout:.0f} s for {what or expression}; last value {value!r}")
-            time.sleep(0.2)
+        """Poll a JavaScript expression until it is truthy; return its value (AssertionError after ``timeout`` s,
+        naming ``what`` and the last value or page-script error)."""
+        return wait_until(lambda: self.evaluate(expression), what or expression, timeout, poll=0.2,
+                          retry_on=(RuntimeError,))  # a RuntimeError: e.g. the page is still loading
 
     def click(self, selector: str) -> None:
         """A real left click (mouse moved, pressed, released) at the centre of the first element matching ``selector``."""

@@ -31,6 +31,7 @@ from typing import Any
 import psutil
 
 from dagster_dev import DagsterApi
+from polling import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_SH = REPO / "deploy" / "local" / "run.sh"
@@ -57,19 +58,6 @@ def make_demo_command() -> tuple[list[str], dict[str, str]]:
     if command is None or classes is None:
         raise RuntimeError(f"{MAKEFILE}: no `$(BIN)/tagqa demo ...` recipe line or DEMO_DEFECT_CLASSES found")
     return command.group(1).split(), {"TAGQA_DEFECT_CLASSES": classes.group(1)}
-
-
-def wait_until(predicate: Callable[[], Any], what: str, timeout: float, poll: float = 1.0,
-               diagnose: Callable[[], str] = lambda: "") -> Any:
-    """``predicate()``'s first truthy value, polled every ``poll`` s; TimeoutError naming ``what`` after ``timeout`` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}\n{diagnose()}")
-        time.sleep(poll)
 
 
 class ResultListener:
@@ -150,7 +138,7 @@ class LocalStack:
                                         stderr=subprocess.STDOUT, start_new_session=True)
         try:
             wait_until(lambda: self.answers_loaded(), f"the UI on port {self.port}", timeout, poll=0.5,
-                       diagnose=self.log_tail)
+                       error=TimeoutError, diagnose=self.log_tail)
         except BaseException:
             self.kill()
             raise
@@ -238,7 +226,8 @@ class LocalStack:
             if failures:
                 raise AssertionError("model_training_sensor's run failed:\n" + "\n".join(failures))
             return next((e for e in self.registry().list_versions() if e.version == version), None)
-        return wait_until(registered, f"registry version {version}", timeout, poll=5, diagnose=self.log_tail)
+        return wait_until(registered, f"registry version {version}", timeout, poll=5, error=TimeoutError,
+                          diagnose=self.log_tail)
 
     def deployment_of(self, version: int) -> Any:
         """The local target's DEPLOYED record of model version ``version``, if any."""
@@ -257,7 +246,7 @@ class LocalStack:
                 raise AssertionError("model_approval_sensor's run failed:\n" + "\n".join(failures))
             return self.deployment_of(version)
         return wait_until(deployed, f"a deployment of model version {version} to the local device", timeout, poll=2,
-                          diagnose=self.log_tail)
+                          error=TimeoutError, diagnose=self.log_tail)
 
     def feedback_keys(self, device: str = DEVICE) -> list[str]:
         """Images the device sent back into ``raw/edge-feedback/<device>/``."""
@@ -311,7 +300,7 @@ def run_to_first_result(stack: LocalStack, timeline: FirstResult, *, model_timeo
     say(f"deployed after {timeline.deployed_s:.0f} s")
     arrived, timeline.first_result = wait_until(lambda: next(iter(timeline.listener.of_version(1)), None),
                                                 "a result of model version 1 on MQTT", result_timeout, poll=0.2,
-                                                diagnose=stack.log_tail)
+                                                error=TimeoutError, diagnose=stack.log_tail)
     timeline.first_result_s = arrived - started_wall
     say(f"first result after {timeline.first_result_s:.0f} s: {timeline.first_result['verdict']}")
     return timeline

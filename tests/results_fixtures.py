@@ -15,6 +15,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from edge_runtime.contracts import Detection, DetectionResult  # noqa: E402
+from polling import wait_until  # noqa: E402
 
 
 def result_message(device: str, index: int, when: datetime, *, best: float | None = None,
@@ -121,11 +122,8 @@ def start_collector(store: Path, port: int, *, client_id: str, batch_rows: int, 
 
 def wait_subscribed(log: Path, timeout: float = 60.0) -> None:
     """Wait until the collector logging to ``log`` has connected and subscribed (its first start has no session yet)."""
-    deadline = time.monotonic() + timeout
-    while "session present" not in (log.read_text(errors="replace") if log.exists() else ""):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"the collector did not connect within {timeout} s: {log}")
-        time.sleep(0.1)
+    wait_until(lambda: "session present" in (log.read_text(errors="replace") if log.exists() else ""),
+               f"the collector logging to {log} to connect and subscribe", timeout, poll=0.1)
 
 
 def stored_frames(store: Path):

@@ -29,6 +29,7 @@ from deployment_fixtures import wheel_bundle  # noqa: F401
 from edge_fixtures import MqttCollector, free_port, mosquitto  # noqa: F401
 from loop_driver import LoopDriver
 from model_fixtures import pick_tags
+from polling import wait_until
 from tagqa_assets.cli import main as tagqa
 from tagqa_assets.contracts.keys import LABELS_INBOX_PREFIX
 from tagqa_assets.contracts.labels import Annotation, LabelRecord
@@ -97,26 +98,23 @@ def _start_device(workdir: Path, env: dict[str, str], camera: Path) -> subproces
         cwd=workdir, env=env, stdout=open(workdir / "device.log", "w"), stderr=subprocess.STDOUT,
     )
     pid_file = Path(env["TAGQA_DEVICES_ROOT"]) / DEVICE / PID_FILE
-    deadline = time.monotonic() + 90  # generous: the device imports onnxruntime on a busy machine
-    while not pid_file.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    if not pid_file.is_file():
-        state = f"exited with {process.poll()}" if process.poll() is not None else "still running after 90 s"
+
+    def log() -> str:
+        return (workdir / "device.log").read_text()[-3000:]
+
+    def registered() -> bool:
+        if pid_file.is_file():
+            return True
+        assert process.poll() is None, f"`tagqa edge up` exited with {process.returncode}, wrote no {pid_file}:\n{log()}"
+        return False
+    try:  # generous: the device imports onnxruntime on a busy machine
+        wait_until(registered, f"`tagqa edge up` to write {pid_file}", 90, poll=0.1, diagnose=log)
+    except AssertionError:
         if process.poll() is None:
             process.kill()
             process.wait()
-        raise AssertionError(f"`tagqa edge up` wrote no {pid_file} ({state}):\n{(workdir / 'device.log').read_text()[-3000:]}")
+        raise
     return process
-
-
-def _wait(predicate, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _runs_of(driver: LoopDriver, asset: str) -> list:
@@ -185,7 +183,7 @@ def test_the_loop_closes(backend: str, tmp_path: Path, mosquitto, wheel_bundle, 
         assert {r["dataset_version"] for r in first} == {v1} and all(r["verdict"] in ("ok", "defect") for r in first)
 
         # 4. Uncertain images come back to raw/edge-feedback/, get ingested, labeled, and become hard examples.
-        _wait(lambda: len(list(store.list_objects(FEEDBACK_PREFIX))) >= 6, "feedback uploads", timeout=90)
+        wait_until(lambda: len(list(store.list_objects(FEEDBACK_PREFIX))) >= 6, "feedback uploads", 90, poll=0.3)
         driver.run_until_quiet()
         assert labeler.answer_open_tasks() == 6
         driver.run_until_quiet()

@@ -13,7 +13,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ import psycopg2
 import pytest
 import yaml
 from conftest import REPO, free_port
+from polling import wait_until
 from dagster._core.workspace.context import WorkspaceProcessContext  # no public API loads a workspace file
 from dagster._core.workspace.load_target import WorkspaceFileTarget
 from dagster._grpc.client import DagsterGrpcClient
@@ -255,18 +255,20 @@ def test_code_server_serves_the_location_the_production_workspace_names(
                "-m", "tagqa_assets.definitions", "--location-name", "tagqa"]
     server = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        client, deadline = DagsterGrpcClient(port=port, host="127.0.0.1"), time.monotonic() + 180
-        while True:
-            try:
-                client.ping("ready?")
-                break
-            except Exception:  # the server is still importing the code location
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    state = f"exited with {server.returncode}" if server.returncode is not None else "no answer within 180 s"
-                    pytest.fail(f"code server on 127.0.0.1:{port} did not answer a gRPC ping ({state}): "
-                                f"{server.communicate()[0][-3000:]}")
-                time.sleep(0.3)
+        client = DagsterGrpcClient(port=port, host="127.0.0.1")
+
+        def pings() -> bool:
+            if server.poll() is not None:
+                pytest.fail(f"code server on 127.0.0.1:{port} exited with {server.returncode} before answering a gRPC "
+                            f"ping: {server.communicate()[0][-3000:]}")
+            client.ping("ready?")
+            return True
+        try:  # any Exception from the ping: the server is still importing the code location
+            wait_until(pings, f"the code server on 127.0.0.1:{port} to answer a gRPC ping", 180, poll=0.3,
+                       retry_on=(Exception,))
+        except AssertionError as exc:
+            server.kill()
+            raise AssertionError(f"{exc}; its output: {server.communicate()[0][-3000:]}") from exc
         monkeypatch.setenv("DAGSTER_HOME", str(home))
         monkeypatch.setenv("TAGQA_CODE_SERVER_HOST", "127.0.0.1")
         monkeypatch.setenv("TAGQA_CODE_SERVER_PORT", str(port))

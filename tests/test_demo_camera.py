@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from edge_runtime.sources import FolderSource
+from polling import wait_until
 from tagqa_assets.deployment.demo_camera import FRAME_PREFIX, DemoCamera, demo_frames
 from tagqa_assets.ingestion.synthetic import HEIGHT, WIDTH, generate_tags
 
@@ -91,10 +92,13 @@ def _camera_process(tmp_path: Path, *arguments: str, **settings: str) -> subproc
 def test_cli_feeds_the_first_device_and_stops_cleanly_on_sigterm_or_stays_off(tmp_path: Path) -> None:
     process = _camera_process(tmp_path, "--fps", "20", "--if-enabled", TAGQA_DEVICE_ID="line-7,line-8")
     incoming = tmp_path / "devices" / "line-7" / "incoming"
-    deadline = time.monotonic() + 60
-    while not (incoming.is_dir() and len(list(incoming.glob(f"{FRAME_PREFIX}*.jpg"))) >= 10):
-        assert process.poll() is None and time.monotonic() < deadline, process.stdout.read() if process.poll() else ""
-        time.sleep(0.2)
+
+    def ten_frames() -> bool:
+        if incoming.is_dir() and len(list(incoming.glob(f"{FRAME_PREFIX}*.jpg"))) >= 10:
+            return True
+        assert process.poll() is None, f"the camera exited with {process.returncode}: {process.stdout.read()}"
+        return False
+    wait_until(ten_frames, f"10 frames in {incoming}", 60, poll=0.2)
     process.send_signal(signal.SIGTERM)
     output, _ = process.communicate(timeout=10)
     assert process.returncode == 0, output

@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import pytest
 
 from deployment_fixtures import register_model, wheel_bundle  # noqa: F401
 from edge_fixtures import MqttCollector, free_port, mosquitto, sample_images, tiny_models  # noqa: F401
+from polling import wait_until
 from tagqa_assets.cli import main as tagqa
 from tagqa_assets.contracts.edge import AUTO_ROLLBACK, DEPLOY, DEPLOYED, FAILED, ROLLBACK, component_key
 from tagqa_assets.contracts.models import APPROVED, REJECTED
@@ -82,9 +82,8 @@ def device(tmp_path: Path, mosquitto):
                                 "--health-interval", "1"], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True)
     pid_file = tmp_path / "devices" / "line-1" / PID_FILE
-    deadline = time.monotonic() + 30
-    while not pid_file.is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: pid_file.is_file() or process.poll() is not None, "tagqa edge up to register the device or exit",
+               30, poll=0.05)
     assert pid_file.is_file(), f"tagqa edge up did not register the device: {process.communicate(timeout=5)[0]}"
     process.http = env["TAGQA_EDGE_HTTP"]
     yield process

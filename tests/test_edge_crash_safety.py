@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from edge_fixtures import REPO, Mosquitto, MqttCollector, mosquitto, sample_images, tiny_models  # noqa: F401
+from polling import wait_until
 
 DETECTIONS = "tagqa/line-1/detections"
 
@@ -36,13 +37,6 @@ def _kill(process: subprocess.Popen) -> None:
     process.wait(30)
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"waited {timeout:.0f} s for {what}"
-        time.sleep(0.1)
-
-
 def _ids_by_name(collector: MqttCollector) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for message in collector.json(DETECTIONS):
@@ -57,7 +51,8 @@ def test_kill9_after_an_outage_loses_no_result(mosquitto, tiny_models, tmp_path:
     process = _start(tmp_path, tiny_models["a"], mosquitto.address)
     try:
         # An input disappears only once its result is safe: wait until all are gone, then pull the plug.
-        _wait(lambda: not list((tmp_path / "in").iterdir()), 120, "the runtime to process and release every input")
+        wait_until(lambda: not list((tmp_path / "in").iterdir()), "the runtime to process and release every input", 120,
+                   poll=0.1)
         _kill(process)
     finally:
         if process.poll() is None:
@@ -68,7 +63,7 @@ def test_kill9_after_an_outage_loses_no_result(mosquitto, tiny_models, tmp_path:
     collector = MqttCollector(mosquitto.port, [DETECTIONS])
     process = _start(tmp_path, tiny_models["a"], mosquitto.address)
     try:
-        _wait(lambda: set(_ids_by_name(collector)) >= names, 120, "all 40 results after the restart")
+        wait_until(lambda: set(_ids_by_name(collector)) >= names, "all 40 results after the restart", 120, poll=0.1)
     finally:
         _kill(process)
         collector.close()
@@ -85,17 +80,17 @@ def test_kill9_at_any_moment_every_frame_gets_one_record_under_one_id(tiny_model
     names = {p.name for p in sample_images(tmp_path / "in", 60)}
     process = _start(tmp_path, tiny_models["a"], mosquitto.address)
     try:
-        _wait(lambda: len(_ids_by_name(collector)) >= 10, 120, "the first 10 results")
+        wait_until(lambda: len(_ids_by_name(collector)) >= 10, "the first 10 results", 120, poll=0.1)
         _kill(process)
         process = _start(tmp_path, tiny_models["a"], mosquitto.address)
-        _wait(lambda: len(_ids_by_name(collector)) >= 25, 120, "25 results after the first kill")
+        wait_until(lambda: len(_ids_by_name(collector)) >= 25, "25 results after the first kill", 120, poll=0.1)
         mosquitto.kill()
         time.sleep(0.5)
         _kill(process)
         mosquitto.start()
         process = _start(tmp_path, tiny_models["a"], mosquitto.address)
-        _wait(lambda: set(_ids_by_name(collector)) >= names, 180, "a record of every frame")
-        _wait(lambda: not list((tmp_path / "in").iterdir()), 60, "every input to be released")
+        wait_until(lambda: set(_ids_by_name(collector)) >= names, "a record of every frame", 180, poll=0.1)
+        wait_until(lambda: not list((tmp_path / "in").iterdir()), "every input to be released", 60, poll=0.1)
     finally:
         if process.poll() is None:
             _kill(process)
@@ -112,11 +107,12 @@ def test_keep_mode_restart_reads_files_again_under_the_same_ids(mosquitto, tiny_
     names = {p.name for p in sample_images(tmp_path / "in", 8)}
     process = _start(tmp_path, tiny_models["a"], mosquitto.address, on_read="keep")
     try:
-        _wait(lambda: set(_ids_by_name(collector)) >= names, 120, "the first pass")
+        wait_until(lambda: set(_ids_by_name(collector)) >= names, "the first pass", 120, poll=0.1)
         _kill(process)
         first = len(collector.json(DETECTIONS))
         process = _start(tmp_path, tiny_models["a"], mosquitto.address, on_read="keep")
-        _wait(lambda: len(collector.json(DETECTIONS)) >= first + 8, 120, "the second pass after the restart")
+        wait_until(lambda: len(collector.json(DETECTIONS)) >= first + 8, "the second pass after the restart", 120,
+                   poll=0.1)
     finally:
         _kill(process)
         collector.close()
@@ -140,7 +136,7 @@ def test_oversized_frame_is_refused_before_decoding_with_an_error_record(mosquit
     process = _start(tmp_path, tiny_models["a"], mosquitto.address)
     try:
         records = collector.wait_for(DETECTIONS, lambda m: len({r["source_name"] for r in m}) >= 3, timeout=120)
-        _wait(lambda: not list((tmp_path / "in").iterdir()), 60, "the inputs to be released")
+        wait_until(lambda: not list((tmp_path / "in").iterdir()), "the inputs to be released", 60, poll=0.1)
         status = Path(f"/proc/{process.pid}/status").read_text()
         peak_kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
     finally:

@@ -26,6 +26,7 @@ from edge_runtime.contracts import validate_frame_error, validate_result
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError
 from edge_runtime.http_api import ROUTES
 from headless_browser import Browser
+from polling import wait_until
 
 DETECTIONS, HEALTH = "tagqa/line-1/detections", "tagqa/line-1/health"
 
@@ -48,17 +49,6 @@ def device_factory(tmp_path: Path, tiny_models, mosquitto):  # noqa: F811
 def _store_files(device: EdgeDevice, prefix: str) -> list[Path]:
     root = device.store / prefix
     return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
-def _wait(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"waited {timeout:.0f} s for {what}")
-        time.sleep(0.1)
 
 
 def test_the_operator_page_shows_the_last_published_verdict_and_flags_a_frame(device_factory, mosquitto,
@@ -107,7 +97,7 @@ def test_the_operator_page_shows_the_last_published_verdict_and_flags_a_frame(de
                                 f"document.querySelector({json.dumps(button)}).textContent",
                                 timeout=30, what="the feedback to be accepted")
     # Captured with priority and uploaded: raw/edge-feedback/<device>/... with its sidecar.
-    sidecars = _wait(lambda: _store_files(device, "feedback/line-1"), 60, "the flagged frame's upload")
+    sidecars = wait_until(lambda: _store_files(device, "feedback/line-1"), "the flagged frame's upload", 60, poll=0.1)
     assert len(sidecars) == 1, "only the flagged frame was captured"
     sidecar = json.loads(sidecars[0].read_text())
     assert sidecar["image_id"] == flagged["image_id"] and sidecar["reasons"] == ["operator-feedback"]
@@ -148,8 +138,8 @@ def test_infer_returns_the_published_record_for_every_format_and_the_api_answers
     camera = collector.wait_for(DETECTIONS, lambda m: any(r["source_name"].startswith("cam-") for r in m))[-1]
     assert camera["detections"] == jpeg_answer["detections"] and camera["best_score"] == jpeg_answer["best_score"]
     # Captured like any other frame, with the posted bytes.
-    sidecars = _wait(lambda: len(_store_files(device, "feedback/line-1")) >= 6 and _store_files(device, "feedback/line-1"),
-                     60, "six uploads")
+    sidecars = wait_until(lambda: len(_store_files(device, "feedback/line-1")) >= 6 and _store_files(device, "feedback/line-1"),
+                          "six uploads", 60, poll=0.1)
     uploaded = {json.loads(p.read_text())["image_id"]: json.loads(p.read_text()) for p in sidecars}
     assert set(answers) <= set(uploaded)
     assert {uploaded[i]["content_type"] for i in answers} == {"image/jpeg", "image/png", "image/bmp", "image/tiff",
@@ -170,8 +160,8 @@ def test_infer_returns_the_published_record_for_every_format_and_the_api_answers
     http_id = next(iter(answers))
     status, answer = device.json("POST", "/v1/feedback", json.dumps({"image_id": http_id, "reason": "PLC says NOK"}).encode())
     assert status == 202 and answer["queued"] is True
-    _wait(lambda: any(json.loads(p.read_text())["reasons"] == ["uncertain", "operator-feedback"]
-                      for p in _store_files(device, "feedback/line-1")), 60, "the flagged frame's upload")
+    wait_until(lambda: any(json.loads(p.read_text())["reasons"] == ["uncertain", "operator-feedback"]
+                           for p in _store_files(device, "feedback/line-1")), "the flagged frame's upload", 60, poll=0.1)
     assert device.json("POST", "/v1/feedback", b'{"image_id": "never-seen"}')[0] == 404
     assert device.json("POST", "/v1/feedback", b'{"image_id": "bad id!"}')[0] == 400
     status, health = device.json("GET", "/v1/health")
@@ -255,8 +245,8 @@ def test_bad_input_gets_its_status_while_the_camera_keeps_going(device_factory, 
         assert time.monotonic() - started < 8
         for sock in slow:
             sock.close()
-        _wait(lambda: device.json("GET", "/v1/health")[1]["http"]["connections"] == 1, 20,
-              "the slow clients' connections to be closed (only the asking one left)")
+        wait_until(lambda: device.json("GET", "/v1/health")[1]["http"]["connections"] == 1,
+                   "the slow clients' connections to be closed (only the asking one left)", 20, poll=0.1)
         # A connection flood: 8 idle connections take every slot; the 9th is told 503 at once.
         idle = [socket.create_connection(("127.0.0.1", device.port)) for _ in range(8)]
         time.sleep(0.3)
@@ -370,10 +360,11 @@ def test_the_http_server_thread_is_supervised(mosquitto, tiny_models, tmp_path: 
     thread = threading.Thread(target=runtime.run, daemon=True)
     thread.start()
     try:
-        reason = _wait(lambda: runtime.faults.reasons().get("http-server"), 30, "the crash to be reported")
+        reason = wait_until(lambda: runtime.faults.reasons().get("http-server"), "the crash to be reported", 30, poll=0.1)
         assert "http-server crashed: RuntimeError: injected into http-server" in reason
         assert runtime.health(advance=False)["status"] == "degraded"
-        _wait(lambda: calls["n"] > 4 and "http-server" not in runtime.faults.reasons(), 30, "the restart")
+        wait_until(lambda: calls["n"] > 4 and "http-server" not in runtime.faults.reasons(), "the restart", 30,
+                   poll=0.1)
         with urllib.request.urlopen(f"{runtime.http.url}v1/health", timeout=30) as answer:
             health = json.loads(answer.read())
         assert health["thread_restarts"] == 1 and health["status"] == "ok"

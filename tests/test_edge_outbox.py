@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 from edge_fixtures import MqttCollector, mosquitto  # noqa: F401
 from edge_runtime.outbox import ResultOutbox
 from edge_runtime.publishers import MqttPublisher
+from polling import wait_until
 
 TOPIC = "tagqa/line-1/detections"
 
@@ -19,13 +19,6 @@ def _payload(i: int) -> bytes:
 
 def _ids(collector: MqttCollector) -> list[int]:
     return [int(m["image_id"][4:]) for m in collector.json(TOPIC)]
-
-
-def _wait(predicate, timeout: float = 30.0, what=lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"timed out {what()}"
-        time.sleep(0.05)
 
 
 def _publisher(broker, name: str = "edge-test") -> MqttPublisher:
@@ -42,7 +35,8 @@ def test_results_arrive_in_order_while_connected(mosquitto, tmp_path: Path) -> N
     outbox.start()
     for i in range(300):
         outbox.put(TOPIC, _payload(i))
-    _wait(lambda: len(_ids(collector)) >= 300)
+    wait_until(lambda: len(_ids(collector)) >= 300, "300 results", 30, poll=0.05,
+               diagnose=lambda: f"{len(_ids(collector))} delivered")
     outbox.stop()
     publisher.close()
     collector.close()
@@ -58,13 +52,14 @@ def test_broker_outage_buffers_on_disk_and_flushes_in_order(mosquitto, tmp_path:
     for i in range(100):
         outbox.put(TOPIC, _payload(i))
     mosquitto.stop()
-    _wait(lambda: not publisher.is_connected(), 10)
+    wait_until(lambda: not publisher.is_connected(), "the publisher to see the broker gone", 10, poll=0.05)
     for i in range(100, 600):  # the line keeps running while the broker is down
         outbox.put(TOPIC, _payload(i))
     assert list((tmp_path / "out").glob("seg-*.jsonl")), "results beyond memory must be on disk"
     assert outbox.backlog() >= 450
     mosquitto.start()
-    _wait(lambda: len(set(_ids(collector))) >= 600, 60)
+    wait_until(lambda: len(set(_ids(collector))) >= 600, "600 results", 60, poll=0.05,
+               diagnose=lambda: f"{len(set(_ids(collector)))} delivered")
     outbox.stop()
     publisher.close()
     collector.close()
@@ -89,10 +84,11 @@ def test_disk_budget_evicts_the_oldest_results_and_counts_them(mosquitto, tmp_pa
     assert outbox.evicted > 0 and outbox.disk_bytes <= 40_000
     mosquitto.start()
     collector = MqttCollector(mosquitto.port, [TOPIC], "budget-collector")
-    _wait(lambda: outbox.backlog() == 0, 60)
-    _wait(lambda: len(set(_ids(collector))) >= 1000 - outbox.evicted, 30,
-          lambda: (collector.session_present, len(_ids(collector)), outbox.evicted, outbox.published,
-                   sorted(set(range(1000)) - set(_ids(collector)))[:30]))
+    wait_until(lambda: outbox.backlog() == 0, "an empty backlog", 60, poll=0.05,
+               diagnose=lambda: f"backlog {outbox.backlog()}")
+    wait_until(lambda: len(set(_ids(collector))) >= 1000 - outbox.evicted, "every result not evicted", 30, poll=0.05,
+               diagnose=lambda: str((collector.session_present, len(_ids(collector)), outbox.evicted, outbox.published,
+                                     sorted(set(range(1000)) - set(_ids(collector)))[:30])))
     outbox.stop()
     publisher.close()
     collector.close()
@@ -121,7 +117,8 @@ def test_unsent_results_survive_a_restart_and_go_first(mosquitto, tmp_path: Path
     outbox.start()
     for i in range(40, 60):
         outbox.put(TOPIC, _payload(i))
-    _wait(lambda: len(_ids(collector)) >= 60)
+    wait_until(lambda: len(_ids(collector)) >= 60, "60 results", 30, poll=0.05,
+               diagnose=lambda: f"{len(_ids(collector))} delivered")
     outbox.stop()
     publisher.close()
     collector.close()
@@ -143,8 +140,10 @@ def test_crash_leftovers_do_not_kill_the_sender(mosquitto, tmp_path: Path) -> No
     outbox.start()
     for i in range(3, 200):  # several segments' worth, the first one under the leftover's name
         outbox.put(TOPIC, _payload(i))
-    _wait(lambda: len(set(_ids(collector))) >= 200, 60, lambda: f"{len(set(_ids(collector)))} of 200 delivered")
-    _wait(lambda: outbox.backlog() == 0, 30, lambda: f"backlog {outbox.backlog()}")
+    wait_until(lambda: len(set(_ids(collector))) >= 200, "200 results", 60, poll=0.05,
+               diagnose=lambda: f"{len(set(_ids(collector)))} of 200 delivered")
+    wait_until(lambda: outbox.backlog() == 0, "an empty backlog", 30, poll=0.05,
+               diagnose=lambda: f"backlog {outbox.backlog()}")
     assert not outbox.faults.reasons(), "the sender and committer never crashed"
     outbox.stop(flush_timeout=30)
     publisher.close()
@@ -195,9 +194,10 @@ def test_results_survive_sigkill_at_any_moment_of_writing(mosquitto, tmp_path: P
     publisher = _publisher(mosquitto)
     outbox = ResultOutbox(out, publisher, max_bytes=10**8)
     outbox.start()
-    _wait(lambda: outbox.backlog() == 0, 120, lambda: f"backlog {outbox.backlog()}")
-    _wait(lambda: set(confirmed) <= set(_ids(collector)), 60,
-          lambda: f"missing {sorted(set(confirmed) - set(_ids(collector)))[:10]}")
+    wait_until(lambda: outbox.backlog() == 0, "an empty backlog", 120, poll=0.05,
+               diagnose=lambda: f"backlog {outbox.backlog()}")
+    wait_until(lambda: set(confirmed) <= set(_ids(collector)), "every confirmed result", 60, poll=0.05,
+               diagnose=lambda: f"missing {sorted(set(confirmed) - set(_ids(collector)))[:10]}")
     outbox.stop()
     publisher.close()
     collector.close()
@@ -249,7 +249,7 @@ def test_a_restart_resends_only_what_was_not_acknowledged(mosquitto, tmp_path: P
     outbox = ResultOutbox(out, publisher, max_bytes=10**7)
     outbox.start()
     outbox.put(TOPIC, _payload(300))
-    _wait(lambda: 300 in _ids(collector), 30)
+    wait_until(lambda: 300 in _ids(collector), "result 300", 30, poll=0.05)
     outbox.stop()
     publisher.close()
     collector.close()

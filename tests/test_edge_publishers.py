@@ -22,13 +22,7 @@ from awsiot.greengrasscoreipc.model import (QOS, ConfigurationUpdateEvent, Confi
 from edge_fixtures import MqttCollector, copy_model, mosquitto, tiny_models  # noqa: F401
 from edge_runtime.config_sources import GreengrassConfigSource
 from edge_runtime.publishers import GreengrassIpcPublisher, MqttPublisher, PublishError
-
-
-def _wait(predicate, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
+from polling import wait_until
 
 
 def test_mqtt_publish_and_subscribe(mosquitto) -> None:
@@ -40,10 +34,11 @@ def test_mqtt_publish_and_subscribe(mosquitto) -> None:
     assert publisher.wait_connected(10)
     publisher.publish("tagqa/line-1/detections", b'{"n": 1}').result(10)
     collector.wait_for("tagqa/line-1/detections", lambda m: m == [{"n": 1}])
-    _wait(lambda: publisher.is_connected())
+    wait_until(lambda: publisher.is_connected(), "the publisher to be connected", 15, poll=0.02)
     time.sleep(0.2)  # the SUBACK of the feedback subscription
     collector.publish("tagqa/line-1/feedback", b"img-1")
-    _wait(lambda: received == [b"img-1"])
+    wait_until(lambda: received == [b"img-1"], "the feedback message img-1", 15, poll=0.02,
+               diagnose=lambda: f"received {received}")
     publisher.close()
     collector.close()
 
@@ -64,7 +59,8 @@ def test_mqtt_handler_errors_do_not_end_the_subscription(mosquitto) -> None:
     collector = MqttCollector(mosquitto.port, [])
     collector.publish("tagqa/line-1/feedback", b"bad")
     collector.publish("tagqa/line-1/feedback", b"good")
-    _wait(lambda: seen == [b"bad", b"good"])
+    wait_until(lambda: seen == [b"bad", b"good"], "both feedback messages, the good after the bad", 15, poll=0.02,
+               diagnose=lambda: f"seen {seen}")
     publisher.close()
     collector.close()
 
@@ -74,7 +70,7 @@ def test_mqtt_publish_fails_fast_while_the_broker_is_down(mosquitto) -> None:
     publisher.start()
     assert publisher.wait_connected(10)
     mosquitto.stop()
-    _wait(lambda: not publisher.is_connected())
+    wait_until(lambda: not publisher.is_connected(), "the publisher to see the broker gone", 15, poll=0.02)
     with pytest.raises(PublishError):
         publisher.publish("tagqa/line-1/detections", b"{}").result(5)
     mosquitto.start()
@@ -90,13 +86,14 @@ def test_feedback_subscription_survives_a_broker_restart(mosquitto) -> None:
     publisher.start()
     assert publisher.wait_connected(10)
     mosquitto.stop()
-    _wait(lambda: not publisher.is_connected())
+    wait_until(lambda: not publisher.is_connected(), "the publisher to see the broker gone", 15, poll=0.02)
     mosquitto.start()
     assert publisher.wait_connected(15)
     time.sleep(0.3)
     collector = MqttCollector(mosquitto.port, [])
     collector.publish("tagqa/line-1/feedback", b"img-after-restart")
-    _wait(lambda: received == [b"img-after-restart"])
+    wait_until(lambda: received == [b"img-after-restart"], "the feedback message sent after the restart", 15, poll=0.02,
+               diagnose=lambda: f"received {received}")
     publisher.close()
     collector.close()
 

@@ -24,6 +24,7 @@ from edge_runtime.capture_queue import PRIORITY_AUTOMATIC, CaptureQueue
 from edge_runtime.feedback import build_sidecar
 from edge_runtime.stores import LocalFolderStore, S3Store, StoreError, open_store
 from edge_runtime.uploader import CaptureUploader
+from polling import wait_until
 
 JPEG = b"\xff\xd8\xff" + b"scratch" * 100
 
@@ -64,19 +65,15 @@ def signing_s3() -> Iterator[tuple[str, dict]]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     endpoint = f"http://127.0.0.1:{port}"
     try:
-        wait_seconds = 120  # generous: moto imports for seconds, longer on a busy machine
-        deadline = time.monotonic() + wait_seconds
-        while True:
+        def answers() -> bool:
             if process.poll() is not None:
                 raise RuntimeError(f"moto server for {endpoint} exited with {process.returncode} before answering: "
                                    f"{process.stderr.read().decode(errors='replace')[-2000:]}")
-            try:
-                urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"waited {wait_seconds} s for moto's S3 at {endpoint}/moto-api/ to answer")
-                time.sleep(0.1)
+            urllib.request.urlopen(endpoint + "/moto-api/", timeout=2)
+            return True
+        # generous: moto imports for seconds, longer on a busy machine
+        wait_until(answers, f"moto's S3 at {endpoint}/moto-api/ to answer", 120, poll=0.1, error=RuntimeError,
+                   retry_on=(OSError,))
         iam = boto3.client("iam", endpoint_url=endpoint, region_name="us-east-1")
         iam.create_user(UserName="edge-device")
         iam.put_user_policy(UserName="edge-device", PolicyName="s3", PolicyDocument=json.dumps(
@@ -187,13 +184,11 @@ def test_uploader_retries_with_backoff_until_the_store_is_back(tmp_path: Path) -
     uploader = CaptureUploader(queue, lambda: flaky, min_backoff=0.05, max_backoff=0.2)
     uploader.start()
     try:
-        deadline = time.monotonic() + 10
-        while uploader.failures < 3 and time.monotonic() < deadline:
-            time.sleep(0.02)
+        deadline = time.monotonic() + 10  # for both waits together
+        wait_until(lambda: uploader.failures >= 3, "three failed uploads", 10, poll=0.02)
         assert uploader.failures >= 3 and queue.depth == 4 and uploader.last_error == "connection refused"
         flaky.down = False
-        while queue.depth and time.monotonic() < deadline:
-            time.sleep(0.02)
+        wait_until(lambda: not queue.depth, "the queue to drain", deadline - time.monotonic(), poll=0.02)
     finally:
         uploader.stop()
     assert queue.depth == 0 and uploader.uploaded == 4 and uploader.last_error is None
@@ -264,9 +259,7 @@ def test_uploader_survives_a_store_that_answers_garbage(moto_endpoint: str, tmp_
     uploader = CaptureUploader(queue, lambda: store, min_backoff=0.05, max_backoff=0.2)
     uploader.start()
     try:
-        deadline = time.monotonic() + 60
-        while queue.depth and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not queue.depth, "the queue to drain", 60, poll=0.05)
     finally:
         uploader.stop()
         endpoint.close()
@@ -284,9 +277,7 @@ def test_uploader_sets_aside_an_item_with_a_bad_sidecar(tmp_path: Path) -> None:
     uploader = CaptureUploader(queue, lambda: LocalFolderStore(tmp_path / "store"), min_backoff=0.05)
     uploader.start()
     try:
-        deadline = time.monotonic() + 30
-        while queue.depth and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not queue.depth, "the queue to drain", 30, poll=0.05)
     finally:
         uploader.stop()
     assert queue.depth == 0 and uploader.uploaded == 2 and uploader.bad_items == 1

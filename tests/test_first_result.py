@@ -28,7 +28,8 @@ from pathlib import Path
 
 import pytest
 
-from local_stack import FirstResult, LocalStack, run_to_first_result, wait_until
+from local_stack import FirstResult, LocalStack, run_to_first_result
+from polling import wait_until
 from results_fixtures import stored_frames
 from tagqa_assets.contracts.models import PENDING
 

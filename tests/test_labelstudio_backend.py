@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +29,7 @@ from tagqa_assets.labeling.backends.labelstudio_api import LabelStudioClient, La
 from tagqa_assets.labeling.backends.labelstudio_boxes import to_annotations, to_prediction_result
 from tagqa_assets.labeling.imports.format_labelstudio import is_rejected, rotated_box_bounds
 from conftest import REPO, free_port
+from polling import wait_until
 
 pytestmark = pytest.mark.slow  # a real Label Studio server
 
@@ -75,18 +75,12 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStud
         process = subprocess.Popen([str(START_SCRIPT)], env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
+        def healthy() -> bool:
             if process.poll() is not None:
                 pytest.fail(f"Label Studio exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"Label Studio did not answer /health within 180 s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+            return requests.get(f"{url}/health", timeout=2).status_code == 200
+        wait_until(healthy, f"Label Studio to answer {url}/health", 180, poll=0.5, retry_on=(requests.ConnectionError,),
+                   diagnose=lambda: log.read_text()[-3000:])
         yield LabelStudioServer(url, TOKEN, log)
     finally:
         os.killpg(process.pid, signal.SIGTERM)

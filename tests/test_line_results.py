@@ -26,6 +26,7 @@ from edge_fixtures import mosquitto, tiny_models  # noqa: F401
 from edge_runtime.capture import CapturePolicy
 from edge_runtime.contracts import DetectionResult, capture_name, feedback_image_key, verdict_for
 from edge_runtime.detector import Detector, Thresholds
+from polling import wait_until
 from results_fixtures import mqtt_client, result_message, start_collector, stored_frames, topic_of, wait_subscribed
 from tagqa_assets.contracts.models import METRICS_FILE, MODEL_CARD_FILE, model_key
 from tagqa_assets.labeling.jobs import JobBook
@@ -143,6 +144,12 @@ def test_sensor_requests_a_day_once_per_new_set_of_parts(tmp_path: Path):
         assert len(line_results_sensor(context).run_requests) == 1
 
 
+def _wait_stored(store_dir: Path, count: int) -> None:
+    """Wait (60 s at most) until the collector has stored ``count`` results under ``store_dir``."""
+    wait_until(lambda: len(stored_frames(store_dir)) >= count, f"{count} results stored under {store_dir}", 60,
+               poll=0.2, diagnose=lambda: f"{len(stored_frames(store_dir))} stored")
+
+
 def _jpeg(pixels: np.ndarray) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="JPEG", quality=92)
@@ -197,10 +204,7 @@ def test_drift_scenario_on_real_tags_flags_the_darkened_day_and_opens_a_labeling
         day1, day2 = datetime(2026, 11, 30, 6, tzinfo=timezone.utc), datetime(2026, 12, 1, 6, tzinfo=timezone.utc)
         _serve_day(store, model, line, day1, client)
         dark_captures = _serve_day(store, model, [(p * 0.35).astype(np.uint8) for p in line], day2, client)
-        deadline = time.monotonic() + 60
-        while len(stored_frames(store_dir)) < 2 * len(line):
-            assert time.monotonic() < deadline, f"{len(stored_frames(store_dir))} of {2 * len(line)} frames stored"
-            time.sleep(0.2)
+        _wait_stored(store_dir, 2 * len(line))
     finally:
         client.loop_stop()
         collector.send_signal(signal.SIGTERM)
@@ -246,10 +250,7 @@ def test_a_real_device_process_results_become_todays_partition(tiny_models, mosq
              "--max-frames", str(len(images)), "--seed", "3"],
             capture_output=True, text=True, timeout=180)
         assert device.returncode == 0, device.stderr[-2000:]
-        deadline = time.monotonic() + 60
-        while len(stored_frames(store_dir)) < len(images):
-            assert time.monotonic() < deadline, f"{len(stored_frames(store_dir))} of {len(images)} results stored"
-            time.sleep(0.2)
+        _wait_stored(store_dir, len(images))
     finally:
         collector.send_signal(signal.SIGTERM)
         collector.wait(20)
@@ -300,10 +301,7 @@ def test_two_device_processes_one_served_darkened_tags_only_that_one_is_flagged(
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for device, folder in folders.items()]
         for device in devices:
             assert device.wait(300) == 0, device.stderr.read()[-2000:]
-        deadline = time.monotonic() + 60
-        while len(stored_frames(store_dir)) < 2 * len(served):
-            assert time.monotonic() < deadline, f"{len(stored_frames(store_dir))} of {2 * len(served)} results stored"
-            time.sleep(0.2)
+        _wait_stored(store_dir, 2 * len(served))
     finally:
         collector.send_signal(signal.SIGTERM)
         collector.wait(20)

@@ -11,12 +11,12 @@ process must be gone within 15 s.
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 
 import pytest
 
 from local_stack import LocalStack
+from polling import wait_until
 
 STOP_LIMIT_S = 15.0
 START_LIMIT_S = 240.0
@@ -30,17 +30,15 @@ def test_stack_stops_every_process_on_signal(tmp_path: Path, signum: int) -> Non
     stack.start(timeout=START_LIMIT_S)
     try:
         # The code server and the device come up a little after the webserver: record the tree once it is whole.
-        deadline = time.monotonic() + 60
+        services = ("mosquitto", "dagster_webserver", "dagster._daemon", "edge up", "edge demo-camera")
         names: set[str] = set()
-        while time.monotonic() < deadline:
-            names = {" ".join(p.cmdline()[:4]) for p in stack.descendants() if p.is_running()}
-            if any("mosquitto" in n for n in names) and any("dagster_webserver" in n for n in names) \
-                    and any("dagster._daemon" in n for n in names) and any("edge up" in n for n in names) \
-                    and any("edge demo-camera" in n for n in names):
-                break
-            time.sleep(0.5)
-        else:
-            raise AssertionError(f"not every service started; running: {sorted(names)}\n{stack.log_tail()}")
+
+        def whole() -> bool:
+            names.clear()
+            names.update(" ".join(p.cmdline()[:4]) for p in stack.descendants() if p.is_running())
+            return all(any(service in n for n in names) for service in services)
+        wait_until(whole, "every service to start", 60, poll=0.5,
+                   diagnose=lambda: f"running: {sorted(names)}\n{stack.log_tail()}")
         assert len(stack.descendants()) >= 5
 
         elapsed, leftovers = stack.stop(signum, timeout=STOP_LIMIT_S)

@@ -4,7 +4,6 @@ with plotted metadata and the drift check, as `make run` shows them."""
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -36,17 +35,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, isolated_environment: Path)
 
 @pytest.mark.slow
 def test_the_sensor_materializes_today_with_metrics_and_the_drift_check(server: DagsterDev) -> None:
-    deadline = time.monotonic() + 240
-    runs: list = []
-    while time.monotonic() < deadline:
-        runs = server.runs({"dagster/sensor_name": "line_results_sensor"})
-        finished = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
-        if finished:
-            assert finished[-1]["status"] == "SUCCESS", f"{finished[-1]}\n{server.log_tail()}"
-            break
-        time.sleep(2)
-    else:
-        raise AssertionError(f"no finished line_results_sensor run: {runs}\n{server.log_tail()}")
+    server.wait_for_sensor_run("line_results_sensor", 240, poll=2)
     today = datetime.now(timezone.utc).date().isoformat()
     data = server.graphql(
         '{ assetOrError(assetKey: {path: ["line_results"]}) { ... on Asset { '

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from edge_fixtures import mosquitto  # noqa: F401
+from polling import wait_until
 from results_fixtures import (
     SimulatedDevices,
     malformed_messages,
@@ -104,14 +105,6 @@ def test_duplicates_in_one_batch_and_across_flushes_are_dropped(tmp_path: Path):
     assert all(p.startswith("results/frames/2026/12/03/line-1/part-20261203T120000") for p in parts), parts
 
 
-def _wait(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.2)
-
-
 @pytest.mark.slow
 def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, tmp_path: Path):  # noqa: F811
     store = tmp_path / "store"
@@ -123,7 +116,7 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, 
         wait_subscribed(log)
         devices = SimulatedDevices(mosquitto.port, devices=5, rate=40, seconds=6)
         devices.start()
-        _wait(lambda: len(stored_frames(store)) >= 200, 30, "the first parts")
+        wait_until(lambda: len(stored_frames(store)) >= 200, "the first parts", 30, poll=0.2)
         collector.send_signal(signal.SIGKILL)
         collector.wait(10)
         time.sleep(1.0)  # results keep coming while the collector is dead: the broker queues them
@@ -138,7 +131,8 @@ def test_sigkill_mid_stream_loses_nothing_and_duplicates_are_dropped(mosquitto, 
         devices.join()
         assert devices.published == devices.sent == 5 * 40 * 6
         expected = devices.expected()
-        _wait(lambda: len(stored_frames(store)) >= len(expected), 60, f"{len(expected)} frames in the store")
+        wait_until(lambda: len(stored_frames(store)) >= len(expected), f"{len(expected)} frames in the store", 60,
+                   poll=0.2)
         time.sleep(1.5)  # anything still to come (a duplicate) would arrive within a flush or two
         rows = stored_frames(store)
         keys = list(zip(rows["device"].to_list(), rows["image_id"].to_list()))
@@ -167,9 +161,10 @@ def test_a_store_that_refuses_writes_loses_nothing_once_it_recovers(mosquitto, t
         now = datetime.now(timezone.utc)
         for index in range(30):
             client.publish(topic_of("line-9"), result_message("line-9", index, now), qos=1).wait_for_publish(10)
-        _wait(lambda: "writing results into" in log.read_text(errors="replace"), 30, "the failed write")
+        wait_until(lambda: "writing results into" in log.read_text(errors="replace"), "the failed write", 30,
+                   poll=0.2)
         (store / "results" / "frames").unlink()
-        _wait(lambda: len(stored_frames(store)) >= 30, 60, "the redelivered results")
+        wait_until(lambda: len(stored_frames(store)) >= 30, "the redelivered results", 60, poll=0.2)
         time.sleep(1.0)
         rows = stored_frames(store)
         assert sorted(rows["image_id"].to_list()) == [f"line-9-{i:08d}" for i in range(30)]
@@ -207,12 +202,13 @@ def test_the_collector_reconnects_after_the_broker_restarts(mosquitto, tmp_path:
         mosquitto.stop()  # the batch is not written yet (2 s): its acknowledgements die with the connection
         time.sleep(0.5)
         mosquitto.start()
-        _wait(lambda: log.read_text(errors="replace").count("session present: True") >= 1, 60, "the reconnection")
+        wait_until(lambda: log.read_text(errors="replace").count("session present: True") >= 1, "the reconnection",
+                   60, poll=0.2)
         client = mqtt_client(mosquitto.port, "line-5-device")
         for index in range(100, 200):
             client.publish(topic_of("line-5"), result_message("line-5", index, now), qos=1).wait_for_publish(10)
         client.loop_stop()
-        _wait(lambda: len(stored_frames(store)) >= 200, 60, "200 results")
+        wait_until(lambda: len(stored_frames(store)) >= 200, "200 results", 60, poll=0.2)
         time.sleep(2.5)
         rows = stored_frames(store)
         assert sorted(rows["image_id"].to_list()) == [f"line-5-{i:08d}" for i in range(200)]

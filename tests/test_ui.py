@@ -16,7 +16,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,15 +82,7 @@ def ui(tmp_path_factory: pytest.TempPathFactory, isolated_environment: Path) -> 
 @pytest.fixture(scope="module")
 def ingestion_run(ui: DagsterDev) -> dict:
     """The run the daemon's raw_image_sensor launched for the uploaded images, once it succeeded."""
-    deadline = time.monotonic() + 150
-    while time.monotonic() < deadline:
-        runs = ui.runs({"dagster/sensor_name": "raw_image_sensor"})
-        finished = [r for r in runs if r["status"] in ("SUCCESS", "FAILURE", "CANCELED")]
-        if finished:
-            assert finished[-1]["status"] == "SUCCESS", f"ingestion run failed: {finished[-1]}\n{ui.log_tail()}"
-            return finished[-1]
-        time.sleep(1)
-    raise AssertionError(f"the daemon launched no successful raw_image_sensor run: {runs}\n{ui.log_tail()}")
+    return ui.wait_for_sensor_run("raw_image_sensor", 150, poll=1)
 
 
 def _repository(ui: DagsterDev) -> dict:
