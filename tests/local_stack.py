@@ -60,6 +60,15 @@ def make_demo_command() -> tuple[list[str], dict[str, str]]:
     return command.group(1).split(), {"TAGQA_DEFECT_CLASSES": classes.group(1)}
 
 
+def _default_stop_signals() -> None:
+    """In the child before exec: SIGTERM, SIGINT and SIGHUP at their default disposition, as a terminal or a
+    process manager starts run.sh. A signal ignored on entry cannot be trapped by bash, and the test process
+    may have inherited or set SIG_IGN for them (a full ``make test`` ran with SIGTERM ignored by the time
+    these tests started, so run.sh ignored the very signal the tests send)."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(signum, signal.SIG_DFL)
+
+
 class ResultListener:
     """A paho MQTT 5 subscriber to ``tagqa/+/detections``: every result with its arrival time (epoch s)."""
 
@@ -135,7 +144,8 @@ class LocalStack:
         home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(INSTANCE_CONFIG, home / "dagster.yaml")
         self.process = subprocess.Popen(["bash", str(RUN_SH)], cwd=self.work, env=self.env, stdout=open(self.log, "wb"),
-                                        stderr=subprocess.STDOUT, start_new_session=True)
+                                        stderr=subprocess.STDOUT, start_new_session=True,
+                                        preexec_fn=_default_stop_signals)
         try:
             wait_until(lambda: self.answers_loaded(), f"the UI on port {self.port}", timeout, poll=0.5,
                        error=TimeoutError, diagnose=self.log_tail)
