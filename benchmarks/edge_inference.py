@@ -20,14 +20,18 @@ largest over the rounds (VmHWM of the measuring process):
   ultralytics     ``YOLO(model.onnx).predict(path)`` one image at a time, as the reference
                   component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
   limit           bare ``InferenceSession.run`` (default options, ORT's own two threads);
-  ours_numpy      ours with the numpy letterbox (a device where the native kernel is not built).
+  ours_numpy      ours with the numpy letterbox (a device where the native kernel is not built);
+  ours_sched_other  ours with its threads left under the default scheduling policy (``SCHED_OTHER``:
+                  a device where the kernel refuses ``SCHED_BATCH``, and the runtime before it used it).
 
 Every model runs in fp32 and, quantized as the int8 study does, in int8 (``--precision``).
 Beside images per second each contender reports CPU per image (all its threads): on a machine
 shared with other work, throughput follows CPU per image, so ``cpu_vs_limit_parallel`` is the
 ratio least disturbed by the neighbours. For ours it splits the CPU by thread group (workers,
-sink, outbox, captures, other) and gives the time the frame workers slept per frame, which in a
-saturated pipeline is waiting for the GIL. The 1-minute load average is printed beside every figure.
+sink, outbox, captures, other), gives the time the frame workers slept per frame, which in a
+saturated pipeline is waiting for the GIL, and counts each group's context switches per frame
+(voluntary: it blocked; involuntary: it was preempted, mostly by another of the runtime's threads
+waking up). The 1-minute load average is printed beside every figure.
 
     python benchmarks/edge_inference.py                     # exports a yolov8n per size, fp32 + int8
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
@@ -43,13 +47,14 @@ runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
 The last line per model is ``RESULT imgsz=N precision=P ours_ips=X limit_parallel_ips=X
 openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R
-cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
+cpu_vs_limit_parallel=R [vs_sched_other=R] ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
 Results and the machine description go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -66,7 +71,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy")
+CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy", "ours_sched_other")
 PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVINO execution provider)
 
 
@@ -187,6 +192,23 @@ def _thread_times() -> dict[int, tuple[float, float]]:
     return out
 
 
+def _thread_switches() -> dict[int, tuple[int, int]]:
+    """(voluntary, involuntary) context switches of every live thread, by native thread id.
+
+    Voluntary: the thread blocked (a queue, a lock, the GIL, I/O). Involuntary: the scheduler took
+    its CPU away, mostly because another thread of the process woke up on a busy machine.
+    """
+    out = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            fields = dict(line.split(":\t", 1) for line in
+                          Path(f"/proc/self/task/{tid}/status").read_text().splitlines() if ":\t" in line)
+            out[int(tid)] = (int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"]))
+        except (OSError, ValueError, KeyError):
+            continue  # the thread ended meanwhile
+    return out
+
+
 def _thread_group(name: str) -> str:
     """The runtime's threads in a few groups, for the CPU-per-frame breakdown."""
     for prefix, group in (("frame-worker", "workers"), ("frame-sink", "sink"), ("frame-source", "source"),
@@ -197,11 +219,12 @@ def _thread_group(name: str) -> str:
 
 
 def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int,
-                 numpy_letterbox: bool = False, providers: str | None = None) -> dict:
+                 numpy_letterbox: bool = False, providers: str | None = None, batch: bool = True) -> dict:
     sys.path.insert(0, str(REPO))
     from edge_runtime import letterbox
     from edge_runtime.config_sources import NoConfigSource
     from edge_runtime.publishers import MqttPublisher
+    from edge_runtime.scheduling import batch_scheduling
     from edge_runtime.service import EdgeRuntime
 
     if numpy_letterbox:  # as if the optional extension had not been built (no C compiler on the device)
@@ -219,7 +242,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             return future
 
     warmup, frames = 30, passes * len(images)
-    cpu_marks: list[tuple[float, float, dict, dict[int, str]]] = []  # at the warm-up's end and at the last frame
+    cpu_marks: list[tuple[float, float, dict, dict[int, str], dict]] = []  # at the warm-up's end and the last frame
     records = 0
 
     def mark_cpu(record: dict) -> None:  # a record listener: runs on the sink thread, once per frame
@@ -227,9 +250,10 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         records += 1
         if records in (warmup, warmup + frames):
             cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_times(),
-                              {t.native_id: t.name for t in threading.enumerate()}))
+                              {t.native_id: t.name for t in threading.enumerate()}, _thread_switches()))
 
-    with tempfile.TemporaryDirectory() as tmp:
+    scheduling = batch_scheduling() if batch else contextlib.nullcontext(False)
+    with tempfile.TemporaryDirectory() as tmp, scheduling as batched:  # as tagqa-edge run schedules its threads
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
         if providers:  # as tagqa-edge run --providers: a JSON list (names and options) or comma-separated names
@@ -247,9 +271,10 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         raise RuntimeError(f"only {len(acked)} of {warmup + frames} results were acknowledged")
     elapsed = acked[warmup + frames - 1] - acked[warmup - 1]
     cpu_ms: dict[str, float] = {}
+    switches: dict[str, list[float]] = {}
     worker_asleep_ms = process_cpu_ms = None
     if len(cpu_marks) == 2:
-        (start, cpu_start, before, _), (end, cpu_end, after, names) = cpu_marks
+        (start, cpu_start, before, _, switched_before), (end, cpu_end, after, names, switched_after) = cpu_marks
         process_cpu_ms = (cpu_end - cpu_start) * 1000 / frames
         asleep = 0.0
         for tid, (running, waiting) in after.items():
@@ -259,13 +284,18 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             if group == "workers":  # a busy worker sleeps only for the GIL (or for want of frames)
                 asleep += (end - start) - ran - waited
         worker_asleep_ms = round(asleep * 1000 / frames, 2)
+        for tid, counts in switched_after.items():  # threads that ended in between (the source) are left out
+            group = switches.setdefault(_thread_group(names.get(tid, "")), [0.0, 0.0])
+            for k in (0, 1):
+                group[k] += (counts[k] - switched_before.get(tid, (0, 0))[k]) / frames
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": process_cpu_ms,
             "workers": runtime.workers,
-            "native_letterbox": letterbox._letterbox is not None, "provider": provider,
+            "native_letterbox": letterbox._letterbox is not None, "provider": provider, "sched_batch": batched,
             "corrupt": snapshot["frames_corrupt"], "captured": snapshot.get("captured"),
             "latency_ms_p50": snapshot["latency_ms_p50"], "latency_ms_p95": snapshot["latency_ms_p95"],
             "cpu_ms_per_frame": {k: round(v, 2) for k, v in sorted(cpu_ms.items())},
-            "worker_asleep_ms_per_frame": worker_asleep_ms}
+            "worker_asleep_ms_per_frame": worker_asleep_ms,
+            "switches_per_frame": {k: [round(v[0], 2), round(v[1], 2)] for k, v in sorted(switches.items())}}
 
 
 # ----------------------------------------------------------------------------- int8 study
@@ -401,12 +431,15 @@ def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Na
 def _describe(m: dict) -> str:
     """One contender's measurement as printed per round."""
     line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB  CPU {m.get('cpu_ms') or 0:5.1f} ms/img"
-    if "workers" in m:  # the runtime (ours, ours_numpy, ours_providers)
+    if "workers" in m:  # the runtime (ours, ours_numpy, ours_sched_other, ours_providers)
         line += (f"  p50 {m['latency_ms_p50']} ms p95 {m['latency_ms_p95']} ms, {m['workers']} workers, "
                  f"{'native' if m['native_letterbox'] else 'numpy'} letterbox, {m['provider']}, "
+                 f"{'SCHED_BATCH' if m.get('sched_batch') else 'SCHED_OTHER'}, "
                  f"{m['captured']} captured; CPU ms/frame "
                  + " ".join(f"{k} {v}" for k, v in m["cpu_ms_per_frame"].items())
-                 + f"; workers asleep {m['worker_asleep_ms_per_frame']} ms/frame")
+                 + f"; workers asleep {m['worker_asleep_ms_per_frame']} ms/frame; context switches/frame "
+                 "(voluntary/involuntary) "
+                 + " ".join(f"{k} {v[0]}/{v[1]}" for k, v in m.get("switches_per_frame", {}).items()))
     if "requests" in m:  # bare OpenVINO
         line += f"  {m['requests']} requests, inference precision {m['precision']}, openvino {m['openvino']}"
     return line
@@ -432,11 +465,13 @@ def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[st
 
     fields = [f"imgsz={imgsz}", f"precision={precision}"]
     fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "ultralytics", "limit",
-                                                  PROVIDERS_CONTENDER) if k in best]
+                                                  PROVIDERS_CONTENDER, "ours_sched_other") if k in best]
     fields += [f"vs_limit_parallel={ratio('ours', 'limit_parallel')}", f"vs_ultralytics={ratio('ours', 'ultralytics')}",
                f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}"]
     if cpu.get("ours") and cpu.get("limit_parallel"):
         fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
+    if "ours_sched_other" in best:  # what SCHED_BATCH gives: ours against itself under the default policy
+        fields.append(f"vs_sched_other={ratio('ours', 'ours_sched_other')}")
     fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
     if provider:  # what the provider list chose (its check may refuse OpenVINO and fall back to CPU)
         fields.append(f"{PROVIDERS_CONTENDER}_ran_on={provider}")
@@ -560,7 +595,7 @@ if __name__ == "__main__":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:
             out = measure_ours(Path(model), paths, int(passes), broker, int(workers),
-                               numpy_letterbox=kind == "ours_numpy",
+                               numpy_letterbox=kind == "ours_numpy", batch=kind != "ours_sched_other",
                                providers=providers if kind == PROVIDERS_CONTENDER else None)
         print(json.dumps(out))
     elif len(sys.argv) > 1 and sys.argv[1] == "int8":
