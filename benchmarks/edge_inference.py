@@ -20,9 +20,7 @@ largest over the rounds (VmHWM of the measuring process):
   ultralytics     ``YOLO(model.onnx).predict(path)`` one image at a time, as the reference
                   component did (it refuses the ten ``.jpg_0``-style files, so it gets the others);
   limit           bare ``InferenceSession.run`` (default options, ORT's own two threads);
-  ours_numpy      ours with the numpy letterbox (a device where the native kernel is not built);
-  ours_sched_other  ours with its threads left under the default scheduling policy (``SCHED_OTHER``:
-                  a device where the kernel refuses ``SCHED_BATCH``, and the runtime before it used it).
+  ours_numpy      ours with the numpy letterbox (a device where the native kernel is not built).
 
 Every model runs in fp32 and, quantized as the int8 study does, in int8 (``--precision``).
 Beside images per second each contender reports CPU per image (all its threads): on a machine
@@ -47,14 +45,13 @@ runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
 The last line per model is ``RESULT imgsz=N precision=P ours_ips=X limit_parallel_ips=X
 openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R
-cpu_vs_limit_parallel=R [vs_sched_other=R] ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
+cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
 Results and the machine description go to docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
@@ -71,7 +68,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy", "ours_sched_other")
+CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy")
 PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVINO execution provider)
 
 
@@ -219,12 +216,11 @@ def _thread_group(name: str) -> str:
 
 
 def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, workers: int,
-                 numpy_letterbox: bool = False, providers: str | None = None, batch: bool = True) -> dict:
+                 numpy_letterbox: bool = False, providers: str | None = None) -> dict:
     sys.path.insert(0, str(REPO))
     from edge_runtime import letterbox
     from edge_runtime.config_sources import NoConfigSource
     from edge_runtime.publishers import MqttPublisher
-    from edge_runtime.scheduling import batch_scheduling
     from edge_runtime.service import EdgeRuntime
 
     if numpy_letterbox:  # as if the optional extension had not been built (no C compiler on the device)
@@ -252,8 +248,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_times(),
                               {t.native_id: t.name for t in threading.enumerate()}, _thread_switches()))
 
-    scheduling = batch_scheduling() if batch else contextlib.nullcontext(False)
-    with tempfile.TemporaryDirectory() as tmp, scheduling as batched:  # as tagqa-edge run schedules its threads
+    with tempfile.TemporaryDirectory() as tmp:
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
         if providers:  # as tagqa-edge run --providers: a JSON list (names and options) or comma-separated names
@@ -290,7 +285,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
                 group[k] += (counts[k] - switched_before.get(tid, (0, 0))[k]) / frames
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": process_cpu_ms,
             "workers": runtime.workers,
-            "native_letterbox": letterbox._letterbox is not None, "provider": provider, "sched_batch": batched,
+            "native_letterbox": letterbox._letterbox is not None, "provider": provider,
             "corrupt": snapshot["frames_corrupt"], "captured": snapshot.get("captured"),
             "latency_ms_p50": snapshot["latency_ms_p50"], "latency_ms_p95": snapshot["latency_ms_p95"],
             "cpu_ms_per_frame": {k: round(v, 2) for k, v in sorted(cpu_ms.items())},
@@ -431,10 +426,9 @@ def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Na
 def _describe(m: dict) -> str:
     """One contender's measurement as printed per round."""
     line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB  CPU {m.get('cpu_ms') or 0:5.1f} ms/img"
-    if "workers" in m:  # the runtime (ours, ours_numpy, ours_sched_other, ours_providers)
+    if "workers" in m:  # the runtime (ours, ours_numpy, ours_providers)
         line += (f"  p50 {m['latency_ms_p50']} ms p95 {m['latency_ms_p95']} ms, {m['workers']} workers, "
                  f"{'native' if m['native_letterbox'] else 'numpy'} letterbox, {m['provider']}, "
-                 f"{'SCHED_BATCH' if m.get('sched_batch') else 'SCHED_OTHER'}, "
                  f"{m['captured']} captured; CPU ms/frame "
                  + " ".join(f"{k} {v}" for k, v in m["cpu_ms_per_frame"].items())
                  + f"; workers asleep {m['worker_asleep_ms_per_frame']} ms/frame; context switches/frame "
@@ -465,13 +459,11 @@ def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[st
 
     fields = [f"imgsz={imgsz}", f"precision={precision}"]
     fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "ultralytics", "limit",
-                                                  PROVIDERS_CONTENDER, "ours_sched_other") if k in best]
+                                                  PROVIDERS_CONTENDER) if k in best]
     fields += [f"vs_limit_parallel={ratio('ours', 'limit_parallel')}", f"vs_ultralytics={ratio('ours', 'ultralytics')}",
                f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}"]
     if cpu.get("ours") and cpu.get("limit_parallel"):
         fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
-    if "ours_sched_other" in best:  # what SCHED_BATCH gives: ours against itself under the default policy
-        fields.append(f"vs_sched_other={ratio('ours', 'ours_sched_other')}")
     fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
     if provider:  # what the provider list chose (its check may refuse OpenVINO and fall back to CPU)
         fields.append(f"{PROVIDERS_CONTENDER}_ran_on={provider}")
@@ -595,7 +587,7 @@ if __name__ == "__main__":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:
             out = measure_ours(Path(model), paths, int(passes), broker, int(workers),
-                               numpy_letterbox=kind == "ours_numpy", batch=kind != "ours_sched_other",
+                               numpy_letterbox=kind == "ours_numpy",
                                providers=providers if kind == PROVIDERS_CONTENDER else None)
         print(json.dumps(out))
     elif len(sys.argv) > 1 and sys.argv[1] == "int8":

@@ -44,7 +44,6 @@ def _measure(model_dir: str, images: str, frames: str, providers: str) -> None:
     sys.path.insert(0, str(REPO))
     from edge_runtime.config_sources import NoConfigSource
     from edge_runtime.publishers import Publisher
-    from edge_runtime.scheduling import batch_scheduling
     from edge_runtime.service import EdgeRuntime
 
     published: list[float] = []
@@ -66,7 +65,7 @@ def _measure(model_dir: str, images: str, frames: str, providers: str) -> None:
             return future
 
     count = int(frames)
-    with tempfile.TemporaryDirectory() as state, batch_scheduling():  # as tagqa-edge run schedules its threads
+    with tempfile.TemporaryDirectory() as state:
         overrides = {"deviceId": "bench", "modelDir": model_dir, "source": f"loop:{images}", "stateDir": state,
                      "healthIntervalSeconds": 3600, "providers": json.loads(providers)}
         started = time.perf_counter()

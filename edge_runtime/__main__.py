@@ -73,14 +73,6 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from edge_runtime.scheduling import batch_scheduling
-
-    # Every thread the runtime starts (workers, sink, outbox, MQTT client) inherits this thread's policy.
-    with batch_scheduling():
-        return _run_runtime(args)
-
-
-def _run_runtime(args: argparse.Namespace) -> int:
     from edge_runtime.config_sources import (FileConfigSource, GreengrassConfigSource, NoConfigSource,
                                              connect_greengrass_ipc, greengrass_available)
     from edge_runtime.device_config import DeviceConfigError
