@@ -173,34 +173,23 @@ def measure_ultralytics(model_dir: Path, images: list[Path], passes: int) -> dic
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / frames}
 
 
-def _thread_times() -> dict[int, tuple[float, float]]:
-    """(seconds on a CPU, seconds runnable but waiting for a CPU) of every live thread, by native thread id.
+def _thread_stats() -> dict[int, tuple[float, float, int, int]]:
+    """Per live thread, by native thread id: (seconds on a CPU, seconds runnable but waiting for a CPU,
+    voluntary context switches, involuntary context switches).
 
-    From the scheduler's statistics (/proc/<pid>/task/<tid>/schedstat, nanoseconds): what a thread
-    spent neither running nor waiting for a CPU it spent asleep (for the GIL, a lock, a queue).
+    The times come from the scheduler's statistics (/proc/<pid>/task/<tid>/schedstat, nanoseconds): what a
+    thread spent neither running nor waiting for a CPU it spent asleep (for the GIL, a lock, a queue). The
+    switches from its status: voluntary, it blocked (a queue, a lock, the GIL, I/O); involuntary, the
+    scheduler took its CPU away, mostly because another thread of the process woke up on a busy machine.
     """
     out = {}
     for tid in os.listdir("/proc/self/task"):
         try:
             running, waiting = Path(f"/proc/self/task/{tid}/schedstat").read_text().split()[:2]
-        except (OSError, ValueError):
-            continue  # the thread ended meanwhile
-        out[int(tid)] = (int(running) / 1e9, int(waiting) / 1e9)
-    return out
-
-
-def _thread_switches() -> dict[int, tuple[int, int]]:
-    """(voluntary, involuntary) context switches of every live thread, by native thread id.
-
-    Voluntary: the thread blocked (a queue, a lock, the GIL, I/O). Involuntary: the scheduler took
-    its CPU away, mostly because another thread of the process woke up on a busy machine.
-    """
-    out = {}
-    for tid in os.listdir("/proc/self/task"):
-        try:
             fields = dict(line.split(":\t", 1) for line in
                           Path(f"/proc/self/task/{tid}/status").read_text().splitlines() if ":\t" in line)
-            out[int(tid)] = (int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"]))
+            out[int(tid)] = (int(running) / 1e9, int(waiting) / 1e9,
+                             int(fields["voluntary_ctxt_switches"]), int(fields["nonvoluntary_ctxt_switches"]))
         except (OSError, ValueError, KeyError):
             continue  # the thread ended meanwhile
     return out
@@ -238,15 +227,15 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             return future
 
     warmup, frames = 30, passes * len(images)
-    cpu_marks: list[tuple[float, float, dict, dict[int, str], dict]] = []  # at the warm-up's end and the last frame
+    cpu_marks: list[tuple[float, float, dict, dict[int, str]]] = []  # at the warm-up's end and at the last frame
     records = 0
 
     def mark_cpu(record: dict) -> None:  # a record listener: runs on the sink thread, once per frame
         nonlocal records
         records += 1
         if records in (warmup, warmup + frames):
-            cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_times(),
-                              {t.native_id: t.name for t in threading.enumerate()}, _thread_switches()))
+            cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_stats(),
+                              {t.native_id: t.name for t in threading.enumerate()}))
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
@@ -269,20 +258,19 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
     switches: dict[str, list[float]] = {}
     worker_asleep_ms = process_cpu_ms = None
     if len(cpu_marks) == 2:
-        (start, cpu_start, before, _, switched_before), (end, cpu_end, after, names, switched_after) = cpu_marks
+        (start, cpu_start, before, _), (end, cpu_end, after, names) = cpu_marks
         process_cpu_ms = (cpu_end - cpu_start) * 1000 / frames
         asleep = 0.0
-        for tid, (running, waiting) in after.items():
+        for tid, stats in after.items():  # threads that ended in between (the source) are left out
             group = _thread_group(names.get(tid, ""))
-            ran, waited = running - before.get(tid, (0.0, 0.0))[0], waiting - before.get(tid, (0.0, 0.0))[1]
+            ran, waited, voluntary, involuntary = (a - b for a, b in zip(stats, before.get(tid, (0, 0, 0, 0))))
             cpu_ms[group] = cpu_ms.get(group, 0.0) + ran * 1000 / frames
             if group == "workers":  # a busy worker sleeps only for the GIL (or for want of frames)
                 asleep += (end - start) - ran - waited
+            counted = switches.setdefault(group, [0.0, 0.0])
+            counted[0] += voluntary / frames
+            counted[1] += involuntary / frames
         worker_asleep_ms = round(asleep * 1000 / frames, 2)
-        for tid, counts in switched_after.items():  # threads that ended in between (the source) are left out
-            group = switches.setdefault(_thread_group(names.get(tid, "")), [0.0, 0.0])
-            for k in (0, 1):
-                group[k] += (counts[k] - switched_before.get(tid, (0, 0))[k]) / frames
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": process_cpu_ms,
             "workers": runtime.workers,
             "native_letterbox": letterbox._letterbox is not None, "provider": provider,
@@ -433,7 +421,7 @@ def _describe(m: dict) -> str:
                  + " ".join(f"{k} {v}" for k, v in m["cpu_ms_per_frame"].items())
                  + f"; workers asleep {m['worker_asleep_ms_per_frame']} ms/frame; context switches/frame "
                  "(voluntary/involuntary) "
-                 + " ".join(f"{k} {v[0]}/{v[1]}" for k, v in m.get("switches_per_frame", {}).items()))
+                 + " ".join(f"{k} {v[0]}/{v[1]}" for k, v in m["switches_per_frame"].items()))
     if "requests" in m:  # bare OpenVINO
         line += f"  {m['requests']} requests, inference precision {m['precision']}, openvino {m['openvino']}"
     return line
