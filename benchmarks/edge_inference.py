@@ -14,6 +14,9 @@ largest over the rounds (VmHWM of the measuring process):
                   reference of the issue-18 targets (``vs_limit_parallel``);
   openvino        the same ONNX file in bare OpenVINO: ``compile_model`` on the CPU with one
                   stream and one infer request per core (``AsyncInferQueue``), one tensor;
+  limit_providers inference alone on the first provider of ``--providers`` (a bare session built as the
+                  runtime builds it, ``--workers`` callers, default 2, on one preprocessed tensor): the
+                  reference for ours_providers on an accelerator (``providers_vs_limit``);
   ours_providers  ours with ``--providers`` (the runtime's ``providers`` setting, e.g.
                   ``OpenVINOExecutionProvider,CPUExecutionProvider``): ``vs_openvino`` is it
                   against bare OpenVINO; the RESULT line says which provider the list chose;
@@ -44,7 +47,7 @@ version's val and test splits with the platform's evaluation (which predicts thr
 runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
 The last line per model is ``RESULT imgsz=N precision=P ours_ips=X limit_parallel_ips=X
-openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R
+openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R providers_vs_limit=R
 cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
 Results and the machine description go to docs/benchmarks.md.
 """
@@ -68,7 +71,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "openvino", "ultralytics", "ours", "ours_numpy")
+CONTENDERS = ("limit", "limit_parallel", "limit_providers", "openvino", "ultralytics", "ours", "ours_numpy")
 PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVINO execution provider)
 
 
@@ -88,8 +91,13 @@ def _process_cpu() -> float:
     return times.user + times.system
 
 
-def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int = 0) -> dict:
-    """Bare session runs on one preprocessed tensor; ``parallel`` > 0: that many single-threaded callers."""
+def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int = 0,
+                  providers: str | None = None) -> dict:
+    """Bare session runs on one preprocessed tensor; ``parallel`` > 0: that many single-threaded callers.
+
+    ``providers`` (a ``--providers`` value): the session is on the list's first provider, built by the
+    runtime's session factory with its options (CUDA and cuDNN preloaded, plugins registered).
+    """
     import numpy as np
     import onnxruntime as ort
 
@@ -101,7 +109,20 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
     options = ort.SessionOptions()
     if parallel:
         options.intra_op_num_threads = 1
-    session = ort.InferenceSession(str(model_dir / card["onnx_file"]), options, providers=["CPUExecutionProvider"])
+    provider = "CPUExecutionProvider"
+    if providers:
+        from edge_runtime.device_config import parse_providers
+        from edge_runtime.providers import OnnxRuntimeSessions
+
+        spec = parse_providers(json.loads(providers) if providers.lstrip().startswith("[") else providers,
+                               "--providers")[0]
+        factory = OnnxRuntimeSessions(tempfile.mkdtemp(prefix="provider-cache-"))
+        if spec.name not in factory.available({spec.name}):
+            raise RuntimeError(f"{spec.name}: {factory.unavailable_reason(spec.name)}")
+        session = factory.create((model_dir / card["onnx_file"]).read_bytes(), spec, options)
+        provider = session.get_providers()[0]
+    else:
+        session = ort.InferenceSession(str(model_dir / card["onnx_file"]), options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
     tensor, _ = letterbox(decode_image(images[0].read_bytes()), card["imgsz"], card["imgsz"])
 
@@ -120,7 +141,7 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
     elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
     done = callers * (runs // callers)
     return {"ips": done / elapsed, "frames": done, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / done,
-            "checksum": float(np.sum(tensor))}
+            "checksum": float(np.sum(tensor)), "provider": provider}
 
 
 def measure_openvino(model_dir: Path, images: list[Path], runs: int, precision: str = "") -> dict:
@@ -447,9 +468,10 @@ def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[st
 
     fields = [f"imgsz={imgsz}", f"precision={precision}"]
     fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "ultralytics", "limit",
-                                                  PROVIDERS_CONTENDER) if k in best]
+                                                  PROVIDERS_CONTENDER, "limit_providers") if k in best]
     fields += [f"vs_limit_parallel={ratio('ours', 'limit_parallel')}", f"vs_ultralytics={ratio('ours', 'ultralytics')}",
-               f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}"]
+               f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}",
+               f"providers_vs_limit={ratio(PROVIDERS_CONTENDER, 'limit_providers')}"]
     if cpu.get("ours") and cpu.get("limit_parallel"):
         fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
     fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
@@ -469,8 +491,13 @@ def machine_description() -> str:
         pass
     import onnxruntime
 
-    return (f"{cpu}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
-            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__}")
+    gpus = ""
+    if shutil.which("nvidia-smi"):
+        listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True)
+        gpus = "".join(f", {line.split(' (UUID')[0]}" for line in listed.stdout.splitlines() if line.strip())
+    return (f"{cpu}, {os.cpu_count()} logical CPUs{gpus}, {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, onnxruntime {onnxruntime.__version__} "
+            f"(providers: {', '.join(onnxruntime.get_available_providers())})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -502,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
     images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
     if not images:
         sys.exit(f"no images under {args.data / 'images'} (the real metal-tags dataset is needed)")
-    contenders = list(args.contenders) + ([PROVIDERS_CONTENDER] if args.providers else [])
+    contenders = [k for k in args.contenders if k != "limit_providers" or args.providers] \
+        + ([PROVIDERS_CONTENDER] if args.providers else [])
     print(f"machine: {machine_description()}")
     print(f"images: {len(images)} from {args.data}")
     if not args.providers:
@@ -568,6 +596,9 @@ if __name__ == "__main__":
         if kind in ("limit", "limit_parallel"):
             out = measure_limit(Path(model), paths, runs=int(passes) * len(paths),
                                 parallel=2 if kind == "limit_parallel" else 0)
+        elif kind == "limit_providers":
+            out = measure_limit(Path(model), paths, runs=int(passes) * len(paths), parallel=int(workers) or 2,
+                                providers=providers)
         elif kind == "openvino":
             out = measure_openvino(Path(model), paths, runs=int(passes) * len(paths),
                                    precision=os.environ.get("TAGQA_BENCH_OPENVINO_PRECISION", ""))

@@ -16,7 +16,9 @@ silently ignores a plugin provider requested by name.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import io
 import json
 import logging
 import threading
@@ -31,6 +33,8 @@ from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
 
 log = logging.getLogger(__name__)
 
+# Providers whose libraries need NVIDIA's CUDA and cuDNN libraries loaded first (``onnxruntime.preload_dlls``).
+NVIDIA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 # Providers that ship as ONNX Runtime plugin libraries: provider name -> Python package with get_library_path().
 PLUGIN_PACKAGES = {"OpenVINOExecutionProvider": "onnxruntime_ep_openvino"}
 # What to install for a provider that is not available (shown in the refusal).
@@ -98,6 +102,7 @@ class OnnxRuntimeSessions:
     _lock = threading.Lock()
     _plugins: dict[str, str] = {}  # provider -> why it is unavailable ("" once registered); per process
     _registered: set[str] = set()
+    _nvidia_preloaded = False
 
     def __init__(self, cache_dir: Path | str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else None
@@ -107,7 +112,33 @@ class OnnxRuntimeSessions:
         for name in PLUGIN_PACKAGES:
             if name in wanted:
                 self._register_plugin(name)
-        return frozenset(ort.get_available_providers()) - {"AzureExecutionProvider"}
+        built_in = frozenset(ort.get_available_providers()) - {"AzureExecutionProvider"}
+        if built_in & NVIDIA_PROVIDERS & set(wanted):
+            self._preload_nvidia_libraries()
+        return built_in
+
+    @classmethod
+    def _preload_nvidia_libraries(cls) -> None:
+        """Load CUDA and cuDNN for the GPU build of ONNX Runtime, once per process, before a session needs them.
+
+        ``pip install onnxruntime-gpu[cuda,cudnn]`` puts them in NVIDIA's wheels beside ONNX Runtime, where
+        the dynamic loader does not look: without this, a CUDA session fails with "libcublasLt.so.13: cannot
+        open shared object file" although the provider is listed as available. ``directory=""`` searches
+        those wheels, then the loader's usual paths (a Jetson's JetPack libraries). What it cannot load it
+        prints; that goes to the log, and the session built next fails with the loader's own message.
+        """
+        with cls._lock:
+            if cls._nvidia_preloaded or not hasattr(ort, "preload_dlls"):
+                return
+            cls._nvidia_preloaded = True
+            said = io.StringIO()
+            try:
+                with contextlib.redirect_stdout(said):
+                    ort.preload_dlls(directory="")
+            except Exception as exc:  # a build without CUDA version info, a missing directory: the session says more
+                log.warning("onnxruntime.preload_dlls failed (%s: %s)", type(exc).__name__, exc)
+            for line in said.getvalue().splitlines():
+                log.info("onnxruntime.preload_dlls: %s", line)
 
     def unavailable_reason(self, name: str) -> str:
         """Why ``name`` is not available (the plugin's import or registration error, or what to install)."""

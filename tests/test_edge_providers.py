@@ -158,6 +158,24 @@ def test_tensorrt_keeps_its_engines_in_the_state_folder(tmp_path: Path) -> None:
     assert effective_options(ProviderSpec(CUDA, {"device_id": 1}), tmp_path) == {"device_id": "1"}
 
 
+def test_the_agreement_benchmark_compares_a_provider_with_cpu_over_an_image_set(tiny_models, tmp_path: Path) -> None:
+    """benchmarks/provider_agreement.py (run on a GPU machine for CUDA; docs/benchmarks.md) on OpenVINO here."""
+    import subprocess
+    import sys
+
+    sample_images(tmp_path / "data" / "images" / "bad", 6)
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "provider_agreement.py"
+    done = subprocess.run([sys.executable, str(script), "--model", str(tiny_models["a"]), "--data", str(tmp_path / "data"),
+                           "--providers", json.dumps([CUDA, OPENVINO_FP32, CPU])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = dict(field.split("=", 1) for field in done.stdout.strip().splitlines()[-1].split()[1:])
+    assert result["chosen"] == OPENVINO and result["refused"] == CUDA and result["images"] == "6"
+    assert result["images_failing_check"] == "0" and float(result["max_score_gap"]) <= 0.01
+    assert float(result["min_candidate_iou"]) >= 0.99
+    assert f"refused {CUDA}: not available" in done.stdout
+
+
 def test_verify_model_command_takes_providers(tiny_models) -> None:
     import subprocess
     import sys
