@@ -9,13 +9,13 @@ runtime's own decode and letterbox on the chosen provider and on CPU, and report
 - the largest class-score difference and the smallest IoU of the top candidates (the quantities
   the load-time check bounds: ``edge_runtime.providers.compare_outputs``), and how many images
   would fail the default check;
-- after the runtime's NMS (confidence 0.25, IoU 0.7): CPU's detections in all, images whose
+- after the runtime's NMS (confidence ``--conf``, default the runtime's 0.25; IoU 0.7): CPU's detections in all, images whose
   detections differ in number, and the smallest IoU between a CPU detection and its counterpart.
 
     python benchmarks/provider_agreement.py --model DIR --providers '["CUDAExecutionProvider", "CPUExecutionProvider"]'
 
 The last line is ``RESULT model=... precision=... chosen=... refused=... images=N max_score_gap=X
-min_candidate_iou=X images_failing_check=N cpu_detections=N detections_differ=N min_detection_iou=X``. It measures
+min_candidate_iou=X images_failing_check=N conf=X cpu_detections=N detections_differ=N min_detection_iou=X``. It measures
 agreement, not speed (benchmarks/edge_inference.py measures speed). Results go to docs/benchmarks.md.
 """
 
@@ -52,11 +52,11 @@ def candidate_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[f
     return gap, float(_iou_cxcywh(ref[:4, anchors], cand[:4, anchors]).min())
 
 
-def detection_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[int, bool, float]:
+def detection_agreement(reference: np.ndarray, candidate: np.ndarray, conf: float) -> tuple[int, bool, float]:
     """(CPU's detections after NMS, whether the provider has as many, the smallest IoU of a CPU detection with its
     best counterpart; 1.0 when there are none)."""
-    ref = decode_predictions(reference, 0.25, 0.7, 300)
-    cand = decode_predictions(candidate, 0.25, 0.7, 300)
+    ref = decode_predictions(reference, conf, 0.7, 300)
+    cand = decode_predictions(candidate, conf, 0.7, 300)
     if len(ref.scores) != len(cand.scores):
         return len(ref.scores), False, 0.0
     worst = 1.0
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--providers", required=True,
                         help="the device's provider list: JSON (names and options) or comma-separated names")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="folder with images/<split>/<file>")
+    parser.add_argument("--conf", type=float, default=0.25,
+                        help="confidence threshold of the detections compared (the runtime's default: 0.25)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
     args = parser.parse_args(argv)
     specs = parse_providers(json.loads(args.providers) if args.providers.lstrip().startswith("[") else args.providers,
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             gaps.append(gap)
             ious.append(iou)
             failing += compare_outputs(reference, candidate, check) is not None
-            found, same_count, worst = detection_agreement(reference, candidate)
+            found, same_count, worst = detection_agreement(reference, candidate, args.conf)
             detections += found
             differ += not same_count
             if same_count:
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
           f"candidate IoU min {min(ious):.4f} (5th percentile {np.percentile(ious, 5):.4f})")
     print(f"RESULT model={chosen.card.model_id} precision={chosen.precision} chosen={chosen.provider} "
           f"refused={refused} images={len(images)} max_score_gap={max(gaps):.2e} "
-          f"min_candidate_iou={min(ious):.4f} images_failing_check={failing} cpu_detections={detections} "
+          f"min_candidate_iou={min(ious):.4f} images_failing_check={failing} conf={args.conf:g} cpu_detections={detections} "
           f"detections_differ={differ} min_detection_iou={min(detection_ious, default=1.0):.4f}")
     return 0
 

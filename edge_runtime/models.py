@@ -36,8 +36,8 @@ from edge_runtime.contracts import (MODEL_CARD_FILE, VERIFICATION_FRAMES_KEY, Co
 from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
 from edge_runtime.imaging import ImageDecodeError, decode_image
 from edge_runtime.letterbox import PAD_VALUE, letterbox
-from edge_runtime.providers import (OnnxRuntimeSessions, ProviderCheck, SessionFactory, check_hint, compare_outputs,
-                                    with_concurrency_defaults)
+from edge_runtime.providers import (NOT_ENABLED_HINTS, OnnxRuntimeSessions, ProviderCheck, SessionFactory, check_hint,
+                                    compare_outputs, with_concurrency_defaults)
 from edge_runtime.yolo_decode import decode_predictions
 
 
@@ -194,7 +194,8 @@ def _try_provider(model: LoadedModel, data: bytes, spec: ProviderSpec, sessions:
         return f"cannot build a session ({type(exc).__name__}: {str(exc)[:300]})"
     enabled = session.get_providers()
     if not enabled or enabled[0] != spec.name:
-        return f"ONNX Runtime did not enable it (the session runs on {enabled})"
+        hint = NOT_ENABLED_HINTS.get(spec.name)
+        return f"ONNX Runtime did not enable it (the session runs on {enabled})" + (f"; {hint}" if hint else "")
     candidate = dataclasses.replace(model, session=session, provider=spec.name, loaded_at=time.time())
     for (what, tensor), reference in zip(frames, expected):
         try:

@@ -24,7 +24,7 @@ import logging
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Mapping, Protocol
+from typing import Any, Collection, Mapping, Protocol, Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -52,6 +52,14 @@ OPENVINO_CPU_FP32 = {"name": "OpenVINOExecutionProvider",
 # (one infer request per core). OpenVINO's own default serves the callers through one stream (docs/benchmarks.md,
 # issue 18: 0.77x bare OpenVINO by throughput with it, 0.88-0.96x by CPU per image with these).
 OPENVINO_CPU_THROUGHPUT_KEYS = ("PERFORMANCE_HINT", "NUM_STREAMS")
+# Said with a provider that ONNX Runtime left out of the session it built (its libraries did not load).
+NOT_ENABLED_HINTS = {
+    "CUDAExecutionProvider": "its libraries did not load: ONNX Runtime logged which one; CUDA and cuDNN of the "
+                             "versions this onnxruntime-gpu was built for must be in NVIDIA's wheels beside it "
+                             "(pip install 'onnxruntime-gpu[cuda,cudnn]') or on the loader's path (JetPack)",
+    "TensorrtExecutionProvider": "its libraries did not load: ONNX Runtime logged which one; TensorRT (libnvinfer), "
+                                 "CUDA and cuDNN must be on the loader's path (JetPack, or NVIDIA's tensorrt wheels)",
+}
 # Said with a refused provider whose output differed from CPU's.
 CHECK_HINTS = {
     "OpenVINOExecutionProvider": "OpenVINO infers in bf16 on CPUs with AMX or AVX512-BF16 unless the options set "
@@ -166,7 +174,11 @@ class OnnxRuntimeSessions:
             return self._plugin_session(model, provider.name, provider_options, options)
         providers = [(provider.name, provider_options)] if provider.name == CPU_PROVIDER else \
             [(provider.name, provider_options), CPU_PROVIDER]
-        return ort.InferenceSession(model, options, providers=providers)
+        # ONNX Runtime's own fallback would catch a provider that cannot start (TensorRT without libnvinfer), print
+        # the error and quietly build the session on CUDA or CPU: the refusal would then not say why.
+        session = ort.InferenceSession(model, options, providers=providers, enable_fallback=0)
+        session.enable_fallback()  # what a failing provider does at run time stays ONNX Runtime's default
+        return session
 
     @staticmethod
     def _plugin_session(model: bytes, name: str, provider_options: dict[str, str],
@@ -181,6 +193,25 @@ class OnnxRuntimeSessions:
             raise RuntimeError(f"{name} has no device {wanted!r} here (devices: {found})")
         options.add_provider_for_devices(devices[:1], provider_options)
         return ort.InferenceSession(model, options)
+
+
+# Frame workers when the configuration says none: CPU-bound inference gains nothing from more workers than the
+# two that keep two cores busy; on an NVIDIA GPU a worker's CPU side (decode, letterbox, copies, NMS) is the
+# limit, and more concurrent runs keep the GPU fed (docs/benchmarks.md, "Issue 18 on an NVIDIA H200": yolov8n
+# at 480 on CUDA made 420-446 img/s with 2 workers, 714-822 with 4, 960-997 with 8 at a higher p50 latency).
+DEFAULT_WORKERS = 2
+DEFAULT_WORKERS_NVIDIA = 4
+
+
+def default_workers(providers: Sequence[ProviderSpec], cpus: int) -> int:
+    """Frame workers for a device with ``cpus`` CPUs whose configuration sets ``workers`` to 0 (the default).
+
+    ``DEFAULT_WORKERS_NVIDIA`` when the list's first provider is CUDA or TensorRT, else
+    ``DEFAULT_WORKERS``; never more than ``cpus``. Decided from the list, before a provider is
+    verified: a device that falls back to CPU keeps the count (each worker then gets fewer threads).
+    """
+    wanted = DEFAULT_WORKERS_NVIDIA if providers and providers[0].name in NVIDIA_PROVIDERS else DEFAULT_WORKERS
+    return max(1, min(wanted, cpus))
 
 
 def with_concurrency_defaults(provider: ProviderSpec, concurrent_runs: int) -> ProviderSpec:

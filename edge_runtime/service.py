@@ -38,7 +38,7 @@ from edge_runtime.metrics import RuntimeMetrics, health_message
 from edge_runtime.models import ModelRejected, ModelSlot, load_verified_model, model_dir_signature
 from edge_runtime.outbox import ResultOutbox
 from edge_runtime.pipeline import FrameOutcome, FramePipeline
-from edge_runtime.providers import OnnxRuntimeSessions, ProviderCheck, SessionFactory
+from edge_runtime.providers import OnnxRuntimeSessions, ProviderCheck, SessionFactory, default_workers
 from edge_runtime.publishers import Publisher
 from edge_runtime.quarantine import Quarantine
 from edge_runtime.sources import FrameSource, open_source
@@ -98,7 +98,7 @@ class EdgeRuntime:
         self._capture_policies: dict[tuple, tuple[CapturePolicy, str]] = {}
         self.config = self._load_config()
         cpus = os.cpu_count() or 1
-        self.workers = self.config.workers or min(2, cpus)
+        self.workers = self.config.workers or default_workers(self.config.providers, cpus)
         self._threads = self.config.inference_threads or max(1, cpus // self.workers)
         # Provider caches (TensorRT engines) live in the state folder: they survive restarts, not reinstalls.
         self._sessions = session_factory or OnnxRuntimeSessions(Path(self.config.state_dir) / "provider-cache")

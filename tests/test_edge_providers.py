@@ -24,7 +24,7 @@ from edge_runtime.config_sources import FileConfigSource
 from edge_runtime.device_config import KNOWN_PROVIDERS, DeviceConfig, DeviceConfigError, ProviderSpec, parse_providers
 from edge_runtime.models import ModelRejected, load_verified_model
 from edge_runtime.providers import (OPENVINO_CPU_FP32, OnnxRuntimeSessions, ProviderCheck, compare_outputs,
-                                    effective_options)
+                                    default_workers, effective_options)
 from edge_runtime.publishers import MqttPublisher
 from edge_runtime.service import EdgeRuntime
 
@@ -97,6 +97,34 @@ def test_a_provider_with_wrong_output_is_refused_and_the_next_is_used(tiny_model
     assert re.search(reason, why), why
     with pytest.raises(ModelRejected, match=rf"no execution provider of \['{OPENVINO}'\] passed: {OPENVINO}: on"):
         load_verified_model(tiny_models["a"], providers=providers(OPENVINO_FP32), sessions=sessions)
+
+
+class CudaWithoutItsLibraries(OnnxRuntimeSessions):
+    """CUDA as onnxruntime-gpu lists it when CUDA's libraries do not load: available, yet the session ONNX Runtime
+    builds runs on CPU (seen on the H200 with libcublasLt.so.13 off the loader's path; docs/benchmarks.md)."""
+
+    def available(self, wanted):
+        return super().available(wanted) | {CUDA}
+
+    def create(self, model, provider, options):
+        return super().create(model, ProviderSpec(CPU) if provider.name == CUDA else provider, options)
+
+
+def test_a_provider_onnx_runtime_leaves_out_is_refused_with_what_to_check(tiny_models) -> None:
+    model = load_verified_model(tiny_models["a"], providers=providers(CUDA, CPU), sessions=CudaWithoutItsLibraries())
+    assert model.provider == CPU
+    (name, why), = model.provider_refusals
+    assert name == CUDA and "did not enable it (the session runs on ['CPUExecutionProvider'])" in why
+    assert "onnxruntime-gpu[cuda,cudnn]" in why and "ONNX Runtime logged which one" in why
+
+
+@pytest.mark.parametrize("entries, cpus, workers", [
+    ([CPU], 16, 2), ([CPU], 1, 1), ([OPENVINO_FP32, CPU], 16, 2),
+    ([CUDA, CPU], 16, 4), ([CUDA, CPU], 2, 2), ([{"name": "TensorrtExecutionProvider"}, CUDA, CPU], 8, 4),
+    ([CPU, CUDA], 16, 2),
+])
+def test_default_workers_follow_the_first_provider(entries, cpus, workers) -> None:
+    assert default_workers(providers(*entries), cpus) == workers
 
 
 def test_the_check_tolerances_are_configurable(tiny_models) -> None:
