@@ -111,11 +111,10 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
         options.intra_op_num_threads = 1
     provider = "CPUExecutionProvider"
     if providers:
-        from edge_runtime.device_config import parse_providers
+        from edge_runtime.device_config import parse_providers, provider_list_text
         from edge_runtime.providers import OnnxRuntimeSessions
 
-        spec = parse_providers(json.loads(providers) if providers.lstrip().startswith("[") else providers,
-                               "--providers")[0]
+        spec = parse_providers(provider_list_text(providers), "--providers")[0]
         factory = OnnxRuntimeSessions(tempfile.mkdtemp(prefix="provider-cache-"))
         if spec.name not in factory.available({spec.name}):
             raise RuntimeError(f"{spec.name}: {factory.unavailable_reason(spec.name)}")
@@ -230,6 +229,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
     sys.path.insert(0, str(REPO))
     from edge_runtime import letterbox
     from edge_runtime.config_sources import NoConfigSource
+    from edge_runtime.device_config import provider_list_text
     from edge_runtime.publishers import MqttPublisher
     from edge_runtime.service import EdgeRuntime
 
@@ -262,7 +262,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
                      "broker": broker, "stateDir": tmp, "healthIntervalSeconds": 3600, "workers": workers}
         if providers:  # as tagqa-edge run --providers: a JSON list (names and options) or comma-separated names
-            overrides["providers"] = json.loads(providers) if providers.lstrip().startswith("[") else providers
+            overrides["providers"] = provider_list_text(providers)
             if os.environ.get("TAGQA_BENCH_PROVIDER_CHECK_IOU"):
                 overrides["providerCheckIou"] = float(os.environ["TAGQA_BENCH_PROVIDER_CHECK_IOU"])
         host, _, port = broker.rpartition(":")

@@ -22,7 +22,6 @@ agreement, not speed (benchmarks/edge_inference.py measures speed). Results go t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -32,24 +31,14 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec, parse_providers  # noqa: E402
+from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec, parse_providers, provider_list_text  # noqa: E402
 from edge_runtime.imaging import decode_image  # noqa: E402
 from edge_runtime.letterbox import letterbox  # noqa: E402
 from edge_runtime.models import LoadedModel, load_verified_model  # noqa: E402
-from edge_runtime.providers import (CHECK_CANDIDATES, OnnxRuntimeSessions, ProviderCheck, _iou_cxcywh,  # noqa: E402
-                                    compare_outputs)
+from edge_runtime.providers import OnnxRuntimeSessions, ProviderCheck, compare_outputs, output_gap  # noqa: E402
 from edge_runtime.yolo_decode import decode_predictions  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-
-
-def candidate_agreement(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
-    """(largest class-score difference, smallest IoU over the top candidates of either output), as the check sees them."""
-    ref, cand = reference[0].astype(np.float64), candidate[0].astype(np.float64)
-    gap = float(np.abs(ref[4:] - cand[4:]).max())
-    k = min(CHECK_CANDIDATES, ref.shape[1])
-    anchors = np.union1d(*(np.argpartition(-scores[4:].max(axis=0), k - 1)[:k] for scores in (ref, cand)))
-    return gap, float(_iou_cxcywh(ref[:4, anchors], cand[:4, anchors]).min())
 
 
 def detection_agreement(reference: np.ndarray, candidate: np.ndarray, conf: float) -> tuple[int, bool, float]:
@@ -81,8 +70,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="confidence threshold of the detections compared (the runtime's default: 0.25)")
     parser.add_argument("--limit", type=int, default=0, help="use only the first N images (0: all)")
     args = parser.parse_args(argv)
-    specs = parse_providers(json.loads(args.providers) if args.providers.lstrip().startswith("[") else args.providers,
-                            "--providers")
+    specs = parse_providers(provider_list_text(args.providers), "--providers")
     images = sorted(p for p in (args.data / "images").glob("*/*") if p.is_file())
     if args.limit:
         images = images[:args.limit]
@@ -100,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in images:
             tensor = letterbox(decode_image(path.read_bytes()), cpu.input_height, cpu.input_width)[0]
             reference, candidate = cpu.infer(tensor), chosen.infer(tensor)
-            gap, iou = candidate_agreement(reference, candidate)
-            gaps.append(gap)
-            ious.append(iou)
+            gap = output_gap(reference, candidate)
+            gaps.append(gap.score_gap)
+            ious.append(gap.worst_iou)
             failing += compare_outputs(reference, candidate, check) is not None
             found, same_count, worst = detection_agreement(reference, candidate, args.conf)
             detections += found

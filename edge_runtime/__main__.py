@@ -60,12 +60,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def _provider_list(text: str) -> Any:
     """``--providers`` as configuration: a JSON list when it starts with '[', else the comma-separated text."""
-    if text.lstrip().startswith("["):
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise argparse.ArgumentTypeError(f"not a JSON list ({exc})") from None
-    return text
+    from edge_runtime.device_config import provider_list_text
+
+    try:
+        return provider_list_text(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not a JSON list ({exc})") from None
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

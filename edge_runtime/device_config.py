@@ -67,6 +67,12 @@ class ProviderSpec:
         return {"name": self.name, "options": dict(self.options)} if self.options else self.name
 
 
+def provider_list_text(text: str) -> Any:
+    """A ``--providers`` value as configuration: a JSON list when it starts with '[' (json.JSONDecodeError if it
+    is not one), else the comma-separated text as given (``parse_providers`` splits it)."""
+    return json.loads(text) if text.lstrip().startswith("[") else text
+
+
 def parse_providers(raw: Any, where: str) -> tuple[ProviderSpec, ...]:
     """An ordered provider list from configuration: names, or ``{"name": ..., "options": {...}}`` objects.
 

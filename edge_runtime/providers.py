@@ -269,6 +269,29 @@ class ProviderCheck:
     score_tolerance: float = 0.01
 
 
+@dataclass(frozen=True)
+class OutputGap:
+    """How far a provider's raw output is from CPU's on one frame, in the terms of ``compare_outputs``."""
+
+    score_gap: float  # the largest class-score difference over every anchor
+    anchors: np.ndarray  # the ``CHECK_CANDIDATES`` highest-scoring anchors of either output
+    ious: np.ndarray  # IoU of those anchors' boxes with CPU's
+
+    @property
+    def worst_iou(self) -> float:
+        return float(self.ious.min())
+
+
+def output_gap(reference: np.ndarray, candidate: np.ndarray) -> OutputGap:
+    """The score gap and top-candidate IoUs of ``candidate`` against ``reference`` (same 1 x (4 + classes) x
+    anchors shape, finite)."""
+    ref, cand = reference[0].astype(np.float64), candidate[0].astype(np.float64)
+    k = min(CHECK_CANDIDATES, ref.shape[1])
+    anchors = np.union1d(*(np.argpartition(-scores[4:].max(axis=0), k - 1)[:k] for scores in (ref, cand)))
+    return OutputGap(float(np.abs(ref[4:] - cand[4:]).max()), anchors,
+                     _iou_cxcywh(ref[:4, anchors], cand[:4, anchors]))
+
+
 def compare_outputs(reference: np.ndarray, candidate: np.ndarray, check: ProviderCheck) -> str | None:
     """Why ``candidate`` (a provider's raw 1 x (4 + classes) x anchors output) is not ``reference`` (CPU's), or None.
 
@@ -282,17 +305,13 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray, check: Provide
         return f"output shape {candidate.shape} differs from CPU's {reference.shape}"
     if not np.isfinite(candidate).all():
         return "output has NaN or infinite values where CPU's has none"
-    ref, cand = reference[0].astype(np.float64), candidate[0].astype(np.float64)
-    score_gap = float(np.abs(ref[4:] - cand[4:]).max())
-    if score_gap > check.score_tolerance:
-        return f"scores differ from CPU's by up to {score_gap:.4g} (tolerance {check.score_tolerance:g})"
-    k = min(CHECK_CANDIDATES, ref.shape[1])
-    anchors = np.union1d(*(np.argpartition(-scores[4:].max(axis=0), k - 1)[:k] for scores in (ref, cand)))
-    ious = _iou_cxcywh(ref[:4, anchors], cand[:4, anchors])
-    worst = int(np.argmin(ious))
-    if ious[worst] < check.min_iou:
-        return (f"box of candidate {int(anchors[worst])} overlaps CPU's with IoU {ious[worst]:.4f} "
-                f"(minimum {check.min_iou:g}; {int((ious < check.min_iou).sum())} of {len(anchors)} below)")
+    gap = output_gap(reference, candidate)
+    if gap.score_gap > check.score_tolerance:
+        return f"scores differ from CPU's by up to {gap.score_gap:.4g} (tolerance {check.score_tolerance:g})"
+    worst = int(np.argmin(gap.ious))
+    if gap.ious[worst] < check.min_iou:
+        return (f"box of candidate {int(gap.anchors[worst])} overlaps CPU's with IoU {gap.ious[worst]:.4f} "
+                f"(minimum {check.min_iou:g}; {int((gap.ious < check.min_iou).sum())} of {len(gap.anchors)} below)")
     return None
 
 
