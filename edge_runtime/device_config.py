@@ -34,6 +34,9 @@ class DeviceConfigError(ValueError):
 
 
 CPU_PROVIDER = "CPUExecutionProvider"
+# Providers that run on an NVIDIA GPU: they need CUDA and cuDNN loaded first (edge_runtime.providers), get more
+# frame workers by default, and get the fp32 variant from a deployment (tagqa_assets/deployment/precision.py).
+NVIDIA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 # ONNX Runtime's execution provider names (onnxruntime.get_all_providers() of 1.32, without Azure, which runs
 # no local inference, plus ORT's other published EP names). A name outside this list is a typo.
 KNOWN_PROVIDERS = (

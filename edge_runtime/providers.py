@@ -29,14 +29,15 @@ from typing import Any, Collection, Mapping, Protocol, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from edge_runtime.device_config import CPU_PROVIDER, ProviderSpec
+from edge_runtime.device_config import CPU_PROVIDER, NVIDIA_PROVIDERS, ProviderSpec
 
 log = logging.getLogger(__name__)
 
-# Providers whose libraries need NVIDIA's CUDA and cuDNN libraries loaded first (``onnxruntime.preload_dlls``).
-NVIDIA_PROVIDERS = frozenset({"CUDAExecutionProvider", "TensorrtExecutionProvider"})
 # Providers that ship as ONNX Runtime plugin libraries: provider name -> Python package with get_library_path().
 PLUGIN_PACKAGES = {"OpenVINOExecutionProvider": "onnxruntime_ep_openvino"}
+# Which hardware a plugin takes: the OpenVINO plugin offers only devices whose vendor is Intel (its
+# GetSupportedDevices skips the others), so on an AMD CPU it registers and offers nothing.
+PLUGIN_DEVICE_NOTES = {"OpenVINOExecutionProvider": "it takes Intel CPUs, GPUs and NPUs only"}
 # What to install for a provider that is not available (shown in the refusal).
 INSTALL_HINTS = {
     "OpenVINOExecutionProvider": "pip install 'tagqa[edge,edge-openvino]' (the onnxruntime-ep-openvino plugin)",
@@ -104,6 +105,17 @@ class SessionFactory(Protocol):
         """A session of ``model`` on ``provider`` (CPU takes the nodes the provider leaves); raises on failure."""
 
 
+def _cpu_vendor() -> str:
+    """The CPU's vendor and model as /proc/cpuinfo names them ("unknown" where it cannot be read)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()[:30]
+    except OSError:
+        return "unknown"
+    fields = {key.strip(): value.strip() for key, _, value in (line.partition(":") for line in lines)}
+    vendor, model = fields.get("vendor_id", ""), fields.get("model name", "")
+    return f"{vendor}, {model}".strip(", ") or "unknown"
+
+
 class OnnxRuntimeSessions:
     """The production factory. ``cache_dir`` holds provider caches on the device (TensorRT engines)."""
 
@@ -163,6 +175,11 @@ class OnnxRuntimeSessions:
                 ort.register_execution_provider_library(name, package.get_library_path())
             except Exception as exc:  # ImportError, a missing library, a plugin built for another ORT
                 cls._plugins[name] = f"{PLUGIN_PACKAGES[name]}: {type(exc).__name__}: {exc}; " + INSTALL_HINTS.get(name, "")
+                return
+            if not any(d.ep_name == name for d in ort.get_ep_devices()):
+                cls._plugins[name] = (f"{PLUGIN_PACKAGES[name]} is installed and registered but offers no device on this "
+                                      f"machine: {PLUGIN_DEVICE_NOTES.get(name, 'it found no hardware it supports')} "
+                                      f"(this CPU: {_cpu_vendor()})")
                 return
             cls._plugins[name] = ""
             cls._registered.add(name)

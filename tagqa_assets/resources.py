@@ -78,6 +78,7 @@ def build_resources(settings: Settings) -> dict[str, dg.ConfigurableResource]:
             timeout_seconds=s("deploy_timeout_seconds"), device_configuration=s("device_configuration"),
             edge_wheels_dir=s("edge_wheels_dir"), edge_wheel_platform=s("edge_wheel_platform"),
             edge_python_version=s("edge_python_version"), edge_providers=s("edge_providers"),
+            edge_precision=s("edge_precision"),
         ),
     }
 

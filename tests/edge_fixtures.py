@@ -177,6 +177,14 @@ def _export_one(out: str, imgsz: str, seed: str, version: str, dataset_version: 
 
 
 # --------------------------------------------------------------------------- MQTT
+def openvino_device_here() -> bool:
+    """Whether the OpenVINO plugin offers a device on this machine. It takes Intel hardware only: on an Intel CPU
+    the tests serve on it for real; on another (an AMD EPYC CI machine) they check how it is refused instead."""
+    from edge_runtime.providers import OnnxRuntimeSessions
+
+    return "OpenVINOExecutionProvider" in OnnxRuntimeSessions().available({"OpenVINOExecutionProvider"})
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -1,7 +1,9 @@
 """Execution providers (issue 18.1): an ordered list from the device configuration, a verified fallback.
 
-OpenVINO runs for real here, through the ``onnxruntime-ep-openvino`` plugin (the ``edge-openvino``
-extra) on this machine's CPU. A provider giving wrong output is a real ONNX Runtime session of an
+OpenVINO runs for real, through the ``onnxruntime-ep-openvino`` plugin (the ``edge-openvino`` extra), on
+an Intel CPU. The plugin takes Intel hardware only: on another CPU (CI machines are Intel or AMD) the
+tests that need it to serve are skipped with that reason, and the others check its refusal and the
+fallback it causes. A provider giving wrong output is a real ONNX Runtime session of an
 altered model, built by an injected session factory; an unavailable provider is one this
 ONNX Runtime build does not have (CUDA).
 """
@@ -19,7 +21,8 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from edge_fixtures import MqttCollector, copy_model, mosquitto, sample_images, tiny_models  # noqa: F401
+from edge_fixtures import (MqttCollector, copy_model, mosquitto, openvino_device_here, sample_images,  # noqa: F401
+                           tiny_models)
 from edge_runtime.config_sources import FileConfigSource
 from edge_runtime.device_config import KNOWN_PROVIDERS, DeviceConfig, DeviceConfigError, ProviderSpec, parse_providers
 from edge_runtime.models import ModelRejected, load_verified_model
@@ -31,6 +34,11 @@ from edge_runtime.service import EdgeRuntime
 OPENVINO, CPU, CUDA = "OpenVINOExecutionProvider", "CPUExecutionProvider", "CUDAExecutionProvider"
 # fp32 inference: OpenVINO's CPU plugin runs bf16 on CPUs with AMX / AVX512-BF16 unless told otherwise.
 OPENVINO_FP32 = OPENVINO_CPU_FP32
+OPENVINO_HERE = openvino_device_here()
+needs_openvino = pytest.mark.skipif(not OPENVINO_HERE, reason="the OpenVINO plugin offers no device on this CPU "
+                                    "(Intel hardware only); test_openvino_without_a_device_is_refused_with_why covers it")
+# What the provider walk ends on with [CUDA, OpenVINO, CPU] here, and what it refuses on the way.
+SERVED, REFUSED = (OPENVINO, [CUDA]) if OPENVINO_HERE else (CPU, [CUDA, OPENVINO])
 
 
 def providers(*entries) -> tuple[ProviderSpec, ...]:
@@ -67,6 +75,7 @@ class WrongOnOpenVino(OnnxRuntimeSessions):
         return super().create(self.altered if provider.name == OPENVINO else model, provider, options)
 
 
+@needs_openvino
 def test_openvino_is_chosen_and_matches_cpu_on_a_real_model(tiny_models) -> None:
     model = load_verified_model(tiny_models["a"], providers=providers(OPENVINO_FP32, CPU))
     assert model.provider == OPENVINO and model.provider_refusals == ()
@@ -77,13 +86,26 @@ def test_openvino_is_chosen_and_matches_cpu_on_a_real_model(tiny_models) -> None
     assert compare_outputs(cpu.infer(frame), model.infer(frame), ProviderCheck()) is None
 
 
+def test_openvino_without_a_device_is_refused_with_why(tiny_models) -> None:
+    """On a CPU the plugin does not take, OpenVINO is refused as unavailable, naming the plugin and the CPU."""
+    model = load_verified_model(tiny_models["a"], providers=providers(OPENVINO_FP32, CPU))
+    if OPENVINO_HERE:
+        assert model.provider == OPENVINO and model.provider_refusals == ()
+    else:
+        assert model.provider == CPU
+        (name, why), = model.provider_refusals
+        assert name == OPENVINO and "not available" in why and "registered but offers no device" in why
+        assert "Intel CPUs, GPUs and NPUs only" in why and "this CPU: " in why
+
+
 def test_an_unavailable_provider_falls_back_in_order(tiny_models) -> None:
     model = load_verified_model(tiny_models["a"], providers=providers(CUDA, OPENVINO_FP32, CPU))
-    assert model.provider == OPENVINO
-    assert [name for name, _ in model.provider_refusals] == [CUDA]
+    assert model.provider == SERVED
+    assert [name for name, _ in model.provider_refusals] == REFUSED
     assert "not available" in model.provider_refusals[0][1] and "onnxruntime-gpu" in model.provider_refusals[0][1]
 
 
+@needs_openvino
 @pytest.mark.parametrize("alteration, reason", [
     ({"score_shift": 0.05}, r"scores differ from CPU's by up to 0\.05"),
     ({"box_scale": 1.05}, r"overlaps CPU's with IoU 0\.9"),
@@ -127,6 +149,7 @@ def test_default_workers_follow_the_first_provider(entries, cpus, workers) -> No
     assert default_workers(providers(*entries), cpus) == workers
 
 
+@needs_openvino
 def test_the_check_tolerances_are_configurable(tiny_models) -> None:
     sessions = WrongOnOpenVino(_altered(tiny_models["a"], score_shift=0.05))
     loose = ProviderCheck(min_iou=0.99, score_tolerance=0.06)
@@ -186,6 +209,7 @@ def test_tensorrt_keeps_its_engines_in_the_state_folder(tmp_path: Path) -> None:
     assert effective_options(ProviderSpec(CUDA, {"device_id": 1}), tmp_path) == {"device_id": "1"}
 
 
+@needs_openvino
 def test_the_agreement_benchmark_compares_a_provider_with_cpu_over_an_image_set(tiny_models, tmp_path: Path) -> None:
     """benchmarks/provider_agreement.py (run on a GPU machine for CUDA; docs/benchmarks.md) on OpenVINO here."""
     import subprocess
@@ -213,12 +237,13 @@ def test_verify_model_command_takes_providers(tiny_models) -> None:
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     out = json.loads(done.stdout)
-    assert out["provider"] == OPENVINO and [r["provider"] for r in out["providers_refused"]] == [CUDA]
+    assert out["provider"] == SERVED and [r["provider"] for r in out["providers_refused"]] == REFUSED
     typo = subprocess.run([sys.executable, "-m", "edge_runtime", "verify-model", str(tiny_models["a"]),
                            "--providers", "CPUExecutionProvidr"], capture_output=True, text=True, timeout=60)
     assert typo.returncode == 2 and "--providers[0] names unknown execution provider" in typo.stdout
 
 
+@needs_openvino
 @pytest.mark.slow  # seconds of waiting for a reload: in make test, not the quick tier
 def test_the_runtime_reports_its_provider_in_health_and_every_result_and_switches_on_reconfiguration(
         mosquitto, tiny_models, tmp_path: Path) -> None:  # noqa: F811
@@ -333,6 +358,7 @@ def test_the_deployment_carries_and_validates_the_provider_list(tmp_path: Path) 
         validate_recipe(recipe, source="recipe.yaml")
 
 
+@needs_openvino
 def test_openvino_default_precision_is_judged_by_the_check(tiny_models) -> None:
     """OpenVINO's own default: bf16 on a CPU with AMX / AVX512-BF16 (refused, with the option to set), fp32 elsewhere."""
     flags = set(Path("/proc/cpuinfo").read_text().split())

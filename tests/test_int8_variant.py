@@ -12,7 +12,7 @@ import boto3
 import dagster as dg
 import pytest
 
-from deployment_fixtures import register_model
+from deployment_fixtures import register_model, wheel_bundle  # noqa: F401
 from edge_fixtures import sample_images, tiny_models  # noqa: F401
 from edge_runtime.models import load_verified_model
 from model_fixtures import Chain, materialization, materialize_chain, resources, trained_chain
@@ -21,7 +21,10 @@ from tagqa_assets.contracts.keys import REGISTRY_PREFIX
 from tagqa_assets.contracts.models import (APPROVED, COMMIT_FILE, FP32, INT8, INT8_MODEL_CARD_FILE, INT8_ONNX_FILE,
                                            METRICS_FILE, ONNX_FILE, ModelVersion, model_key)
 from tagqa_assets.datasets.versions import DatasetVersionStore
+from tagqa_assets.deployment.assets import edge_component
 from tagqa_assets.deployment.components import build_model_component
+from tagqa_assets.deployment.precision import shipped_variant
+from tagqa_assets.deployment.resources import DeploymentResource
 from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.model_catalog.registry import LocalModelRegistry, ModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
@@ -31,7 +34,7 @@ from tagqa_assets.registry.assets import registered_model
 from tagqa_assets.registry.gates import PromotionPolicy, choose_precision
 from tagqa_assets.resources import resolve_resources
 from tagqa_assets.settings import load_settings
-from tagqa_assets.storage import LocalObjectStore, ObjectStore
+from tagqa_assets.storage import LocalObjectStore, ObjectStore, StoreResource
 from tagqa_assets.training.evaluation_asset import model_evaluation
 from tagqa_assets.training.quantization import QuantizationFailed, calibration_images, calibration_set, quantize_model_dir
 
@@ -228,6 +231,99 @@ def test_the_component_ships_the_chosen_variant_and_the_device_verifies_it(tiny_
     if shipped == INT8:
         assert card["calibration"] == {**card["calibration"], "dataset_version": "ds1", "split": "train", "images": 6}
     assert model.card.model_version == str(entry.version) and model.card.model_id == entry.model_id
+
+
+def _entry(precision: str) -> ModelVersion:
+    found = variants(0.5, 0.497)
+    return ModelVersion(3, "m", "d", APPROVED, "", {}, {}, "", "", {}, precision=precision,
+                        precision_reason=choose_precision(found, PromotionPolicy()).reason, variants=found)
+
+
+CUDA, TRT, OPENVINO, CPU = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "OpenVINOExecutionProvider",
+                            "CPUExecutionProvider")
+
+
+@pytest.mark.parametrize("precision, providers, setting, shipped, registry_choice", [
+    (INT8, (CUDA, CPU), "auto", FP32, False),
+    (INT8, (TRT, CUDA, CPU), "auto", FP32, False),
+    (INT8, (OPENVINO, CUDA, CPU), "auto", INT8, True),  # the first provider is the one the device means to use
+    (INT8, (CPU,), "auto", INT8, True),
+    (INT8, (), "auto", INT8, True),  # the recipe's default: CPU
+    (INT8, (CUDA, CPU), "registry", INT8, True),
+    (INT8, (CPU,), "fp32", FP32, False),
+    (FP32, (CUDA, CPU), "auto", FP32, True),
+    (FP32, (CPU,), "registry", FP32, True),
+])
+def test_the_deployment_ships_fp32_where_the_providers_want_it(precision: str, providers: tuple, setting: str,
+                                                               shipped: str, registry_choice: bool):
+    entry = _entry(precision)
+    variant = shipped_variant(entry, providers, setting)
+    assert (variant.precision, variant.registry_choice) == (shipped, registry_choice)
+    if registry_choice:
+        assert variant.reason == entry.precision_reason
+    else:
+        assert variant.reason.startswith("ships fp32, not the registry's int8: ")
+        assert (providers[0] in variant.reason) is (setting == "auto")
+
+
+def test_the_deployment_precision_follows_the_deployment_settings(monkeypatch: pytest.MonkeyPatch):
+    entry = _entry(INT8)
+    assert resolve_resources().deployment.shipped_variant(entry).precision == INT8  # defaults: auto, CPU
+    monkeypatch.setenv("TAGQA_EDGE_PROVIDERS", f"{CUDA},{CPU}")
+    assert resolve_resources(load_settings()).deployment.shipped_variant(entry).precision == FP32
+    monkeypatch.setenv("TAGQA_EDGE_PRECISION", "registry")
+    assert resolve_resources(load_settings()).deployment.shipped_variant(entry).precision == INT8
+    monkeypatch.delenv("TAGQA_EDGE_PROVIDERS")
+    monkeypatch.delenv("TAGQA_EDGE_PRECISION")
+    by_configuration = DeploymentResource(device_configuration=json.dumps({"providers": [
+        {"name": TRT, "options": {"trt_fp16_enable": True}}, CPU]}))
+    assert by_configuration.shipped_variant(entry).precision == FP32
+    with pytest.raises(ValueError, match="TAGQA_EDGE_PRECISION='half' is not one of auto, registry, fp32"):
+        DeploymentResource(edge_precision="half").shipped_variant(entry)
+
+
+def test_an_nvidia_deployment_gets_the_fp32_component_beside_the_int8_one(tiny_models, wheel_bundle,
+                                                                          tmp_path: Path):
+    store_root = tmp_path / "store"
+    store = LocalObjectStore(store_root)
+    registry = LocalModelRegistry(store)
+    bare = register_model(store, registry, tiny_models["a"], "ds1-aaaaaaaa")
+    found = _store_int8(store, bare.model_id, tmp_path)
+    choice = choose_precision(found, PromotionPolicy())
+    assert choice.precision == INT8
+    entry = registry.register(ModelVersion.from_dict({
+        **bare.to_dict(), "precision": choice.precision, "precision_reason": choice.reason, "variants": found}))
+
+    def component(providers: str) -> dict:
+        result = dg.materialize([edge_component], resources={
+            "store": StoreResource(root=str(store_root)), "model_registry": ModelRegistryResource(),
+            "deployment": DeploymentResource(edge_providers=providers, edge_wheels_dir=str(wheel_bundle.directory))},
+            run_config={"ops": {"edge_component": {"config": {"model_version": entry.version}}}})
+        return materialization(result, "edge_component")
+
+    nvidia = component(f"{CUDA},{CPU}")
+    assert nvidia["model_component"] == f"{MODEL}@{entry.version}.1.0"
+    assert nvidia["precision"] == FP32 and CUDA in nvidia["precision_reason"]
+    cpu = component(CPU)
+    assert cpu["model_component"] == f"{MODEL}@{entry.version}.0.0"
+    assert cpu["precision"] == INT8 and cpu["precision_reason"] == choice.reason
+    assert component(f"{CUDA},{CPU}")["model_component"] == nvidia["model_component"]  # reused
+
+    for version, precision, onnx in ((f"{entry.version}.1.0", FP32, ONNX_FILE),
+                                     (f"{entry.version}.0.0", INT8, INT8_ONNX_FILE)):
+        device = tmp_path / f"device-{version}"
+        device.mkdir()
+        build = store.get_json(component_key(MODEL, version, "build.json"))
+        assert build["precision"] == precision and build.get("registry_precision", INT8) == INT8
+        for name in build["artifacts"]:
+            (device / name).write_bytes(store.get_bytes(component_key(MODEL, version, name)))
+        assert (device / "model.onnx").read_bytes() == store.get_bytes(model_key(entry.model_id, onnx))
+        model = load_verified_model(device)
+        card = model.card.extra
+        assert card["precision"] == precision and card["evaluation"]["precision"] == precision
+        assert card["evaluation"]["metrics"]["map50_95"] == found[precision]["metrics"]["test"]["map50_95"]
+        assert ("calibration" in card) is (precision == INT8)
+        assert model.card.model_version == str(entry.version)
 
 
 def test_a_tampered_int8_file_is_refused(tiny_models, tmp_path: Path):

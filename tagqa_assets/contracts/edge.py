@@ -42,11 +42,13 @@ _SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)$")
 _TARGET = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
-def model_component_version(model_version: int) -> str:
-    """Component version of registry version ``model_version``: ``N.0.0`` (7 -> ``7.0.0``)."""
+def model_component_version(model_version: int, *, registry_choice: bool = True) -> str:
+    """Component version of registry version ``model_version``: ``N.0.0`` (7 -> ``7.0.0``) for the variant the
+    registry entry ships, ``N.1.0`` for the fp32 variant of an entry that ships int8 (deployed to NVIDIA
+    providers; tagqa_assets/deployment/precision.py)."""
     if model_version < 1:
         raise ValueError(f"model versions start at 1, got {model_version}")
-    return f"{model_version}.0.0"
+    return f"{model_version}.{0 if registry_choice else 1}.0"
 
 
 def parse_semver(version: str) -> tuple[int, int, int]:

@@ -64,14 +64,15 @@ def _artifact_rows(components: list[StoredComponent], store) -> list[dict[str, o
     deps=[dg.AssetKey("registered_model")],
     group_name="deployment",
     kinds={"python", "greengrass"},
-    code_version="edge-component-v1",
+    code_version="edge-component-v2",
 )
 def edge_component(context: dg.AssetExecutionContext, config: EdgeReleaseConfig, store: StoreResource,
                    model_registry: ModelRegistryResource, deployment: DeploymentResource) -> dg.MaterializeResult:
     """Greengrass components of an Approved model version, in ``edge/components/<name>/<semver>/``.
 
     The model component (``model.onnx`` + ``model_card.json`` with ``model_version`` set,
-    version ``N.0.0`` for registry version N) and the inference component (the
+    version ``N.0.0`` for registry version N; ``N.1.0`` for the fp32 variant of an int8 entry that
+    a deployment to CUDA/TensorRT gets, TAGQA_EDGE_PRECISION) and the inference component (the
     ``edge_runtime`` package and all its wheels, for an offline install). Recipes come from
     templates and are validated, digests included, before anything is stored; the recipe
     is written last. Unchanged components are reused, never rewritten.
@@ -80,21 +81,25 @@ def edge_component(context: dg.AssetExecutionContext, config: EdgeReleaseConfig,
     entry = approved_version(model_registry.open(object_store), config.model_version)
     model_name, inference_name = deployment.component_names()
     try:
-        model = build_model_component(object_store, entry, name=model_name, author=deployment.component_author)
+        variant = deployment.shipped_variant(entry)
+        model = build_model_component(object_store, entry, name=model_name, author=deployment.component_author,
+                                      variant=variant)
         inference = build_inference_component(object_store, deployment.wheel_bundle(), name=inference_name,
                                               author=deployment.component_author,
                                               template=Path(deployment.inference_recipe_template))
     except (ComponentBuildError, RecipeError, WheelBundleError, ValueError) as exc:
         raise dg.Failure(f"no components built for model version {entry.version}: {exc}") from None
     release = Release(entry.version, entry.model_id, entry.dataset_version, model.ref, inference.ref)
-    context.log.info(f"release for model version {entry.version}: {model.ref} ({'reused' if model.reused else 'built'}) "
-                     f"+ {inference.ref} ({'reused' if inference.reused else 'built'})")
+    context.log.info(f"release for model version {entry.version}: {model.ref} ({'reused' if model.reused else 'built'}, "
+                     f"{variant.precision}) + {inference.ref} ({'reused' if inference.reused else 'built'})")
     return dg.MaterializeResult(metadata={
         RELEASE: dg.MetadataValue.json(release.to_dict()),
         "model_version": entry.version,
         "model_id": entry.model_id,
         "dataset_version": entry.dataset_version,
         "model_component": str(model.ref),
+        "precision": variant.precision,
+        "precision_reason": dg.MetadataValue.text(variant.reason or "registered before precision variants: fp32"),
         "inference_component": str(inference.ref),
         "artifacts": metadata_table(_artifact_rows([model, inference], object_store)),
         "model_recipe": dg.MetadataValue.md(f"```yaml\n{recipe_yaml(model.recipe).decode()}```"),

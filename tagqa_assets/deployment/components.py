@@ -4,7 +4,8 @@
   ``model.onnx``, ``model_card.json`` with ``model_version`` set to ``"N"``: the variant the
   registry entry ships (``precision``: the fp32 export or its int8 variant, decided at
   registration by ``max_int8_map_loss``; the card says which, why, and for int8 the
-  calibration set), and
+  calibration set); version ``N.1.0`` holds the fp32 export of an entry that ships int8, for a
+  deployment to NVIDIA providers (deployment/precision.py); and
   ``verification_frames.tar``: a handful of the model's validation images (the first
   ``VERIFICATION_FRAME_COUNT`` by image key of its dataset version's val split, else test, else
   train), on which the edge runtime runs the model before serving it and refuses non-finite
@@ -51,6 +52,7 @@ from tagqa_assets.contracts.edge import (
     utc_now,
 )
 from tagqa_assets.contracts.models import APPROVED, FP32, METRICS_FILE, MODEL_CARD_FILE, ONNX_FILE, ModelVersion, model_key
+from tagqa_assets.deployment.precision import ShippedVariant
 from tagqa_assets.deployment.recipes import RecipeError, artifact_digests, read_template, recipe_yaml, render_recipe, validate_recipe
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.wheels import WheelBundle
@@ -116,14 +118,16 @@ def _publish(store: ObjectStore, ref: ComponentRef, files: dict[str, bytes], rec
 
 
 def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str, author: str,
-                          template: Path = MODEL_TEMPLATE) -> StoredComponent:
-    """The model component of registry version ``entry`` (built, or the identical existing one)."""
+                          template: Path = MODEL_TEMPLATE, variant: ShippedVariant | None = None) -> StoredComponent:
+    """The model component of registry version ``entry`` holding ``variant`` (default: the one the entry ships;
+    deployment/precision.py), built, or the identical existing one."""
     if entry.status != APPROVED:
         raise ComponentBuildError(f"model version {entry.version} is {entry.status}; only Approved versions are deployed")
-    ref = ComponentRef(name, model_component_version(entry.version))
-    where = f"model {entry.model_id} (registry version {entry.version}, {entry.precision})"
+    variant = variant or ShippedVariant(entry.precision, entry.precision_reason, registry_choice=True)
+    ref = ComponentRef(name, model_component_version(entry.version, registry_choice=variant.registry_choice))
+    where = f"model {entry.model_id} (registry version {entry.version}, {variant.precision})"
     record = read_model_record(store, entry.model_id)
-    onnx_file, card_file = variant_files(entry.precision)
+    onnx_file, card_file = variant_files(variant.precision)
     try:
         onnx = store.get_bytes(model_key(entry.model_id, onnx_file))
         card = ModelCard.from_dict(store.get_json(model_key(entry.model_id, card_file)),
@@ -142,9 +146,10 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
     frames, frames_entry = _verification_frames(store, entry, card, where)
     # Entries registered before precision variants existed keep the card they always had (the component
     # version is immutable); later ones say which variant this is and why.
-    precision = {"precision": entry.precision, "precision_reason": entry.precision_reason} if entry.variants else {}
+    precision = {"precision": variant.precision, "precision_reason": variant.reason} if entry.variants else {}
     card = dataclasses.replace(card, model_version=str(entry.version), onnx_file=ONNX_FILE, extra={
-        **card.extra, VERIFICATION_FRAMES_KEY: frames_entry, **precision, **_card_evaluation(store, entry)})
+        **card.extra, VERIFICATION_FRAMES_KEY: frames_entry, **precision,
+        **_card_evaluation(store, entry, variant.precision)})
     card_bytes = json.dumps(card.to_dict(), indent=2, sort_keys=True).encode()
     files = {ONNX_FILE: onnx, MODEL_CARD_FILE: card_bytes, VERIFICATION_FRAMES_FILE: frames}
     text = read_template(template)
@@ -152,26 +157,27 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
                                ("{DATASET_VERSION}", entry.dataset_version)):
         text = text.replace(placeholder, validate_identifier(value, placeholder))
     build = {"component": ref.name, "version": ref.version, "model_version": entry.version,
-             "model_id": entry.model_id, "dataset_version": entry.dataset_version, "precision": entry.precision}
+             "model_id": entry.model_id, "dataset_version": entry.dataset_version, "precision": variant.precision,
+             **({} if variant.registry_choice else {"registry_precision": entry.precision})}
     return _build(store, ref, files, text, str(template), author, build)
 
 
-def _card_evaluation(store: ObjectStore, entry: ModelVersion) -> dict[str, Any]:
+def _card_evaluation(store: ObjectStore, entry: ModelVersion, precision: str) -> dict[str, Any]:
     """``{"evaluation": ...}`` for the shipped model card: the test split's metrics and AP per class of the
-    shipped variant from the model's ``metrics.json`` (what the registry approved it on); empty for a model
-    committed without one."""
+    shipped ``precision`` variant from the model's ``metrics.json`` (what the registry approved it on); empty
+    for a model committed without one."""
     try:
         document = store.get_json(model_key(entry.model_id, METRICS_FILE))
     except ObjectNotFound:
         return {}
-    if entry.precision != FP32:  # the variant's own numbers (metrics.json keeps them under variants)
-        document = document.get("variants", {}).get(entry.precision) or entry.variants[entry.precision]
+    if precision != FP32:  # the variant's own numbers (metrics.json keeps them under variants)
+        document = document.get("variants", {}).get(precision) or entry.variants[precision]
     evaluation = {"split": "test", "metrics": document.get("metrics", {}).get("test", {}),
                   "per_class": document.get("per_class", {}).get("test", {})}
     test_scores = (document.get("best_scores") or {}).get("test")
     if test_scores:  # the device's automatic capture band follows them (edge_runtime.capture.rank_band)
         evaluation["best_score_percentiles"] = score_percentiles(test_scores)
-    return {"evaluation": {**evaluation, "precision": entry.precision} if entry.variants else evaluation}
+    return {"evaluation": {**evaluation, "precision": precision} if entry.variants else evaluation}
 
 
 def _verification_frames(store: ObjectStore, entry: ModelVersion, card: ModelCard, where: str

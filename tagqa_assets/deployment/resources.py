@@ -14,8 +14,10 @@ from pydantic import PrivateAttr
 from edge_runtime.device_config import (DEFAULT_INSTALL_EXTRAS, INSTALL_EXTRAS_KEY, DeviceConfig, DeviceConfigError,
                                         install_extras_for, parse_install_extras, parse_providers)
 from tagqa_assets.contracts.edge import INFERENCE_COMPONENT, MODEL_COMPONENT
+from tagqa_assets.contracts.models import ModelVersion
 from tagqa_assets.deployment.greengrass_target import GreengrassTarget
 from tagqa_assets.deployment.local_target import LocalDeviceTarget
+from tagqa_assets.deployment.precision import AUTO, ShippedVariant, shipped_variant
 from tagqa_assets.deployment.targets import DeploymentTarget
 from tagqa_assets.deployment.wheels import REPO, WheelBundle, prepare_wheel_bundle
 from tagqa_assets.storage import ObjectStore
@@ -46,6 +48,9 @@ class DeploymentResource(dg.ConfigurableResource):
     edge_python_version: str = ""  # e.g. 3.11; empty = this interpreter
     # Execution providers in order: comma-separated names or a JSON list with options; empty = the recipe's.
     edge_providers: str = ""
+    # Which variant of an int8 registry entry ships: auto (fp32 when the providers start with CUDA/TensorRT),
+    # registry (always the entry's), fp32 (always fp32); deployment/precision.py.
+    edge_precision: str = AUTO
     # ``target`` is a TargetKind, checked in open_target (dg.EnvVar cannot fill a Literal field).
     _clients: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -119,6 +124,18 @@ class DeploymentResource(dg.ConfigurableResource):
             raise ValueError(f"TAGQA_EDGE_PROVIDERS is not a valid JSON list: {exc}") from None
         except DeviceConfigError as exc:
             raise ValueError(str(exc)) from None
+
+    def provider_names(self) -> tuple[str, ...]:
+        """Names of the execution providers the deployment sets, in order; empty when it leaves the recipe's."""
+        value = self.configuration_overrides()
+        if "providers" not in value:
+            return ()
+        return tuple(spec.name for spec in DeviceConfig.from_mapping(value, source="TAGQA_DEVICE_CONFIGURATION").providers)
+
+    def shipped_variant(self, entry: ModelVersion) -> ShippedVariant:
+        """The precision variant of ``entry`` the model component holds for this deployment's providers; ValueError
+        naming the setting when TAGQA_EDGE_PRECISION or the provider settings are invalid."""
+        return shipped_variant(entry, self.provider_names(), self.edge_precision)
 
     def wheel_bundle(self) -> WheelBundle:
         """The inference component's wheels, built by deploy/greengrass/prepare_artifact.py when needed: those of
