@@ -12,19 +12,21 @@ import boto3
 import dagster as dg
 import pytest
 
-from deployment_fixtures import register_model, wheel_bundle  # noqa: F401
-from edge_fixtures import sample_images, tiny_models  # noqa: F401
+from deployment_fixtures import ThreadDevice, register_model, wheel_bundle  # noqa: F401
+from edge_fixtures import mosquitto, sample_images, tiny_models  # noqa: F401
 from edge_runtime.models import load_verified_model
 from model_fixtures import Chain, materialization, materialize_chain, resources, trained_chain
-from tagqa_assets.contracts.edge import component_key
+from tagqa_assets.contracts.edge import DEPLOYED, Release, component_key
 from tagqa_assets.contracts.keys import REGISTRY_PREFIX
 from tagqa_assets.contracts.models import (APPROVED, COMMIT_FILE, FP32, INT8, INT8_MODEL_CARD_FILE, INT8_ONNX_FILE,
                                            METRICS_FILE, ONNX_FILE, ModelVersion, model_key)
 from tagqa_assets.datasets.versions import DatasetVersionStore
 from tagqa_assets.deployment.assets import edge_component
-from tagqa_assets.deployment.components import build_model_component
+from tagqa_assets.deployment.components import build_inference_component, build_model_component
+from tagqa_assets.deployment.deployer import deploy_release, roll_back
+from tagqa_assets.deployment.local_target import LocalDeviceTarget
 from tagqa_assets.deployment.precision import shipped_variant
-from tagqa_assets.deployment.resources import DeploymentResource
+from tagqa_assets.deployment.resources import INFERENCE_TEMPLATE, DeploymentResource
 from tagqa_assets.model_catalog.model_files import stage_onnx
 from tagqa_assets.model_catalog.registry import LocalModelRegistry, ModelRegistry
 from tagqa_assets.model_catalog.resources import ModelRegistryResource
@@ -324,6 +326,38 @@ def test_an_nvidia_deployment_gets_the_fp32_component_beside_the_int8_one(tiny_m
         assert card["evaluation"]["metrics"]["map50_95"] == found[precision]["metrics"]["test"]["map50_95"]
         assert ("calibration" in card) is (precision == INT8)
         assert model.card.model_version == str(entry.version)
+
+
+@pytest.mark.slow  # a device thread swapping models
+def test_rolling_back_the_fp32_variant_returns_to_int8_and_leaves_the_version_approved(
+        tiny_models, wheel_bundle, mosquitto, tmp_path: Path):  # noqa: F811
+    store = LocalObjectStore(tmp_path / "store")
+    registry = LocalModelRegistry(store)
+    bare = register_model(store, registry, tiny_models["a"], "ds1-aaaaaaaa")
+    found = _store_int8(store, bare.model_id, tmp_path)
+    entry = registry.register(ModelVersion.from_dict({
+        **bare.to_dict(), "precision": INT8, "precision_reason": "ships int8: test", "variants": found}))
+    inference = build_inference_component(store, wheel_bundle, name="com.tagqa.EdgeInference", author="tagqa",
+                                          template=INFERENCE_TEMPLATE).ref
+    releases = {}
+    for precision, providers in ((INT8, CPU), (FP32, f"{CUDA},{CPU}")):
+        variant = DeploymentResource(edge_providers=providers).shipped_variant(entry)
+        model = build_model_component(store, entry, name=MODEL, author="tagqa", variant=variant).ref
+        releases[precision] = Release(entry.version, entry.model_id, entry.dataset_version, model, inference)
+    root = tmp_path / "devices"
+    device = ThreadDevice(root, "line-1", mosquitto.port, tmp_path / "camera")
+    target = LocalDeviceTarget(store, devices_root=root, device_ids=["line-1"], broker=f"127.0.0.1:{mosquitto.port}",
+                               timeout_seconds=30)
+    try:  # the device here has no CUDA: it verifies both variants on CPU, which is what this test needs
+        for precision in (INT8, FP32):
+            assert deploy_release(target, store, registry, releases[precision], run_id=precision).record.status == DEPLOYED
+            assert device.runtime.slot.current.precision == precision
+        back = roll_back(target, store, registry, run_id="cli", reason="fp32 was slower than hoped")
+        assert back.record.release == releases[INT8] and device.runtime.slot.current.precision == INT8
+        assert back.marked is None and registry.get(entry.version).status == APPROVED
+    finally:
+        device.stop()
+    assert device.error is None
 
 
 def test_a_tampered_int8_file_is_refused(tiny_models, tmp_path: Path):

@@ -120,7 +120,9 @@ def _mark_rejected(registry: ModelRegistry, release: Release, reason: str) -> Mo
 
 def roll_back(target: DeploymentTarget, store, registry: ModelRegistry, *, run_id: str, reason: str,
               logger: logging.Logger | logging.LoggerAdapter = log) -> DeploymentReport:
-    """Redeploy the target's previous good release and mark the rolled-back model version Rejected.
+    """Redeploy the target's previous good release and mark the rolled-back model version Rejected, unless the
+    previous release runs the same model version (another precision variant of it, or another runtime): then
+    the rollback undoes that change and says nothing about the model.
 
     Raises ValueError when the target has no earlier good release, DeploymentFailed when the
     rollback itself fails (the target then stays on, or returns to, its current release).
@@ -132,5 +134,6 @@ def roll_back(target: DeploymentTarget, store, registry: ModelRegistry, *, run_i
     if previous is None or previous.release is None:
         raise ValueError(f"target {target.target_id} has no earlier good release than {current.release.model}")
     report = deploy_release(target, store, registry, previous.release, run_id=run_id, kind=ROLLBACK, logger=logger)
-    marked = _mark_rejected(registry, current.release, f"rolled back on {target.target_id}: {reason}")
+    marked = None if previous.release.model_version == current.release.model_version else \
+        _mark_rejected(registry, current.release, f"rolled back on {target.target_id}: {reason}")
     return dataclasses.replace(report, marked=marked)

@@ -61,7 +61,8 @@ class DeploymentHistory:
         return deployed[-1] if deployed else None
 
     def previous_good(self, target: str) -> DeploymentRecord | None:
-        """The newest successful deployment before the current one with another model version, or None."""
+        """The newest successful deployment before the current one with another release (model version, its
+        precision variant or the runtime), or None."""
         deployed = [r for r in self.records(target) if r.status == DEPLOYED]
         if not deployed:
             return None
