@@ -34,7 +34,7 @@ stop_all() {
   while alive && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
   for pid in "${pids[@]}"; do
     if kill -0 -- "-$pid" 2>/dev/null; then
-      echo "process group $pid did not stop within ${STOP_SECONDS}s: SIGKILL"
+      echo "process group $pid did not stop within ${STOP_SECONDS}s: SIGKILL ($(ps -eo pgid=,pid=,args= 2>/dev/null | awk -v g="$pid" '$1 == g' | cut -c1-160 | tr '\n' ';'))"
       kill -KILL -- "-$pid" 2>/dev/null || true
     fi
   done
