@@ -123,7 +123,7 @@ def build_model_component(store: ObjectStore, entry: ModelVersion, *, name: str,
     deployment/precision.py), built, or the identical existing one."""
     if entry.status != APPROVED:
         raise ComponentBuildError(f"model version {entry.version} is {entry.status}; only Approved versions are deployed")
-    variant = variant or ShippedVariant(entry.precision, entry.precision_reason, registry_choice=True)
+    variant = variant or ShippedVariant.of_registry(entry)
     ref = ComponentRef(name, model_component_version(entry.version, registry_choice=variant.registry_choice))
     where = f"model {entry.model_id} (registry version {entry.version}, {variant.precision})"
     record = read_model_record(store, entry.model_id)

@@ -33,6 +33,11 @@ class ShippedVariant:
     reason: str
     registry_choice: bool
 
+    @classmethod
+    def of_registry(cls, entry: ModelVersion) -> ShippedVariant:
+        """The variant ``entry`` ships by the registry's decision (model component ``N.0.0``)."""
+        return cls(entry.precision, entry.precision_reason, registry_choice=True)
+
 
 def shipped_variant(entry: ModelVersion, providers: Sequence[str], setting: str = AUTO) -> ShippedVariant:
     """The variant of ``entry`` to deploy to devices whose configuration lists ``providers`` (names, in order;
@@ -45,7 +50,7 @@ def shipped_variant(entry: ModelVersion, providers: Sequence[str], setting: str 
     """
     if setting not in EDGE_PRECISIONS:
         raise ValueError(f"TAGQA_EDGE_PRECISION={setting!r} is not one of {', '.join(EDGE_PRECISIONS)}")
-    registry = ShippedVariant(entry.precision, entry.precision_reason, registry_choice=True)
+    registry = ShippedVariant.of_registry(entry)
     if entry.precision != INT8 or setting == REGISTRY:
         return registry
     if setting == FP32:

@@ -127,10 +127,10 @@ class DeploymentResource(dg.ConfigurableResource):
 
     def provider_names(self) -> tuple[str, ...]:
         """Names of the execution providers the deployment sets, in order; empty when it leaves the recipe's."""
-        value = self.configuration_overrides()
+        value = self.configuration_overrides()  # validated there, providers included
         if "providers" not in value:
             return ()
-        return tuple(spec.name for spec in DeviceConfig.from_mapping(value, source="TAGQA_DEVICE_CONFIGURATION").providers)
+        return tuple(spec.name for spec in parse_providers(value["providers"], "TAGQA_DEVICE_CONFIGURATION providers"))
 
     def shipped_variant(self, entry: ModelVersion) -> ShippedVariant:
         """The precision variant of ``entry`` the model component holds for this deployment's providers; ValueError
