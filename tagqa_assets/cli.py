@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import dagster as dg
+
+from tagqa_assets import run_recovery
 from tagqa_assets import settings as settings_module
 from tagqa_assets.deployment import commands as deployment_commands
 from tagqa_assets.ingestion import commands as ingestion_commands
@@ -33,7 +37,33 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         module.register(subparsers)
     _register_settings(subparsers)
+    _register_runs(subparsers)
     return parser
+
+
+def _register_runs(subparsers: argparse._SubParsersAction) -> None:
+    command = subparsers.add_parser("runs", help="Dagster runs of this instance ($DAGSTER_HOME)")
+    commands = command.add_subparsers(dest="runs_command", required=True)
+    orphaned = commands.add_parser("fail-orphaned", help="mark failed the runs a stopped stack left in progress "
+                                                          "(their process is gone); run.sh does this at start")
+    orphaned.add_argument("--grace-seconds", type=float, default=run_recovery.DEFAULT_GRACE_SECONDS,
+                          help="a run with no recorded process is left alone until it has not changed for this "
+                               "long (default %(default)s)")
+    orphaned.set_defaults(handler=_fail_orphaned_runs, needs_resources=False)
+
+
+def _fail_orphaned_runs(args: argparse.Namespace) -> int:
+    if not os.environ.get("DAGSTER_HOME"):
+        raise ValueError("DAGSTER_HOME is not set: it names the Dagster instance whose runs to check "
+                         "(make run sets it to .tagqa/dagster)")
+    with dg.DagsterInstance.get() as instance:
+        marked = run_recovery.fail_orphaned_runs(instance, grace_seconds=args.grace_seconds)
+    for run in marked:
+        print(f"run {run.run_id} ({run.job_name}) was left {run.was} by a stopped stack "
+              f"({f'its process {run.pid} is gone' if run.pid else 'no process recorded'}): now {run.now}")
+    if not marked:
+        print("no run was left in progress by a stopped stack")
+    return 0
 
 
 def _register_settings(subparsers: argparse._SubParsersAction) -> None:

@@ -90,12 +90,13 @@ class DagsterDev(DagsterApi):
     """``dagster dev -h 127.0.0.1 -p <free port> -w workspace.yaml`` with DAGSTER_HOME = ``workdir/dagster-home``.
 
     ``env`` is the whole environment of the server (TAGQA_* settings included); DAGSTER_HOME
-    is set here, to a fresh home holding a copy of deploy/dagster/local/dagster.yaml (what
-    ``make run`` installs).
+    is set here, to a home holding a copy of deploy/dagster/local/dagster.yaml (what ``make run``
+    installs). ``workspace``: another workspace file in place of the repository's.
     """
 
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+    def __init__(self, workdir: Path, env: dict[str, str], workspace: Path = WORKSPACE) -> None:
         self.workdir = Path(workdir)
+        self.workspace = Path(workspace)
         self.home = self.workdir / "dagster-home"
         self.home.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(INSTANCE_CONFIG, self.home / "dagster.yaml")
@@ -118,7 +119,7 @@ class DagsterDev(DagsterApi):
     def _start(self, timeout: float) -> float:
         started = time.monotonic()
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(WORKSPACE)],
+            [sys.executable, "-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(self.port), "-w", str(self.workspace)],
             cwd=self.workdir, env=self.env, stdout=open(self.log, "wb"), stderr=subprocess.STDOUT,
             start_new_session=True,
         )

@@ -69,6 +69,11 @@ echo "started the results collector: tagqa/+/detections -> results/ in the store
 pids+=($!)
 echo "started the demo camera: synthetic frames into the device's incoming folder, unless TAGQA_DEMO_CAMERA=false (log: $STATE/logs/demo-camera.log)"
 
+# Runs a hard stop left "in progress" (a SIGKILL below, a power cut) would hold their concurrency slots for good:
+# marked failed before Dagster starts (tagqa_assets/run_recovery.py).
+if [ -n "${DAGSTER_HOME:-}" ]; then
+  "$BIN/tagqa" runs fail-orphaned 2>&1 | sed 's/^/tagqa runs fail-orphaned: /' || true
+fi
 "$BIN/dagster" dev -h 127.0.0.1 -p "$PORT" -w "$WORKSPACE" < /dev/null &
 dagster_pid=$!
 pids+=("$dagster_pid")
