@@ -38,6 +38,10 @@ PLUGIN_PACKAGES = {"OpenVINOExecutionProvider": "onnxruntime_ep_openvino"}
 # Which hardware a plugin takes: the OpenVINO plugin offers only devices whose vendor is Intel (its
 # GetSupportedDevices skips the others), so on an AMD CPU it registers and offers nothing.
 PLUGIN_DEVICE_NOTES = {"OpenVINOExecutionProvider": "it takes Intel CPUs, GPUs and NPUs only"}
+# What runs the provider where its plugin offers no device (checked on an AMD EPYC: onnxruntime-openvino 1.24.1's
+# built-in provider served and passed the CPU comparison there; docs/edge_runtime.md, "Intel hardware only").
+PLUGIN_ELSEWHERE = {"OpenVINOExecutionProvider": "on other x86-64 CPUs, install onnxruntime-openvino in place of "
+                                                 "onnxruntime and leave the plugin out"}
 # What to install for a provider that is not available (shown in the refusal).
 INSTALL_HINTS = {
     "OpenVINOExecutionProvider": "pip install 'tagqa[edge,edge-openvino]' (the onnxruntime-ep-openvino plugin)",
@@ -179,7 +183,8 @@ class OnnxRuntimeSessions:
             if not any(d.ep_name == name for d in ort.get_ep_devices()):
                 cls._plugins[name] = (f"{PLUGIN_PACKAGES[name]} is installed and registered but offers no device on this "
                                       f"machine: {PLUGIN_DEVICE_NOTES.get(name, 'it found no hardware it supports')} "
-                                      f"(this CPU: {_cpu_vendor()})")
+                                      f"(this CPU: {_cpu_vendor()})"
+                                      + (f"; {PLUGIN_ELSEWHERE[name]}" if name in PLUGIN_ELSEWHERE else ""))
                 return
             cls._plugins[name] = ""
             cls._registered.add(name)

@@ -142,3 +142,32 @@ def test_the_openvino_component_installs_offline_and_serves_on_openvino(local_st
     listed = subprocess.run([str(work / "venv" / "bin" / "python"), "-m", "pip", "list", "--format=json"],
                             env=env, capture_output=True, text=True, timeout=120, check=True)
     assert "onnxruntime-ep-openvino" in {p["name"].lower() for p in json.loads(listed.stdout)}
+
+
+@pytest.mark.slow  # installs onnxruntime-openvino (about 84 MB) and the runtime's dependencies into a fresh venv
+def test_openvino_serves_through_the_built_in_wheel_where_the_plugin_offers_nothing(tiny_models,
+                                                                                     tmp_path: Path) -> None:
+    """The set-up docs/edge_runtime.md gives a non-Intel x86-64 device: ``onnxruntime-openvino`` installed in
+    place of ``onnxruntime`` (no plugin). The runtime requests its built-in provider by name, with the same
+    options as the plugin's, and OpenVINO serves and passes the CPU comparison, on this machine's CPU
+    whichever vendor it is (on Intel as well)."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
+    python = venv / "bin" / "python"
+    repo = Path(__file__).resolve().parents[1]
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(repo / "constraints.txt"),
+                                "onnxruntime-openvino", "numpy", "pillow", "simplejpeg"],
+                               capture_output=True, text=True, timeout=900)
+    assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(repo)  # the runtime's source; its dependencies are the venv's
+    verify = subprocess.run([str(python), "-m", "edge_runtime", "verify-model", str(tiny_models["a"]),
+                             "--providers", json.dumps([OPENVINO_CPU_FP32, CPU])],
+                            env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert verify.returncode == 0, verify.stdout[-3000:] + verify.stderr[-3000:]
+    report = json.loads(verify.stdout.strip().splitlines()[-1])
+    assert report["provider"] == OPENVINO and report["providers_refused"] == [], report
+    listed = subprocess.run([str(python), "-m", "pip", "list", "--format=json"], env=env, capture_output=True,
+                            text=True, timeout=120, check=True)
+    packages = {p["name"].lower() for p in json.loads(listed.stdout)}
+    assert "onnxruntime-openvino" in packages and not packages & {"onnxruntime", "onnxruntime-ep-openvino"}

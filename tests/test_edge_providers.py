@@ -96,6 +96,7 @@ def test_openvino_without_a_device_is_refused_with_why(tiny_models) -> None:
         (name, why), = model.provider_refusals
         assert name == OPENVINO and "not available" in why and "registered but offers no device" in why
         assert "Intel CPUs, GPUs and NPUs only" in why and "this CPU: " in why
+        assert "install onnxruntime-openvino in place of onnxruntime" in why
 
 
 def test_an_unavailable_provider_falls_back_in_order(tiny_models) -> None:
