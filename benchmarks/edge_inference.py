@@ -32,7 +32,8 @@ ratio least disturbed by the neighbours. For ours it splits the CPU by thread gr
 sink, outbox, captures, other), gives the time the frame workers slept per frame, which in a
 saturated pipeline is waiting for the GIL, and counts each group's context switches per frame
 (voluntary: it blocked; involuntary: it was preempted, mostly by another of the runtime's threads
-waking up). The 1-minute load average is printed beside every figure.
+waking up). Ours and the bare sessions also count minor page faults per image (first touches of
+fresh memory). The 1-minute load average is printed beside every figure.
 
     python benchmarks/edge_inference.py                     # exports a yolov8n per size, fp32 + int8
     python benchmarks/edge_inference.py --model models/x    # an existing model dir (its imgsz)
@@ -91,6 +92,11 @@ def _process_cpu() -> float:
     return times.user + times.system
 
 
+def _minor_faults() -> int:
+    """Minor page faults this process has taken, all its threads (each first touch of fresh memory is one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int = 0,
                   providers: str | None = None) -> dict:
     """Bare session runs on one preprocessed tensor; ``parallel`` > 0: that many single-threaded callers.
@@ -132,14 +138,15 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
     callers = max(parallel, 1)
     loop(10)
     threads = [threading.Thread(target=loop, args=(runs // callers,)) for _ in range(callers)]
-    started, cpu = time.perf_counter(), _process_cpu()
+    started, cpu, faults = time.perf_counter(), _process_cpu(), _minor_faults()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
+    elapsed, cpu, faults = time.perf_counter() - started, _process_cpu() - cpu, _minor_faults() - faults
     done = callers * (runs // callers)
     return {"ips": done / elapsed, "frames": done, "rss_mb": _peak_rss_mb(), "cpu_ms": cpu * 1000 / done,
+            "faults_per_frame": round(faults / done, 1),
             "checksum": float(np.sum(tensor)), "provider": provider}
 
 
@@ -248,7 +255,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             return future
 
     warmup, frames = 30, passes * len(images)
-    cpu_marks: list[tuple[float, float, dict, dict[int, str]]] = []  # at the warm-up's end and at the last frame
+    cpu_marks: list[tuple[float, float, dict, dict[int, str], int]] = []  # at the warm-up's end and the last frame
     records = 0
 
     def mark_cpu(record: dict) -> None:  # a record listener: runs on the sink thread, once per frame
@@ -256,7 +263,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
         records += 1
         if records in (warmup, warmup + frames):
             cpu_marks.append((time.perf_counter(), _process_cpu(), _thread_stats(),
-                              {t.native_id: t.name for t in threading.enumerate()}))
+                              {t.native_id: t.name for t in threading.enumerate()}, _minor_faults()))
 
     with tempfile.TemporaryDirectory() as tmp:
         overrides = {"deviceId": "bench", "modelDir": str(model_dir), "source": f"loop:{images[0].parent}",
@@ -277,10 +284,11 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
     elapsed = acked[warmup + frames - 1] - acked[warmup - 1]
     cpu_ms: dict[str, float] = {}
     switches: dict[str, list[float]] = {}
-    worker_asleep_ms = process_cpu_ms = None
+    worker_asleep_ms = process_cpu_ms = faults_per_frame = None
     if len(cpu_marks) == 2:
-        (start, cpu_start, before, _), (end, cpu_end, after, names) = cpu_marks
+        (start, cpu_start, before, _, faults_start), (end, cpu_end, after, names, faults_end) = cpu_marks
         process_cpu_ms = (cpu_end - cpu_start) * 1000 / frames
+        faults_per_frame = round((faults_end - faults_start) / frames, 1)
         asleep = 0.0
         for tid, stats in after.items():  # threads that ended in between (the source) are left out
             group = _thread_group(names.get(tid, ""))
@@ -293,7 +301,7 @@ def measure_ours(model_dir: Path, images: list[Path], passes: int, broker: str, 
             counted[1] += involuntary / frames
         worker_asleep_ms = round(asleep * 1000 / frames, 2)
     return {"ips": frames / elapsed, "frames": frames, "rss_mb": _peak_rss_mb(), "cpu_ms": process_cpu_ms,
-            "workers": runtime.workers,
+            "faults_per_frame": faults_per_frame, "workers": runtime.workers,
             "native_letterbox": letterbox._letterbox is not None, "provider": provider,
             "corrupt": snapshot["frames_corrupt"], "captured": snapshot.get("captured"),
             "latency_ms_p50": snapshot["latency_ms_p50"], "latency_ms_p95": snapshot["latency_ms_p95"],
@@ -435,6 +443,8 @@ def run_contender(kind: str, model_dir: Path, image_dir: Path, args: argparse.Na
 def _describe(m: dict) -> str:
     """One contender's measurement as printed per round."""
     line = f"{m['ips']:7.1f} img/s  peak RSS {m['rss_mb']:6.1f} MB  CPU {m.get('cpu_ms') or 0:5.1f} ms/img"
+    if m.get("faults_per_frame") is not None:
+        line += f"  {m['faults_per_frame']} minor faults/img"
     if "workers" in m:  # the runtime (ours, ours_numpy, ours_providers)
         line += (f"  p50 {m['latency_ms_p50']} ms p95 {m['latency_ms_p95']} ms, {m['workers']} workers, "
                  f"{'native' if m['native_letterbox'] else 'numpy'} letterbox, {m['provider']}, "
