@@ -56,6 +56,7 @@ def _fail_orphaned_runs(args: argparse.Namespace) -> int:
     if not os.environ.get("DAGSTER_HOME"):
         raise ValueError("DAGSTER_HOME is not set: it names the Dagster instance whose runs to check "
                          "(make run sets it to .tagqa/dagster)")
+    logging.getLogger("alembic").setLevel(logging.WARNING)  # a new instance's schema set-up, line by line
     with dg.DagsterInstance.get() as instance:
         marked = run_recovery.fail_orphaned_runs(instance, grace_seconds=args.grace_seconds)
     for run in marked:

@@ -105,6 +105,6 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, *, grace_seconds: float = D
         else:
             instance.report_run_failed(run, message)
         now_status = instance.get_run_by_id(run.run_id).status.value
-        log.info("run %s (%s) was %s: %s; now %s", run.run_id, run.job_name, run.status.value, why, now_status)
+        log.debug("run %s (%s) was %s: %s; now %s", run.run_id, run.job_name, run.status.value, why, now_status)
         marked.append(OrphanedRun(run.run_id, run.job_name, run.status.value, now_status, pid))
     return marked

@@ -4,7 +4,7 @@ The slow test makes the fault for real: a ``dagster dev`` with make run's instan
 cpu-heavy job, the whole process group is SIGKILLed mid-run (run.sh's last resort, or a power cut), and
 the run is left STARTED, holding the cpu-heavy slot: on a restarted stack the next cpu-heavy run stays
 queued. Then ``tagqa runs fail-orphaned`` (what run.sh runs before Dagster; here beside the live stack) marks
-it failed, and the queued run goes through. The quick tests pin the rules on a real instance with recorded events.
+it failed, the queued run goes through, and the instance's run retries run the killed one again. The quick tests pin the rules on a real instance with recorded events.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ import time
 import dagster as dg
 
 @dg.op
-def hold() -> None:
-    time.sleep(600)
+def hold(context: dg.OpExecutionContext) -> None:
+    if "dagster/retry_number" not in context.run.tags:  # the first attempt runs until it is killed
+        time.sleep(600)
 
 @dg.op
 def finish() -> None:
@@ -169,5 +170,10 @@ def test_a_run_killed_with_its_stack_stops_blocking_the_cpu_heavy_slot(tmp_path:
         assert status(second, long_run) == "FAILURE"
         wait_until(lambda: status(second, next_run) == "SUCCESS", "the next cpu-heavy run to finish", 180,
                    poll=1.0, diagnose=lambda: f"{second.runs()}\n{second.log_tail()}")
+        # make run's instance retries a run whose process died (run_retries, not for step failures): once.
+        retries = wait_until(lambda: [r for r in second.runs({"dagster/parent_run_id": long_run})
+                                      if r["status"] == "SUCCESS"], "the killed run's automatic retry", 180,
+                             poll=1.0, diagnose=lambda: f"{second.runs()}\n{second.log_tail()}")
+        assert len(retries) == 1 and {"key": "dagster/retry_number", "value": "1"} in retries[0]["tags"]
     finally:
         second.stop()
