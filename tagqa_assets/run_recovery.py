@@ -75,11 +75,17 @@ def fail_orphaned_runs(instance: dg.DagsterInstance, *, grace_seconds: float = D
                        now: Callable[[], float] = time.time) -> list[OrphanedRun]:
     """Mark every orphaned run of ``instance`` finished and say which.
 
-    Guarantees: a run whose recorded worker process is alive is untouched; a run without a
-    recorded worker is touched only once it has not changed for ``grace_seconds``. Each marked
-    run gets a failure (or, if it was being canceled, a cancellation) event whose message says
-    why, and the tag ``tagqa/orphaned=true``; it then no longer counts against concurrency limits.
+    Guarantees: it acts only on an instance with Dagster's default run launcher, whose run workers
+    are processes on this machine (ValueError otherwise). A run whose recorded worker process is
+    alive is untouched; a run without a recorded worker is touched only once it has not changed
+    for ``grace_seconds``. Each marked run gets a failure (or, if it was being canceled, a
+    cancellation) event whose message says why, and the tag ``tagqa/orphaned=true``; it then no
+    longer counts against concurrency limits.
     """
+    launcher = instance.run_launcher
+    if not isinstance(launcher, dg.DefaultRunLauncher):
+        raise ValueError(f"this instance launches runs with {type(launcher).__name__}, not Dagster's default "
+                         "launcher: its runs are not processes on this machine (run monitoring checks them)")
     marked: list[OrphanedRun] = []
     for record in instance.get_run_records(filters=dg.RunsFilter(statuses=list(ORPHAN_STATUSES))):
         run = record.dagster_run

@@ -106,6 +106,16 @@ def test_a_reused_pid_is_not_the_run_worker(tmp_path: Path) -> None:
         assert [m.run_id for m in marked] == [run.run_id]
 
 
+def test_an_instance_whose_runs_are_not_local_processes_is_refused(tmp_path: Path) -> None:
+    """Production's launcher runs each run elsewhere (ECS): a missing pid there says nothing, so no run is touched."""
+    launcher = {"module": "dagster._core.test_utils", "class": "MockedRunLauncher"}
+    with dg.instance_for_test(temp_dir=str(tmp_path), overrides={"run_launcher": launcher}) as instance:
+        run = _started_run(instance, "elsewhere", None)
+        with pytest.raises(ValueError, match="launches runs with MockedRunLauncher, not Dagster's default launcher"):
+            fail_orphaned_runs(instance, grace_seconds=0)
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.STARTED
+
+
 def test_the_cli_needs_dagster_home(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     done = subprocess.run([str(TAGQA), "runs", "fail-orphaned"], env=env, capture_output=True, text=True,
