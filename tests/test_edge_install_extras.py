@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edge_fixtures import openvino_device_here, tiny_models  # noqa: F401
+from edge_fixtures import REPO, openvino_device_here, tiny_models  # noqa: F401
 from edge_runtime.device_config import DeviceConfig, DeviceConfigError, parse_install_extras, parse_providers
 from edge_runtime.providers import OPENVINO_CPU_FP32
 from tagqa_assets.deployment.components import build_inference_component
@@ -154,13 +154,12 @@ def test_openvino_serves_through_the_built_in_wheel_where_the_plugin_offers_noth
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
     python = venv / "bin" / "python"
-    repo = Path(__file__).resolve().parents[1]
-    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(repo / "constraints.txt"),
+    installed = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "-c", str(REPO / "constraints.txt"),
                                 "onnxruntime-openvino", "numpy", "pillow", "simplejpeg"],
                                capture_output=True, text=True, timeout=900)
     assert installed.returncode == 0, installed.stdout[-3000:] + installed.stderr[-3000:]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["PYTHONPATH"] = str(repo)  # the runtime's source; its dependencies are the venv's
+    env["PYTHONPATH"] = str(REPO)  # the runtime's source; its dependencies are the venv's
     verify = subprocess.run([str(python), "-m", "edge_runtime", "verify-model", str(tiny_models["a"]),
                              "--providers", json.dumps([OPENVINO_CPU_FP32, CPU])],
                             env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)

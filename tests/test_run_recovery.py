@@ -4,7 +4,8 @@ The slow test makes the fault for real: a ``dagster dev`` with make run's instan
 cpu-heavy job, the whole process group is SIGKILLed mid-run (run.sh's last resort, or a power cut), and
 the run is left STARTED, holding the cpu-heavy slot: on a restarted stack the next cpu-heavy run stays
 queued. Then ``tagqa runs fail-orphaned`` (what run.sh runs before Dagster; here beside the live stack) marks
-it failed, the queued run goes through, and the instance's run retries run the killed one again. The quick tests pin the rules on a real instance with recorded events.
+it failed, the queued run goes through, and the instance's run retries run the killed one again. The quick
+tests pin the rules on a real instance with recorded events.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dagster_dev import DagsterDev
 from polling import wait_until
 from tagqa_assets.run_recovery import ORPHANED_TAG, fail_orphaned_runs, process_running, run_worker
 
-REPO = Path(__file__).resolve().parents[1]
 TAGQA = Path(sys.executable).parent / "tagqa"
 
 JOBS = '''
