@@ -55,7 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     verify = commands.add_parser("verify-model", help="verify a model directory as a hot swap would")
     verify.add_argument("model_dir", type=Path)
     verify.add_argument("--providers", type=_provider_list, help=_PROVIDERS_HELP)
+    providers = commands.add_parser("providers", help="which execution providers this device can run, or why not "
+                                                      "(JSON)")
+    providers.add_argument("names", nargs="*", help=f"providers to ask about (default: {', '.join(_ASKED_PROVIDERS)})")
+    setup = commands.add_parser("setup-openvino", help="settle which ONNX Runtime build serves OpenVINO here (the "
+                                                       "Greengrass component's Install step runs it)")
+    setup.add_argument("--build", default="auto", choices=["auto", "plugin", "onnxruntime-openvino"],
+                       help="auto: keep the plugin where it offers a device, else onnxruntime-openvino")
+    setup.add_argument("--wheels", type=Path, required=True, help="the component's wheel folder (installed offline)")
     return parser
+
+
+# What ``tagqa-edge providers`` asks about by default: the providers docs/edge_runtime.md documents.
+_ASKED_PROVIDERS = ("CPUExecutionProvider", "OpenVINOExecutionProvider", "CUDAExecutionProvider",
+                    "TensorrtExecutionProvider")
 
 
 def _provider_list(text: str) -> Any:
@@ -133,11 +146,38 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _providers(args: argparse.Namespace) -> int:
+    import onnxruntime as ort
+
+    from edge_runtime.providers import OnnxRuntimeSessions
+
+    asked = tuple(args.names) or _ASKED_PROVIDERS
+    sessions = OnnxRuntimeSessions()
+    available = sessions.available(asked)
+    print(json.dumps({"onnxruntime": ort.__version__, "available": [n for n in asked if n in available],
+                      "unavailable": {n: sessions.unavailable_reason(n) for n in asked if n not in available}}))
+    return 0
+
+
+def _setup_openvino(args: argparse.Namespace) -> int:
+    from edge_runtime.openvino_setup import OpenVinoSetupError, setup_openvino
+
+    try:
+        print(setup_openvino(args.build, args.wheels))
+    except OpenVinoSetupError as exc:
+        print(f"setup-openvino: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+_COMMANDS = {"run": _run, "verify-model": _verify, "providers": _providers, "setup-openvino": _setup_openvino}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return _run(args) if args.command == "run" else _verify(args)
+    return _COMMANDS[args.command](args)
 
 
 if __name__ == "__main__":

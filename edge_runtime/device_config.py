@@ -17,8 +17,9 @@ from typing import Any, Mapping
 
 # Keys Greengrass puts into a component's configuration that are not ours to interpret.
 _GREENGRASS_KEYS = frozenset({"accessControl"})
-# The Greengrass component's Install step reads this key (``pip install "tagqa[<installExtras>]"``), the runtime
-# does not: it is validated here, wherever the configuration is, and otherwise left alone.
+# The Greengrass component's Install step reads this key (``pip install "tagqa[<installExtras>]"``) and
+# ``openvinoBuild`` below, the runtime does not: they are validated here, wherever the configuration is, and
+# otherwise left alone (INSTALL_KEYS).
 INSTALL_EXTRAS_KEY = "installExtras"
 DEFAULT_INSTALL_EXTRAS = "edge"
 # The package extras a device may install: a name outside them would be a typo pip only warns about.
@@ -26,6 +27,13 @@ KNOWN_INSTALL_EXTRAS = ("edge", "edge-openvino")
 # Providers that run only with an extra installed beside ``edge`` (the others come with ONNX Runtime's own wheel,
 # or, for CUDA/TensorRT on a Jetson, with a wheel no extra can name: docs/edge_runtime.md).
 PROVIDER_EXTRAS = {"OpenVINOExecutionProvider": "edge-openvino"}
+# Which ONNX Runtime build serves OpenVINO on a device that installs ``edge-openvino``: the Install step hands it
+# to ``tagqa-edge setup-openvino`` (edge_runtime.openvino_setup). "auto" keeps the plugin where it offers a device
+# (Intel hardware) and puts onnxruntime-openvino in place of onnxruntime elsewhere; "plugin" and
+# "onnxruntime-openvino" choose one whatever the hardware.
+OPENVINO_BUILD_KEY = "openvinoBuild"
+OPENVINO_BUILDS = ("auto", "plugin", "onnxruntime-openvino")
+DEFAULT_OPENVINO_BUILD = "auto"
 _DEVICE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 
 
@@ -132,6 +140,18 @@ def parse_install_extras(raw: Any, where: str) -> tuple[str, ...]:
     return extras
 
 
+def parse_openvino_build(raw: Any, where: str) -> str:
+    """``openvinoBuild`` as one of ``OPENVINO_BUILDS``; DeviceConfigError naming ``where`` otherwise (the value
+    ends up in a shell command on the device)."""
+    if raw not in OPENVINO_BUILDS:
+        raise DeviceConfigError(f"{where} must be one of {', '.join(map(repr, OPENVINO_BUILDS))}, got {raw!r}")
+    return raw
+
+
+# Keys only the Greengrass component's Install step reads, each with its validator.
+INSTALL_KEYS = {INSTALL_EXTRAS_KEY: parse_install_extras, OPENVINO_BUILD_KEY: parse_openvino_build}
+
+
 def install_extras_for(providers: tuple[ProviderSpec, ...]) -> tuple[str, ...]:
     """The extras a device with ``providers`` installs: ``edge`` and each one a listed provider needs, in order."""
     needed = [PROVIDER_EXTRAS[spec.name] for spec in providers if spec.name in PROVIDER_EXTRAS]
@@ -204,8 +224,8 @@ class DeviceConfig:
         for key, raw in data.items():
             if key in _GREENGRASS_KEYS:
                 continue
-            if key == INSTALL_EXTRAS_KEY:
-                parse_install_extras(raw, f"{source}: {key!r}")
+            if key in INSTALL_KEYS:
+                INSTALL_KEYS[key](raw, f"{source}: {key!r}")
                 continue
             name = _snake(key)
             if name not in fields:

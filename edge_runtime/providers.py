@@ -41,7 +41,8 @@ PLUGIN_DEVICE_NOTES = {"OpenVINOExecutionProvider": "it takes Intel CPUs, GPUs a
 # What runs the provider where its plugin offers no device (checked on an AMD EPYC: onnxruntime-openvino 1.24.1's
 # built-in provider served and passed the CPU comparison there; docs/edge_runtime.md, "Intel hardware only").
 PLUGIN_ELSEWHERE = {"OpenVINOExecutionProvider": "on other x86-64 CPUs, install onnxruntime-openvino in place of "
-                                                 "onnxruntime and leave the plugin out"}
+                                                 "onnxruntime and leave the plugin out (`tagqa-edge setup-openvino "
+                                                 "--wheels DIR` does; the Greengrass component does at install)"}
 # What to install for a provider that is not available (shown in the refusal).
 INSTALL_HINTS = {
     "OpenVINOExecutionProvider": "pip install 'tagqa[edge,edge-openvino]' (the onnxruntime-ep-openvino plugin)",

@@ -1,7 +1,8 @@
 """Fill ``deploy/greengrass/wheels/`` with every wheel the edge component installs.
 
 The component's Install step runs ``pip install --no-index --find-links wheels "tagqa[<installExtras>]"``
-(``edge``; ``edge,edge-openvino`` for the OpenVINO provider: build with ``--extras edge,edge-openvino``),
+(``edge``; ``edge,edge-openvino`` for the OpenVINO provider: build with ``--extras edge,edge-openvino``, which on
+linux x86-64 also bundles onnxruntime-openvino, what the Install step swaps in where the plugin offers no device),
 so the device never reaches a package index (the reference component pip-installed
 ultralytics and torch from the internet at start-up). Run this on a build machine with
 index access, then ``gdk component build`` zips this folder, wheels included::
@@ -28,6 +29,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))  # a build machine runs this from the checkout, tagqa not installed
+
+from edge_runtime.openvino_setup import BUILT_IN_DISTRIBUTION, bundles_built_in  # noqa: E402
 
 
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
@@ -64,6 +68,9 @@ def build_wheels(out: Path, *, platform: str | None, python_version: str | None,
     if python_version:
         download += ["--python-version", python_version]
     subprocess.run([*download, f"tagqa[{','.join(extras)}]"], check=True)
+    if "edge-openvino" in extras and bundles_built_in(platform):
+        # What the Install step's setup-openvino swaps in where the plugin offers no device (non-Intel x86-64).
+        subprocess.run([*download, BUILT_IN_DISTRIBUTION], check=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from edge_runtime.device_config import INSTALL_EXTRAS_KEY, DeviceConfig, DeviceConfigError, parse_install_extras
+from edge_runtime.device_config import INSTALL_KEYS, DeviceConfig, DeviceConfigError
 
 RECIPE_FORMAT_VERSION = "2020-01-25"
 REQUIRED_FIELDS = ("RecipeFormatVersion", "ComponentName", "ComponentVersion", "ComponentDescription",
@@ -127,12 +127,12 @@ def validate_recipe(recipe: Mapping[str, Any], *, source: str, digests: Mapping[
         fail("ComponentConfiguration.DefaultConfiguration", "must be a mapping")
     if "accessControl" in configuration:
         check_access_control(configuration, recipe["ComponentName"], source)
-    if INSTALL_EXTRAS_KEY in configuration:
-        try:
-            parse_install_extras(configuration[INSTALL_EXTRAS_KEY],
-                                 f"ComponentConfiguration.DefaultConfiguration.{INSTALL_EXTRAS_KEY}")
-        except DeviceConfigError as exc:
-            raise RecipeError(f"{source}: {exc}") from None
+    for key, parse in INSTALL_KEYS.items():
+        if key in configuration:
+            try:
+                parse(configuration[key], f"ComponentConfiguration.DefaultConfiguration.{key}")
+            except DeviceConfigError as exc:
+                raise RecipeError(f"{source}: {exc}") from None
     for i, manifest in enumerate(manifests):
         for step, spec in ((manifest.get("Lifecycle") or {}).items()):
             script = spec.get("Script") if isinstance(spec, Mapping) else spec

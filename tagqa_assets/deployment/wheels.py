@@ -21,6 +21,7 @@ from types import ModuleType
 from packaging.requirements import Requirement
 
 import edge_runtime
+from edge_runtime.openvino_setup import BUILT_IN_DISTRIBUTION, bundles_built_in
 
 REPO = Path(__file__).resolve().parents[2]
 PREPARE_SCRIPT = REPO / "deploy" / "greengrass" / "prepare_artifact.py"
@@ -88,10 +89,13 @@ def _load_prepare_script() -> ModuleType:
     return module
 
 
-def _problems(directory: Path, extras: tuple[str, ...]) -> list[str]:
+def _problems(directory: Path, extras: tuple[str, ...], platform: str) -> list[str]:
     wheels = sorted(directory.glob("*.whl")) if directory.is_dir() else []
     names = {_wheel_name(w) for w in wheels}
-    problems = [f"no wheel for {name}" for name in ["tagqa", *edge_requirements(extras)] if name not in names]
+    wanted = ["tagqa", *edge_requirements(extras)]
+    if "edge-openvino" in extras and bundles_built_in(platform or None):
+        wanted.append(BUILT_IN_DISTRIBUTION)  # what the device's setup-openvino swaps in off Intel hardware
+    problems = [f"no wheel for {name}" for name in wanted if name not in names]
     project = [w for w in wheels if _wheel_name(w) == "tagqa"]
     if len(project) > 1:
         problems.append(f"several tagqa wheels ({[w.name for w in project]})")
@@ -109,7 +113,7 @@ def prepare_wheel_bundle(directory: Path | str, *, platform: str = "", python_ve
     ``3.11``); empty means this machine. Raises WheelBundleError when it cannot be completed.
     """
     directory = Path(directory).resolve()
-    if _problems(directory, extras):
+    if _problems(directory, extras, platform):
         script = _load_prepare_script()
         constraints = REPO / "constraints.txt"
         try:
@@ -119,7 +123,7 @@ def prepare_wheel_bundle(directory: Path | str, *, platform: str = "", python_ve
             raise WheelBundleError(
                 f"could not build the wheel bundle in {directory} ({exc}); run `python {PREPARE_SCRIPT} --out "
                 f"{directory} --extras {','.join(extras)}` on a machine that reaches the package index") from None
-    problems = _problems(directory, extras)
+    problems = _problems(directory, extras, platform)
     if problems:
         raise WheelBundleError(f"wheel bundle {directory} is incomplete: {'; '.join(problems)}")
     return WheelBundle(directory, tuple(sorted(directory.glob("*.whl"))), tuple(extras))
