@@ -29,9 +29,11 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO))  # a build machine runs this from the checkout, tagqa not installed
-
-from edge_runtime.openvino_setup import BUILT_IN_DISTRIBUTION, bundles_built_in  # noqa: E402
+try:
+    from edge_runtime.openvino_setup import BUILT_IN_DISTRIBUTION, bundles_built_in
+except ImportError:  # a build machine runs this from the checkout, tagqa not installed
+    sys.path.insert(0, str(REPO))
+    from edge_runtime.openvino_setup import BUILT_IN_DISTRIBUTION, bundles_built_in
 
 
 CROSS_COMPILER = "aarch64-linux-gnu-gcc"
