@@ -1,4 +1,5 @@
-"""Command line: ``tagqa-edge run ...`` / ``python -m edge_runtime run ...`` and ``verify-model DIR``."""
+"""Command line: ``tagqa-edge run ...`` / ``python -m edge_runtime run ...``, ``verify-model DIR``, ``providers``
+and ``setup-openvino`` (the Greengrass component's Install step)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import signal
 import sys
 from pathlib import Path
 from typing import Any
+
+from edge_runtime.device_config import DEFAULT_OPENVINO_BUILD, OPENVINO_BUILDS
 
 EXIT_CONFIG = 2
 EXIT_MODEL = 3
@@ -60,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     providers.add_argument("names", nargs="*", help=f"providers to ask about (default: {', '.join(_ASKED_PROVIDERS)})")
     setup = commands.add_parser("setup-openvino", help="settle which ONNX Runtime build serves OpenVINO here (the "
                                                        "Greengrass component's Install step runs it)")
-    setup.add_argument("--build", default="auto", choices=["auto", "plugin", "onnxruntime-openvino"],
+    setup.add_argument("--build", default=DEFAULT_OPENVINO_BUILD, choices=OPENVINO_BUILDS,
                        help="auto: keep the plugin where it offers a device, else onnxruntime-openvino")
     setup.add_argument("--wheels", type=Path, required=True, help="the component's wheel folder (installed offline)")
     return parser

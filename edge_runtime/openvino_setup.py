@@ -97,8 +97,8 @@ def swap_to_built_in(python: str, wheels: Path) -> Path:
     return found[-1]
 
 
-def setup_openvino(build: str, wheels: Path, *, python: str = sys.executable) -> str:
-    """Settle the OpenVINO build of the environment ``python`` runs in (this process's own); what was done.
+def setup_openvino(build: str, wheels: Path) -> str:
+    """Settle the OpenVINO build of this interpreter's environment (the device's venv); what was done.
 
     Guarantees on return: nothing to do (no OpenVINO build installed), or the plugin kept (it offers a
     device, ``build`` is "plugin", or "auto" found no onnxruntime-openvino wheel to swap to: then the
@@ -107,6 +107,7 @@ def setup_openvino(build: str, wheels: Path, *, python: str = sys.executable) ->
     OpenVinoSetupError when "onnxruntime-openvino" was asked for and cannot be installed, or the
     installed build does not serve OpenVINO.
     """
+    python = sys.executable
     plugin, built_in = installed(PLUGIN_DISTRIBUTION), installed(BUILT_IN_DISTRIBUTION)
     if not plugin and not built_in:
         return "no OpenVINO build installed (installExtras without edge-openvino): nothing to do"
