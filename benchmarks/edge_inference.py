@@ -14,6 +14,9 @@ largest over the rounds (VmHWM of the measuring process):
                   reference of the issue-18 targets (``vs_limit_parallel``);
   openvino        the same ONNX file in bare OpenVINO: ``compile_model`` on the CPU with one
                   stream and one infer request per core (``AsyncInferQueue``), one tensor;
+  openvino_frames the same, on the real files: each read, decoded and letterboxed (the runtime's
+                  functions) in the calling thread while the requests infer, as an OpenVINO user's
+                  loop over camera frames runs; ``vs_openvino_frames`` is ours_providers against it;
   limit_providers inference alone on the first provider of ``--providers`` (a bare session built as the
                   runtime builds it, ``--workers`` callers, default 2, on one preprocessed tensor): the
                   reference for ours_providers on an accelerator (``providers_vs_limit``);
@@ -48,8 +51,8 @@ version's val and test splits with the platform's evaluation (which predicts thr
 runtime's pipeline) and measures both speeds; it prints ``INT8 ...`` lines.
 
 The last line per model is ``RESULT imgsz=N precision=P ours_ips=X limit_parallel_ips=X
-openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R providers_vs_limit=R
-cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
+openvino_ips=X ... vs_limit_parallel=R vs_ultralytics=R vs_limit=R vs_openvino=R vs_openvino_frames=R
+providers_vs_limit=R cpu_vs_limit_parallel=R ours_rss_mb=M ... load=L`` (``n/a`` for a contender not run).
 Results and the machine description go to docs/benchmarks.md.
 """
 
@@ -72,7 +75,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "metal-tags"
-CONTENDERS = ("limit", "limit_parallel", "limit_providers", "openvino", "ultralytics", "ours", "ours_numpy")
+CONTENDERS = ("limit", "limit_parallel", "limit_providers", "openvino", "openvino_frames", "ultralytics", "ours",
+              "ours_numpy")
 PROVIDERS_CONTENDER = "ours_providers"  # ours with --providers (e.g. the OpenVINO execution provider)
 
 
@@ -150,9 +154,12 @@ def measure_limit(model_dir: Path, images: list[Path], runs: int, parallel: int 
             "checksum": float(np.sum(tensor)), "provider": provider}
 
 
-def measure_openvino(model_dir: Path, images: list[Path], runs: int, precision: str = "") -> dict:
+def measure_openvino(model_dir: Path, images: list[Path], runs: int, precision: str = "",
+                     frames: bool = False) -> dict:
     """The same ONNX file in bare OpenVINO on the CPU, as an OpenVINO user runs it: ``compile_model`` with
-    one stream and one infer request per core (``AsyncInferQueue``), on one preprocessed tensor."""
+    one stream and one infer request per core (``AsyncInferQueue``), on one preprocessed tensor; with
+    ``frames``, on the real files instead, each read, decoded and letterboxed (the runtime's own
+    functions, so the same pixels) in the calling thread while the requests infer."""
     import numpy as np
     import openvino as ov
 
@@ -173,7 +180,9 @@ def measure_openvino(model_dir: Path, images: list[Path], runs: int, precision: 
         requests.start_async({0: tensor})
     requests.wait_all()
     started, cpu = time.perf_counter(), _process_cpu()
-    for _ in range(runs):
+    for i in range(runs):
+        if frames:
+            tensor, _ = letterbox(decode_image(images[i % len(images)].read_bytes()), card["imgsz"], card["imgsz"])
         requests.start_async({0: tensor})  # blocks while every request is busy
     requests.wait_all()
     elapsed, cpu = time.perf_counter() - started, _process_cpu() - cpu
@@ -477,14 +486,17 @@ def result_line(imgsz: int, precision: str, best: dict[str, float], rss: dict[st
         return f"{best[a] / best[b]:.2f}" if a in best and b in best else "n/a"
 
     fields = [f"imgsz={imgsz}", f"precision={precision}"]
-    fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "ultralytics", "limit",
-                                                  PROVIDERS_CONTENDER, "limit_providers") if k in best]
+    fields += [f"{k}_ips={best[k]:.1f}" for k in ("ours", "limit_parallel", "openvino", "openvino_frames",
+                                                  "ultralytics", "limit", PROVIDERS_CONTENDER, "limit_providers")
+               if k in best]
     fields += [f"vs_limit_parallel={ratio('ours', 'limit_parallel')}", f"vs_ultralytics={ratio('ours', 'ultralytics')}",
                f"vs_limit={ratio('ours', 'limit')}", f"vs_openvino={ratio(PROVIDERS_CONTENDER, 'openvino')}",
+               f"vs_openvino_frames={ratio(PROVIDERS_CONTENDER, 'openvino_frames')}",
                f"providers_vs_limit={ratio(PROVIDERS_CONTENDER, 'limit_providers')}"]
     if cpu.get("ours") and cpu.get("limit_parallel"):
         fields.append(f"cpu_vs_limit_parallel={cpu['limit_parallel'] / cpu['ours']:.2f}")
-    fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", PROVIDERS_CONTENDER) if k in rss]
+    fields += [f"{k}_rss_mb={rss[k]:.0f}" for k in ("ours", "ultralytics", "openvino", "openvino_frames",
+                                                    PROVIDERS_CONTENDER) if k in rss]
     if provider:  # what the provider list chose (its check may refuse OpenVINO and fall back to CPU)
         fields.append(f"{PROVIDERS_CONTENDER}_ran_on={provider}")
     return "RESULT " + " ".join(fields) + f" load={load}"
@@ -609,9 +621,10 @@ if __name__ == "__main__":
         elif kind == "limit_providers":
             out = measure_limit(Path(model), paths, runs=int(passes) * len(paths), parallel=int(workers) or 2,
                                 providers=providers)
-        elif kind == "openvino":
+        elif kind in ("openvino", "openvino_frames"):
             out = measure_openvino(Path(model), paths, runs=int(passes) * len(paths),
-                                   precision=os.environ.get("TAGQA_BENCH_OPENVINO_PRECISION", ""))
+                                   precision=os.environ.get("TAGQA_BENCH_OPENVINO_PRECISION", ""),
+                                   frames=kind == "openvino_frames")
         elif kind == "ultralytics":
             out = measure_ultralytics(Path(model), paths, int(passes))
         else:
