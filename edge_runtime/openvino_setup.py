@@ -59,42 +59,42 @@ def installed(distribution: str) -> bool:
     return True
 
 
-def probe_openvino(python: str) -> ProviderProbe:
-    """Ask a new ``python -m edge_runtime providers`` process whether OpenVINO can build sessions there.
+def probe_openvino() -> ProviderProbe:
+    """Ask a new ``python -m edge_runtime providers`` process of this interpreter whether OpenVINO can build
+    sessions there.
 
     Raises OpenVinoSetupError when that process fails or does not answer in JSON (a broken install)."""
-    done = subprocess.run([python, "-m", "edge_runtime", "providers", OPENVINO], capture_output=True, text=True,
-                          timeout=300)
+    done = subprocess.run([sys.executable, "-m", "edge_runtime", "providers", OPENVINO], capture_output=True,
+                          text=True, timeout=300)
     try:
         report = json.loads(done.stdout.strip().splitlines()[-1])
     except (IndexError, json.JSONDecodeError):
         report = None
     if done.returncode != 0 or not isinstance(report, dict):
-        raise OpenVinoSetupError(f"`{python} -m edge_runtime providers {OPENVINO}` failed (exit {done.returncode}): "
-                                 f"{(done.stderr or done.stdout).strip()[-2000:]}")
+        raise OpenVinoSetupError(f"`{sys.executable} -m edge_runtime providers {OPENVINO}` failed "
+                                 f"(exit {done.returncode}): {(done.stderr or done.stdout).strip()[-2000:]}")
     return ProviderProbe(OPENVINO in report.get("available", []), report.get("unavailable", {}).get(OPENVINO, ""))
 
 
-def _pip(python: str, *args: str) -> None:
-    done = subprocess.run([python, "-m", "pip", *args], capture_output=True, text=True, timeout=900)
+def _pip(*args: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "pip", *args], capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise OpenVinoSetupError(f"`pip {' '.join(args)}` failed (exit {done.returncode}): "
                                  f"{(done.stderr or done.stdout).strip()[-2000:]}")
 
 
-def swap_to_built_in(python: str, wheels: Path) -> Path:
-    """Replace onnxruntime and the plugin with onnxruntime-openvino from ``wheels``, offline; the wheel installed.
-
-    Raises OpenVinoSetupError when ``wheels`` holds no onnxruntime-openvino wheel or pip fails."""
+def built_in_wheel(wheels: Path) -> Path | None:
+    """The onnxruntime-openvino wheel in ``wheels`` (the newest name when several), or None."""
     found = sorted(Path(wheels).glob(BUILT_IN_WHEEL_GLOB))
-    if not found:
-        raise OpenVinoSetupError(f"{wheels} holds no {BUILT_IN_WHEEL_GLOB} (the component's wheels were built without "
-                                 "it: onnxruntime-openvino exists for linux x86-64 only; prepare_artifact.py "
-                                 "--extras edge,edge-openvino bundles it there)")
+    return found[-1] if found else None
+
+
+def swap_to_built_in(wheel: Path, wheels: Path) -> None:
+    """Replace onnxruntime and the plugin with ``wheel`` (onnxruntime-openvino), its dependencies from ``wheels``,
+    offline. Raises OpenVinoSetupError when pip fails."""
     # All three: an earlier swap's files would otherwise be half overwritten by a reinstalled onnxruntime.
-    _pip(python, "uninstall", "--yes", PLUGIN_DISTRIBUTION, "onnxruntime", BUILT_IN_DISTRIBUTION)
-    _pip(python, "install", "--no-index", "--find-links", str(wheels), str(found[-1]))
-    return found[-1]
+    _pip("uninstall", "--yes", PLUGIN_DISTRIBUTION, "onnxruntime", BUILT_IN_DISTRIBUTION)
+    _pip("install", "--no-index", "--find-links", str(wheels), str(wheel))
 
 
 def setup_openvino(build: str, wheels: Path) -> str:
@@ -107,27 +107,31 @@ def setup_openvino(build: str, wheels: Path) -> str:
     OpenVinoSetupError when "onnxruntime-openvino" was asked for and cannot be installed, or the
     installed build does not serve OpenVINO.
     """
-    python = sys.executable
     plugin, built_in = installed(PLUGIN_DISTRIBUTION), installed(BUILT_IN_DISTRIBUTION)
     if not plugin and not built_in:
         return "no OpenVINO build installed (installExtras without edge-openvino): nothing to do"
     if built_in and not plugin:
-        probe = probe_openvino(python)
+        probe = probe_openvino()
         if not probe.available:
             raise OpenVinoSetupError(f"{BUILT_IN_DISTRIBUTION} is installed but does not serve OpenVINO: {probe.reason}")
         return f"{BUILT_IN_DISTRIBUTION} serves OpenVINO (already in place)"
+    wheel = built_in_wheel(wheels)
     if build != "onnxruntime-openvino":
-        probe = probe_openvino(python)
+        probe = probe_openvino()
         if probe.available:
             return f"the {PLUGIN_DISTRIBUTION} plugin serves OpenVINO here: kept"
         if build == "plugin":
             return f"openvinoBuild is 'plugin': kept the plugin, which does not serve OpenVINO here ({probe.reason})"
-        if not any(Path(wheels).glob(BUILT_IN_WHEEL_GLOB)):
+        if wheel is None:
             return (f"the plugin does not serve OpenVINO here and {wheels} holds no {BUILT_IN_WHEEL_GLOB} to swap to: "
                     f"kept the plugin; the runtime will refuse OpenVINO and serve on the next provider "
                     f"({probe.reason})")
-    wheel = swap_to_built_in(python, wheels)
-    probe = probe_openvino(python)
+    if wheel is None:
+        raise OpenVinoSetupError(f"{wheels} holds no {BUILT_IN_WHEEL_GLOB} (the component's wheels were built without "
+                                 "it: onnxruntime-openvino exists for linux x86-64 only; prepare_artifact.py "
+                                 "--extras edge,edge-openvino bundles it there)")
+    swap_to_built_in(wheel, wheels)
+    probe = probe_openvino()
     if not probe.available:
         raise OpenVinoSetupError(f"installed {wheel.name} in place of onnxruntime, but it does not serve OpenVINO: "
                                  f"{probe.reason}")
